@@ -1,0 +1,134 @@
+"""Training pipeline: ingest -> validate -> train -> evaluate -> gate -> register.
+
+Each task runs one ``mlops-step`` verb (see include/mlops_steps), as a Kubernetes pod or a local
+process depending on MLOPS_RUNNER. All logic lives in the step package; this file is wiring only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
+
+from mlops_provider.operators.step import PARTITION_KEY, STEP_MACROS, pipeline_step, step_operator
+from mlops_steps.config import get_settings
+from mlops_steps.spec import Resources
+
+settings = get_settings()
+gate = settings.gate
+
+# New raw data landed, or monitoring saw drift: either one retrains, on top of the weekly cron.
+TRAINING_DATA = Asset(name="churn_training_data", uri="mlops://churn/training-data")
+DRIFT_DETECTED = Asset(name="churn_drift_detected", uri="mlops://churn/drift-detected")
+# Emitted when a new version gets the `challenger` alias; the deployment pipeline listens to it.
+CHALLENGER_REGISTERED = Asset(name="churn_challenger", uri="mlops://churn/challenger")
+
+with DAG(
+    dag_id="mlops_training",
+    description="Ingest, validate, train, evaluate and gate a churn model; register the challenger.",
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
+        assets=(TRAINING_DATA | DRIFT_DETECTED),
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=3),
+    tags=["mlops", "training", settings.model_name],
+    user_defined_macros=STEP_MACROS,
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    params={
+        "source_uri": Param(
+            "synthetic://churn",
+            type="string",
+            title="Data source",
+            description="synthetic://churn, a path, s3:// or https:// URI of a CSV/Parquet file.",
+        ),
+        "rows": Param(
+            settings.default_rows,
+            type="integer",
+            minimum=1_000,
+            maximum=20_000_000,
+            title="Rows (synthetic source)",
+        ),
+        "seed": Param(settings.default_seed, type="integer", title="Random seed"),
+        "drift": Param(
+            0.0,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Injected drift (synthetic source)",
+            description="0 = the reference distribution; 1 = strongly shifted and noisier labels.",
+        ),
+        "min_rows": Param(settings.min_rows, type="integer", minimum=1, title="Minimum rows"),
+        "min_auc": Param(gate.min_auc, type="number", minimum=0, maximum=1, title="Gate: min AUC"),
+        "min_accuracy": Param(
+            gate.min_accuracy, type="number", minimum=0, maximum=1, title="Gate: min accuracy"
+        ),
+        "max_latency_ms": Param(
+            gate.max_latency_ms,
+            type="number",
+            exclusiveMinimum=0,
+            title="Gate: max p95 latency per row (ms)",
+        ),
+        "max_auc_drop": Param(
+            gate.max_auc_drop,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Gate: max AUC drop vs champion",
+        ),
+    },
+) as dag:
+    partition = ("--partition", PARTITION_KEY)
+    ingest = step_operator(
+        pipeline_step(
+            "ingest",
+            "ingest",
+            (
+                *partition,
+                "--source", "{{ params.source_uri }}",
+                "--rows", "{{ params.rows }}",
+                "--seed", "{{ params.seed }}",
+                "--drift", "{{ params.drift }}",
+            ),
+        )
+    )  # fmt: skip
+    validate = step_operator(
+        pipeline_step("validate", "validate", (*partition, "--min-rows", "{{ params.min_rows }}"))
+    )
+    train = step_operator(
+        pipeline_step(
+            "train",
+            "train",
+            (*partition, "--seed", "{{ params.seed }}"),
+            resources=Resources(cpu="2", memory="4Gi", cpu_limit="4", memory_limit="8Gi"),
+            timeout=timedelta(hours=2),
+        )
+    )
+    evaluate = step_operator(pipeline_step("evaluate", "evaluate", partition))
+    quality_gate = step_operator(
+        pipeline_step(
+            "gate",
+            "gate",
+            (
+                *partition,
+                "--min-auc", "{{ params.min_auc }}",
+                "--min-accuracy", "{{ params.min_accuracy }}",
+                "--max-latency-ms", "{{ params.max_latency_ms }}",
+                "--max-auc-drop", "{{ params.max_auc_drop }}",
+            ),
+        )
+    )  # fmt: skip
+    register = step_operator(
+        pipeline_step("register", "register", partition), outlets=[CHALLENGER_REGISTERED]
+    )
+    chain(ingest, validate, train, evaluate, quality_gate, register)

@@ -1,0 +1,7 @@
+"""``python -m mlops_steps`` is the same command as ``mlops-step``."""
+
+import sys
+
+from mlops_steps.cli import main
+
+sys.exit(main())

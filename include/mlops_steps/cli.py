@@ -1,0 +1,171 @@
+"""``mlops-step <verb>``: the one command line every pipeline step runs through.
+
+Both runners execute exactly this: the local runner as a subprocess, the Kubernetes runner as the
+task pod's command. A step prints its result as the last stdout line (``MLOPS_RESULT {json}``) and,
+inside a pod that has the Airflow XCom volume, also writes it where the XCom sidecar reads it.
+Exit codes: 0 done, 1 crash (retry may help), 2 rejected input or decision (a retry repeats it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlops_steps.config import ConfigError, GateThresholds, Settings, load_settings
+from mlops_steps.errors import EXIT_CRASH, EXIT_OK, EXIT_REJECTED, StepError
+
+RESULT_MARKER = "MLOPS_RESULT "
+# Mounted by the KubernetesPodOperator's XCom sidecar when do_xcom_push is on.
+KUBERNETES_XCOM_DIR = Path("/airflow/xcom")
+log = logging.getLogger("mlops_steps")
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.ingest import run_ingest
+    from mlops_steps.sources import SourceRequest
+
+    request = SourceRequest(uri=args.source, rows=args.rows, seed=args.seed, drift=args.drift)
+    return run_ingest(settings, args.partition, request)
+
+
+def _cmd_validate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.validate import run_validate
+
+    return run_validate(settings, args.partition, args.min_rows)
+
+
+def _cmd_train(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.train import TrainParams, run_train
+
+    params = TrainParams(
+        seed=args.seed,
+        learning_rate=args.learning_rate,
+        num_leaves=args.num_leaves,
+        max_rounds=args.max_rounds,
+    )
+    return run_train(settings, args.partition, params)
+
+
+def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.evaluate import run_evaluate
+
+    return run_evaluate(settings, args.partition, args.bootstrap_resamples)
+
+
+def _cmd_gate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.gate import run_gate
+
+    thresholds = GateThresholds(
+        min_auc=args.min_auc,
+        min_accuracy=args.min_accuracy,
+        max_latency_ms=args.max_latency_ms,
+        max_auc_drop=args.max_auc_drop,
+    )
+    return run_gate(settings, args.partition, thresholds)
+
+
+def _cmd_register(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.register import run_register
+
+    return run_register(settings, args.partition)
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops-step", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler: Callable[..., dict[str, Any]], help_text: str) -> Any:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--partition", required=True, help="partition key of the logical run")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    ingest = verb("ingest", _cmd_ingest, "Read the source and write the checksummed partition.")
+    ingest.add_argument("--source", default="synthetic://churn", help="synthetic://churn, path, "
+                        "file://, s3:// or https:// URI of a .csv, .csv.gz or .parquet file")
+    ingest.add_argument("--rows", type=_positive_int, default=settings.default_rows)
+    ingest.add_argument("--seed", type=int, default=settings.default_seed)
+    ingest.add_argument("--drift", type=_fraction, default=0.0, help="synthetic drift, 0..1")
+
+    validate = verb("validate", _cmd_validate, "Validate the partition (Great Expectations).")
+    validate.add_argument("--min-rows", type=_positive_int, default=settings.min_rows)
+
+    train = verb("train", _cmd_train, "Train LightGBM and log the run to MLflow.")
+    train.add_argument("--seed", type=int, default=settings.default_seed)
+    train.add_argument("--learning-rate", type=_positive_float, default=0.05)
+    train.add_argument("--num-leaves", type=_positive_int, default=31)
+    train.add_argument("--max-rounds", type=_positive_int, default=1000)
+
+    evaluate = verb("evaluate", _cmd_evaluate, "Compare challenger and champion on the hold-out.")
+    evaluate.add_argument("--bootstrap-resamples", type=_positive_int, default=1000)
+
+    gate = verb("gate", _cmd_gate, "Apply the quality gate to the evaluation.")
+    gate.add_argument("--min-auc", type=_fraction, default=settings.gate.min_auc)
+    gate.add_argument("--min-accuracy", type=_fraction, default=settings.gate.min_accuracy)
+    gate.add_argument(
+        "--max-latency-ms", type=_positive_float, default=settings.gate.max_latency_ms
+    )
+    gate.add_argument("--max-auc-drop", type=_fraction, default=settings.gate.max_auc_drop)
+
+    verb("register", _cmd_register, "Register the gated model and alias it 'challenger'.")
+    return parser
+
+
+def emit_result(result: dict[str, Any]) -> None:
+    payload = json.dumps(result, sort_keys=True, default=str)
+    if KUBERNETES_XCOM_DIR.is_dir():
+        (KUBERNETES_XCOM_DIR / "return.json").write_text(payload)
+    sys.stdout.write(f"{RESULT_MARKER}{payload}\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.stderr.write(f"ERROR: {exc}\n")
+        return EXIT_REJECTED
+    args = build_parser(settings).parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    log.info("mlops-step %s --partition %s", args.verb, args.partition)
+    try:
+        result = args.handler(args, settings)
+    except StepError as exc:
+        log.error("%s", exc.render())
+        return EXIT_REJECTED
+    except Exception:
+        log.exception("step %s crashed", args.verb)
+        return EXIT_CRASH
+    emit_result(result)
+    return EXIT_OK

@@ -1,0 +1,268 @@
+"""Render one :class:`~mlops_steps.spec.StepSpec` as an Airflow task, on either runner.
+
+* ``kubernetes``: a :class:`KubernetesPodOperator` running the task image, with requests/limits,
+  secrets only by ``secretKeyRef``, the shared data volume, labels tying the pod to the DAG run,
+  logs and events on failure, and the pod deleted when it finishes.
+* ``local`` (the embedded default): :class:`LocalStepOperator` runs the same argv with the same
+  environment as a child process of the worker.
+
+The runner comes from :func:`mlops_steps.config.get_settings` (``MLOPS_RUNNER`` or the Airflow
+Variable ``mlops_runner`` set as ``AIRFLOW_VAR_MLOPS_RUNNER``) unless a caller names one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from mlops_provider.hooks.mlflow import mlflow_tracking_uri
+from mlops_steps.config import RunnerMode, Settings, get_settings
+from mlops_steps.errors import EXIT_REJECTED
+from mlops_steps.spec import RESULT_MARKER, STEP_COMMAND, SecretEnv, StepSpec
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk import Context
+
+#: Template macros the step environment uses; pass as ``user_defined_macros`` on the DAG.
+STEP_MACROS: dict[str, Any] = {"mlflow_tracking_uri": mlflow_tracking_uri}
+
+#: The partition key of a DAG run: its logical date, or when it was asked to run for runs that
+#: have none (asset-triggered runs in Airflow 3).
+PARTITION_KEY = "{{ (dag_run.logical_date or dag_run.run_after) | ts_nodash }}"
+
+#: Process basics a local child inherits from the worker; a pod gets these from its image.
+LOCAL_PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "VIRTUAL_ENV", "MLOPS_CODE_SHA")
+
+POD_LABELS = {"app.kubernetes.io/part-of": "airflow-mlops", "app.kubernetes.io/name": "mlops-step"}
+_NON_ROOT_UID = 50000  # the airflow user of the official images; the task image uses it too
+
+
+def step_environment(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every step gets, identical on both runners."""
+    return {
+        "MLFLOW_TRACKING_URI": "{{ mlflow_tracking_uri(%r) }}" % settings.mlflow_conn_id,
+        "MLOPS_DATA_ROOT": str(settings.data_root),
+        "MLOPS_MODEL_NAME": settings.model_name,
+        "MLOPS_EXPERIMENT": settings.experiment_name,
+        "MLOPS_AIRFLOW_DAG_ID": "{{ dag.dag_id }}",
+        "MLOPS_AIRFLOW_RUN_ID": "{{ run_id }}",
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "PYTHONUNBUFFERED": "1",
+        **(extra or {}),
+    }
+
+
+def step_secrets(settings: Settings) -> tuple[SecretEnv, ...]:
+    """Credentials a step may need; each optional (absent keys/vars are simply not set)."""
+    k8s = settings.kubernetes
+    return (
+        SecretEnv("MLFLOW_TRACKING_USERNAME", k8s.mlflow_secret, "username"),
+        SecretEnv("MLFLOW_TRACKING_PASSWORD", k8s.mlflow_secret, "password"),
+        SecretEnv("AWS_ACCESS_KEY_ID", k8s.s3_secret, "access_key_id"),
+        SecretEnv("AWS_SECRET_ACCESS_KEY", k8s.s3_secret, "secret_access_key"),
+    )
+
+
+def pipeline_step(
+    task_id: str,
+    verb: str,
+    args: Sequence[str] = (),
+    *,
+    settings: Settings | None = None,
+    **spec_fields: Any,
+) -> StepSpec:
+    """A StepSpec with the pipeline-wide environment and secrets filled in."""
+    settings = settings or get_settings()
+    return StepSpec(
+        task_id=task_id,
+        verb=verb,
+        args=tuple(args),
+        env=step_environment(settings, spec_fields.pop("env", None)),
+        secrets=spec_fields.pop("secrets", step_secrets(settings)),
+        **spec_fields,
+    )
+
+
+class LocalStepOperator(BaseOperator):
+    """Run a step's command line as a local child process (the embedded default runner).
+
+    Output streams into the task log; the step's result line becomes the task's XCom. Exit code 2
+    (bad input or a negative decision) fails the task without retries, since a retry would repeat it.
+    """
+
+    template_fields: Sequence[str] = ("arguments", "env_vars")
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        cmds: list[str],
+        arguments: list[str],
+        env_vars: dict[str, str],
+        secret_env: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cmds = cmds
+        self.arguments = arguments
+        self.env_vars = env_vars
+        self.secret_env = tuple(secret_env)
+        self._process: subprocess.Popen[str] | None = None
+
+    def process_environment(self) -> dict[str, str]:
+        """What the child sees: the declared env, secrets present in the worker's env, and the
+        process basics (PATH puts this interpreter's scripts first, so ``mlops-step`` resolves to
+        the environment Airflow runs in)."""
+        bin_dir = str(Path(sys.executable).parent)
+        env = {k: os.environ[k] for k in LOCAL_PASSTHROUGH_ENV if k in os.environ}
+        env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")])
+        env.update({name: os.environ[name] for name in self.secret_env if name in os.environ})
+        env.update(self.env_vars)
+        return env
+
+    def execute(self, context: Context) -> Any:
+        argv = [*self.cmds, *self.arguments]
+        self.log.info("Running: %s", " ".join(argv))
+        result: Any = None
+        self._process = process = subprocess.Popen(
+            argv,
+            env=self.process_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith(RESULT_MARKER):
+                result = json.loads(line[len(RESULT_MARKER) :])
+            else:
+                self.log.info("%s", line.rstrip("\n"))
+        returncode = process.wait()
+        self._process = None
+        if returncode == EXIT_REJECTED:
+            raise AirflowFailException(
+                f"step {self.arguments[0]!r} rejected its input (exit 2); see the error above. "
+                "Not retried: a retry would reach the same decision."
+            )
+        if returncode != 0:
+            raise AirflowException(f"step {self.arguments[0]!r} failed with exit code {returncode}")
+        return result
+
+    def on_kill(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def build_local_operator(spec: StepSpec, **operator_kwargs: Any) -> LocalStepOperator:
+    argv = spec.argv()
+    return LocalStepOperator(
+        task_id=spec.task_id,
+        cmds=argv[:1],
+        arguments=argv[1:],
+        env_vars=spec.environment(),
+        secret_env=[s.env for s in spec.secrets],
+        execution_timeout=spec.timeout,
+        **operator_kwargs,
+    )
+
+
+def build_pod_operator(
+    spec: StepSpec, settings: Settings | None = None, **operator_kwargs: Any
+) -> KubernetesPodOperator:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
+
+    settings = settings or get_settings()
+    k8s_settings = settings.kubernetes
+    argv = spec.argv()
+    data_volume = "mlops-data"
+    return KubernetesPodOperator(
+        task_id=spec.task_id,
+        name=f"mlops-{spec.verb}",
+        namespace=k8s_settings.namespace,
+        kubernetes_conn_id=k8s_settings.kubernetes_conn_id,
+        image=k8s_settings.task_image,
+        image_pull_policy="IfNotPresent",
+        cmds=argv[:1],
+        arguments=argv[1:],
+        env_vars=[
+            *(k8s.V1EnvVar(name=name, value=value) for name, value in spec.environment().items()),
+            # Optional refs: a deployment without S3 or MLflow auth need not create the Secret.
+            *(
+                k8s.V1EnvVar(
+                    name=secret.env,
+                    value_from=k8s.V1EnvVarSource(
+                        secret_key_ref=k8s.V1SecretKeySelector(
+                            name=secret.secret, key=secret.key, optional=True
+                        )
+                    ),
+                )
+                for secret in spec.secrets
+            ),
+        ],
+        container_resources=k8s.V1ResourceRequirements(
+            requests={"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+            limits={"cpu": spec.resources.cpu_limit, "memory": spec.resources.memory_limit},
+        ),
+        volumes=[
+            k8s.V1Volume(
+                name=data_volume,
+                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                    claim_name=k8s_settings.data_pvc
+                ),
+            )
+        ],
+        volume_mounts=[k8s.V1VolumeMount(name=data_volume, mount_path=str(settings.data_root))],
+        labels={**POD_LABELS, "app.kubernetes.io/component": spec.verb},
+        service_account_name=k8s_settings.service_account,
+        automount_service_account_token=False,
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=_NON_ROOT_UID,
+            fs_group=0,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        container_security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation=False,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        ),
+        on_finish_action="delete_pod",
+        get_logs=True,
+        log_events_on_failure=True,
+        log_pod_spec_on_failure=True,
+        do_xcom_push=True,
+        startup_timeout_seconds=600,
+        termination_grace_period=60,
+        execution_timeout=spec.timeout,
+        **operator_kwargs,
+    )
+
+
+def step_operator(
+    spec: StepSpec, runner: RunnerMode | None = None, **operator_kwargs: Any
+) -> BaseOperator:
+    """The task for ``spec`` on the configured runner."""
+    mode = runner or get_settings().runner
+    if mode == "kubernetes":
+        return build_pod_operator(spec, **operator_kwargs)
+    return build_local_operator(spec, **operator_kwargs)

@@ -1,0 +1,125 @@
+"""Start or stop the local MLflow tracking server (SQLite backend, local artifacts, loopback).
+
+Used by the main job (``make demo``) and by ``make mlflow``; the tests start their own server on a
+free port through the same :func:`start_server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    url: str
+    pid: int
+    log_path: Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_server(home: Path, port: int, *, python: str = sys.executable) -> MlflowServer:
+    """Start ``mlflow server`` under ``home`` and wait until /health answers."""
+    home.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    log_path = home / "mlflow-server.log"
+    env = {
+        **os.environ,
+        # One worker: the server idles most of the time and start-up is much faster.
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    }
+    command = [
+        python, "-m", "mlflow", "server",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination", str(home / "artifacts"),
+        "--serve-artifacts",
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not is_healthy(url):
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {process.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            stop_pid(process.pid)
+            raise RuntimeError(f"mlflow server not healthy after {STARTUP_TIMEOUT_S}s; {log_path}")
+        time.sleep(0.5)
+    return MlflowServer(url=url, pid=process.pid, log_path=log_path)
+
+
+def stop_pid(pid: int, timeout: float = 20.0) -> None:
+    """Stop the server's process group (uvicorn/gunicorn workers included) by its own PID."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--home", type=Path, default=Path(".mlops/mlflow"))
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args()
+    pid_file = args.home / "server.pid"
+    url = f"http://127.0.0.1:{args.port}"
+    if args.action == "start":
+        if is_healthy(url):
+            print(f"MLflow already answering at {url}")
+            return 0
+        server = start_server(args.home, args.port)
+        pid_file.write_text(str(server.pid))
+        print(f"MLflow UI: {server.url} (pid {server.pid}, log {server.log_path})")
+        return 0
+    if args.action == "stop":
+        if pid_file.is_file():
+            stop_pid(int(pid_file.read_text()))
+            pid_file.unlink()
+            print("MLflow server stopped")
+        return 0
+    print(f"MLflow at {url}: {'healthy' if is_healthy(url) else 'not answering'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
