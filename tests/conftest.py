@@ -1,0 +1,86 @@
+"""Test harness: an isolated Airflow home and MLOPS home, and a real MLflow server on loopback.
+
+Airflow reads its configuration when first imported, so the environment is set here, at import
+time of the root conftest, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_SESSION_DIR / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "MLOPS_HOME": str(_SESSION_DIR / "mlops"),
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+)
+for leaked in ("MLOPS_RUNNER", "AIRFLOW_VAR_MLOPS_RUNNER", "MLFLOW_TRACKING_URI", "MLOPS_DATA_ROOT"):
+    os.environ.pop(leaked, None)
+Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+sys.path.insert(0, str(REPO / "scripts"))
+
+from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[str]:
+    """A real `mlflow server` (SQLite + local artifacts) on a free loopback port."""
+    server = start_server(_SESSION_DIR / "mlflow", free_port())
+    try:
+        yield server.url
+    finally:
+        stop_pid(server.pid)
+
+
+@pytest.fixture
+def mlops_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh MLOPS home for one test (data partitions are per test)."""
+    from mlops_steps.config import get_settings
+
+    home = tmp_path / "mlops"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    monkeypatch.delenv("MLOPS_DATA_ROOT", raising=False)
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def tracking(
+    mlflow_server: str, mlops_env: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> str:
+    """Steps pointed at the real server, with a model name and experiment unique to the test."""
+    name = "churn_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:60]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLOPS_MODEL_NAME", name)
+    monkeypatch.setenv("MLOPS_EXPERIMENT", f"exp-{name}")
+    return mlflow_server
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """An initialised Airflow metadata database (SQLite) for dag.test()."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return Path(os.environ["AIRFLOW_HOME"])
