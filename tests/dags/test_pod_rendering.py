@@ -1,0 +1,140 @@
+"""Kubernetes mode, proved without a cluster: every task of every DAG renders to a pod manifest that
+validates against the Kubernetes schema, and the local runner runs the identical argv and env."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes.client import ApiClient
+
+from mlops_provider.operators.step import LOCAL_PASSTHROUGH_ENV, LocalStepOperator
+from tests.dags.helpers import load_dags, render_context, rendered
+
+KUBERNETES_VERSION = "1.33"
+MLFLOW_URL = "http://127.0.0.1:5999"
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only rendered into env values here; nothing connects to it.
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", MLFLOW_URL)
+    monkeypatch.setenv("MLOPS_DATA_ROOT", "/data")
+
+
+def _tasks(dags: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(f"{dag_id}.{t.task_id}", t) for dag_id, dag in sorted(dags.items()) for t in dag.tasks]
+
+
+def _manifest(task: Any) -> dict[str, Any]:
+    pod = rendered(task).build_pod_request_obj(
+        render_context(task.dag, task.task_id), dry_run=True
+    )
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+def _container(manifest: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in manifest["spec"]["containers"] if c["name"] == "base")
+
+
+def test_every_task_renders_a_schema_valid_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    tasks = _tasks(load_dags(monkeypatch, "kubernetes"))
+    assert tasks
+    for name, task in tasks:
+        assert isinstance(task, KubernetesPodOperator), name
+        manifest = _manifest(task)
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+        assert task.on_finish_action.value == "delete_pod", name
+        assert task.log_events_on_failure and task.get_logs, name
+        labels = manifest["metadata"]["labels"]
+        assert labels["dag_id"] == task.dag_id and labels["task_id"] == task.task_id, name
+        assert labels["run_id"] and labels["try_number"] == "1", name
+        assert labels["app.kubernetes.io/part-of"] == "airflow-mlops", name
+
+        spec = manifest["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["automountServiceAccountToken"] is False, name
+        container = _container(manifest)
+        assert container["command"] == ["mlops-step"], name
+        assert set(container["resources"]["requests"]) == {"cpu", "memory"}, name
+        assert set(container["resources"]["limits"]) == {"cpu", "memory"}, name
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+        assert {"name": "mlops-data", "mountPath": "/data"} in container["volumeMounts"], name
+
+
+def test_pods_carry_secrets_only_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_names = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY"}  # fmt: skip
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-leak-me")
+    for name, task in _tasks(load_dags(monkeypatch, "kubernetes")):
+        manifest = _manifest(task)
+        assert "do-not-leak-me" not in json.dumps(manifest), name
+        env = {e["name"]: e for e in _container(manifest)["env"]}
+        for secret in secret_names:
+            assert "value" not in env[secret], (name, secret)
+            ref = env[secret]["valueFrom"]["secretKeyRef"]
+            assert ref["name"].startswith("mlops-") and ref["optional"] is True, (name, secret)
+
+
+def _local_and_pod(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str, Any]]]:
+    local = load_dags(monkeypatch, "local")
+    pods = {name: _manifest(task) for name, task in _tasks(load_dags(monkeypatch, "kubernetes"))}
+    pairs = []
+    for name, task in _tasks(local):
+        assert isinstance(task, LocalStepOperator), name
+        pairs.append((name, rendered(task), pods.pop(name)))
+    assert not pods, f"tasks only in Kubernetes mode: {sorted(pods)}"
+    return pairs
+
+
+def test_both_runners_render_identical_argv_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, local, manifest in _local_and_pod(monkeypatch):
+        container = _container(manifest)
+        assert [*local.cmds, *local.arguments] == [*container["command"], *container["args"]], name
+        plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        refs = {e["name"] for e in container["env"] if "valueFrom" in e}
+        assert local.env_vars == plain, name
+        assert set(local.secret_env) == refs, name
+        assert plain["MLFLOW_TRACKING_URI"] == MLFLOW_URL, name
+        assert plain["MLOPS_AIRFLOW_DAG_ID"] == local.dag_id, name
+        assert "--partition" in container["args"], name
+        assert container["args"][container["args"].index("--partition") + 1] == "20261116T000000"
+
+
+def _probe(directory: Path) -> Path:
+    """An executable that reports the argv and environment it was started with."""
+    script = directory / "probe"
+    script.write_text(
+        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        "print('MLOPS_RESULT ' + json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}))\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_the_local_child_process_receives_the_pod_argv_and_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-worker-env")  # a secret the worker holds
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)  # and one it does not
+    probe = _probe(tmp_path)
+    for name, local, manifest in _local_and_pod(monkeypatch):
+        local.cmds = [str(probe)]
+        seen = local.execute(context={})
+        container = _container(manifest)
+        assert seen["argv"] == container["args"], name
+        plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        inherited = set(LOCAL_PASSTHROUGH_ENV) | {"PATH", "AWS_ACCESS_KEY_ID", "PWD", "LC_CTYPE"}
+        assert {k: v for k, v in seen["env"].items() if k not in inherited} == plain, name
+        assert seen["env"]["AWS_ACCESS_KEY_ID"] == "from-worker-env"
+        assert "AWS_SECRET_ACCESS_KEY" not in seen["env"]
+        assert seen["env"]["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
