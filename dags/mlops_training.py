@@ -26,7 +26,7 @@ CHALLENGER_REGISTERED = Asset(name="churn_challenger", uri="mlops://churn/challe
 
 with DAG(
     dag_id="mlops_training",
-    description="Ingest, validate, train, evaluate and gate a churn model; register the challenger.",
+    description="Ingest, validate, train, evaluate, gate and register a churn challenger.",
     doc_md=__doc__,
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),

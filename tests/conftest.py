@@ -31,7 +31,12 @@ os.environ.update(
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 )
-for leaked in ("MLOPS_RUNNER", "AIRFLOW_VAR_MLOPS_RUNNER", "MLFLOW_TRACKING_URI", "MLOPS_DATA_ROOT"):
+for leaked in (
+    "MLOPS_RUNNER",
+    "AIRFLOW_VAR_MLOPS_RUNNER",
+    "MLFLOW_TRACKING_URI",
+    "MLOPS_DATA_ROOT",
+):
     os.environ.pop(leaked, None)
 Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 sys.path.insert(0, str(REPO / "scripts"))
@@ -64,7 +69,10 @@ def mlops_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 @pytest.fixture
 def tracking(
-    mlflow_server: str, mlops_env: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    mlflow_server: str,
+    mlops_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> str:
     """Steps pointed at the real server, with a model name and experiment unique to the test."""
     name = "churn_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:60]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightgbm
@@ -30,13 +31,12 @@ def prepare_frame(
     return out
 
 
-class ChurnModel(PythonModel):  # type: ignore[misc]
+class ChurnModel(PythonModel):
     """Churn probability from a LightGBM booster and its feature spec."""
 
     def load_context(self, context: Any) -> None:
         self.booster = lightgbm.Booster(model_file=context.artifacts["booster"])
-        with open(context.artifacts["feature_spec"], encoding="utf-8") as handle:
-            spec = json.load(handle)
+        spec = json.loads(Path(context.artifacts["feature_spec"]).read_text(encoding="utf-8"))
         self.features = [f["name"] for f in spec["features"]]
         self.categories = {
             f["name"]: f["categories"] for f in spec["features"] if f["kind"] == "category"

@@ -108,8 +108,12 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
         return sub
 
     ingest = verb("ingest", _cmd_ingest, "Read the source and write the checksummed partition.")
-    ingest.add_argument("--source", default="synthetic://churn", help="synthetic://churn, path, "
-                        "file://, s3:// or https:// URI of a .csv, .csv.gz or .parquet file")
+    ingest.add_argument(
+        "--source",
+        default="synthetic://churn",
+        help="synthetic://churn, path, "
+        "file://, s3:// or https:// URI of a .csv, .csv.gz or .parquet file",
+    )
     ingest.add_argument("--rows", type=_positive_int, default=settings.default_rows)
     ingest.add_argument("--seed", type=int, default=settings.default_seed)
     ingest.add_argument("--drift", type=_fraction, default=0.0, help="synthetic drift, 0..1")

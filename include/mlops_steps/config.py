@@ -70,8 +70,9 @@ class KubernetesSettings:
     service_account: str = "mlops-steps"
     data_pvc: str = "mlops-data"
     kubernetes_conn_id: str = "kubernetes_default"
-    mlflow_secret: str = "mlops-mlflow"
-    s3_secret: str = "mlops-s3"
+    # Names of Kubernetes Secrets (references, not values).
+    mlflow_secret: str = "mlops-mlflow"  # noqa: S105
+    s3_secret: str = "mlops-s3"  # noqa: S105
 
 
 @dataclass(frozen=True)

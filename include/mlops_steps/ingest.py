@@ -32,17 +32,16 @@ def _summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def run_ingest(settings: Settings, partition_key: str, source: SourceRequest) -> dict[str, Any]:
-    """Write ``data.parquet`` + ``manifest.json`` for the partition; unchanged data is kept as is."""
+    """Write the partition's ``data.parquet`` and ``manifest.json``; unchanged data stays as is."""
     partition = Partition.of(settings.dataset_root, partition_key)
     frame = read_source(source)
     data_sha256 = frame_sha256(frame)
 
     if partition.manifest.is_file() and partition.data.is_file():
         previous = read_json(partition.manifest, produced_by="ingest")
-        if (
-            previous.get("data_sha256") == data_sha256
-            and sha256_file(partition.data) == previous.get("file_sha256")
-        ):
+        if previous.get("data_sha256") == data_sha256 and sha256_file(
+            partition.data
+        ) == previous.get("file_sha256"):
             return {**previous, "unchanged": True}
 
     # Manifest last: it is the commit marker that later steps check the data file against.

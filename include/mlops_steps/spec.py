@@ -19,8 +19,8 @@ RESULT_MARKER = "MLOPS_RESULT "
 class SecretEnv:
     """An environment variable whose value is a secret.
 
-    In Kubernetes mode it is a ``secretKeyRef`` to ``secret``/``key`` (the value never appears in the
-    pod spec); in local mode the worker's own environment variable of the same name supplies it.
+    In Kubernetes mode it is a ``secretKeyRef`` to ``secret``/``key`` (the value never appears in
+    the pod spec); in local mode the worker's own environment variable of that name supplies it.
     """
 
     env: str

@@ -39,7 +39,9 @@ def connect() -> Any:
                 fix="start the server (make mlflow) or fix the mlflow_default connection",
             ) from None
         if not healthy:
-            raise StepError(f"MLflow health check answered HTTP {response.status_code}", subject=uri)
+            raise StepError(
+                f"MLflow health check answered HTTP {response.status_code}", subject=uri
+            )
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri)
 

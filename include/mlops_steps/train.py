@@ -216,7 +216,9 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
                 mlflow.log_metrics({"curve_valid_auc": auc, "curve_valid_logloss": loss}, step)
 
         scores = np.asarray(booster.predict(x_valid, num_iteration=booster.best_iteration))
-        valid_metrics = {f"valid_{k}": v for k, v in classification_metrics(y_valid, scores).items()}
+        valid_metrics = {
+            f"valid_{k}": v for k, v in classification_metrics(y_valid, scores).items()
+        }
         metrics = {
             **valid_metrics,
             **_slice_metrics(splits.valid, scores),

@@ -87,7 +87,6 @@ def run_validate(settings: Settings, partition_key: str, min_rows: int) -> dict[
         site_name=_SITE,
         site_config={
             "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
             "store_backend": {
                 "class_name": "TupleFilesystemStoreBackend",
                 "base_directory": str(partition.data_docs_dir),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -36,7 +37,7 @@ def test_dag_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_training_dag_shape_schedule_and_params(monkeypatch: pytest.MonkeyPatch) -> None:
     dag = load_dags(monkeypatch, "local")["mlops_training"]
     order = ["ingest", "validate", "train", "evaluate", "gate", "register"]
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     timetable = dag.timetable
     assert type(timetable).__name__ == "AssetOrTimeSchedule"
@@ -68,7 +69,12 @@ print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env.update({"PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'include'}", **extra_env})
     completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -102,7 +108,7 @@ def test_plugin_manager_does_not_shadow_packages_with_provider_files() -> None:
         "print(mlflow.__file__, 'step' in sys.modules)\n"
     )
     completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     mlflow_file, step_loaded = completed.stdout.split()[-2:]

@@ -33,9 +33,7 @@ def _tasks(dags: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _manifest(task: Any) -> dict[str, Any]:
-    pod = rendered(task).build_pod_request_obj(
-        render_context(task.dag, task.task_id), dry_run=True
-    )
+    pod = rendered(task).build_pod_request_obj(render_context(task.dag, task.task_id), dry_run=True)
     return ApiClient().sanitize_for_serialization(pod)
 
 

@@ -76,7 +76,9 @@ def test_training_dag_registers_a_challenger_once(training_dag: tuple[Any, Mlflo
         events = session.scalars(
             select(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.uri == "mlops://churn/challenger", AssetEvent.source_run_id == run.run_id)
+            .where(
+                AssetModel.uri == "mlops://churn/challenger", AssetEvent.source_run_id == run.run_id
+            )
         ).all()
         assert len(events) == 1, "register must announce the new challenger as an asset event"
 

@@ -4,7 +4,6 @@ register nothing twice, and a failing gate that leaves the registry exactly as i
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -110,7 +109,9 @@ def test_champion_comparison_and_a_failing_gate_that_changes_nothing(tracking: s
     evaluation = _result("second", "evaluate")
     assert evaluation["champion"]["version"] == "1"
     comparison = evaluation["comparison"]
-    assert comparison["auc_delta_ci_low"] <= comparison["auc_delta"] <= comparison["auc_delta_ci_high"]
+    assert (
+        comparison["auc_delta_ci_low"] <= comparison["auc_delta"] <= comparison["auc_delta_ci_high"]
+    )
     gate = _result("second", "gate")
     assert "max_auc_drop_vs_champion" in {c["check"] for c in gate["checks"]}
     before = _registry_state(client, settings.model_name)
@@ -139,4 +140,3 @@ def test_reregistering_the_champion_does_not_make_it_challenger(tracking: str) -
     registered = _result("p1", "register")
     assert (registered["alias"], registered["created"]) == ("champion", False)
     assert _registry_state(client, settings.model_name)["aliases"] == {"champion": "1"}
-

@@ -61,7 +61,11 @@ def test_rejected_input_exits_2_with_a_named_error(
 )
 def test_bad_flags_are_named(argv: list[str], flag: str) -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "mlops_steps", *argv], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "mlops_steps", *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert completed.returncode == 2
     assert flag in completed.stderr

@@ -126,7 +126,9 @@ def test_bad_data_fails_validation_naming_the_expectation(
         run_validate(load_settings(), KEY, min_rows=1_000)
     assert expected in str(info.value)
     assert "Data Docs" in str(info.value)
-    summary = json.loads(Partition.of(load_settings().dataset_root, KEY).result("validate").read_text())
+    summary = json.loads(
+        Partition.of(load_settings().dataset_root, KEY).result("validate").read_text()
+    )
     assert summary["success"] is False and summary["failed_expectations"]
 
 

@@ -34,7 +34,9 @@ def test_label_is_learnable_from_the_features() -> None:
     from sklearn.metrics import roc_auc_score
 
     frame = generate_churn(20_000, seed=3)
-    x = pd.get_dummies(frame.drop(columns=[ID_COLUMN, LABEL_COLUMN]), columns=list(CATEGORICAL_FEATURES)).astype(float)
+    x = pd.get_dummies(
+        frame.drop(columns=[ID_COLUMN, LABEL_COLUMN]), columns=list(CATEGORICAL_FEATURES)
+    ).astype(float)
     x = (x - x.mean()) / x.std().replace(0, 1)
     y = frame[LABEL_COLUMN]
     model = LogisticRegression(max_iter=500).fit(x[:15_000], y[:15_000])
@@ -53,5 +55,5 @@ def test_drift_shifts_covariates_and_weakens_the_label() -> None:
 
 @pytest.mark.parametrize(("rows", "drift"), [(0, 0.0), (10, -0.1), (10, 1.5)])
 def test_bad_arguments_are_refused(rows: int, drift: float) -> None:
-    with pytest.raises(ValueError, match="rows|drift"):
+    with pytest.raises(ValueError, match=r"rows|drift"):
         generate_churn(rows, seed=1, drift=drift)

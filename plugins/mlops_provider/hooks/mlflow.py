@@ -51,7 +51,7 @@ class MlflowHook(BaseHook):
         import requests
 
         conn = self.get_connection(self.mlflow_conn_id)
-        auth = (conn.login, conn.password) if conn.login else None
+        auth = (conn.login, conn.password or "") if conn.login else None
         url = f"{self.tracking_uri()}/api/2.0/mlflow/{endpoint.lstrip('/')}"
         response = requests.request(method, url, auth=auth, timeout=self.timeout, **kwargs)
         response.raise_for_status()

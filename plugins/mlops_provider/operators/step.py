@@ -28,7 +28,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from mlops_provider.hooks.mlflow import mlflow_tracking_uri
 from mlops_steps.config import RunnerMode, Settings, get_settings
 from mlops_steps.errors import EXIT_REJECTED
-from mlops_steps.spec import RESULT_MARKER, STEP_COMMAND, SecretEnv, StepSpec
+from mlops_steps.spec import RESULT_MARKER, SecretEnv, StepSpec
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -51,7 +51,7 @@ _NON_ROOT_UID = 50000  # the airflow user of the official images; the task image
 def step_environment(settings: Settings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment every step gets, identical on both runners."""
     return {
-        "MLFLOW_TRACKING_URI": "{{ mlflow_tracking_uri(%r) }}" % settings.mlflow_conn_id,
+        "MLFLOW_TRACKING_URI": f"{{{{ mlflow_tracking_uri({settings.mlflow_conn_id!r}) }}}}",
         "MLOPS_DATA_ROOT": str(settings.data_root),
         "MLOPS_MODEL_NAME": settings.model_name,
         "MLOPS_EXPERIMENT": settings.experiment_name,
@@ -99,7 +99,7 @@ class LocalStepOperator(BaseOperator):
     """Run a step's command line as a local child process (the embedded default runner).
 
     Output streams into the task log; the step's result line becomes the task's XCom. Exit code 2
-    (bad input or a negative decision) fails the task without retries, since a retry would repeat it.
+    (bad input or a negative decision) fails the task without retries: a retry would repeat it.
     """
 
     template_fields: Sequence[str] = ("arguments", "env_vars")

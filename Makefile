@@ -1,0 +1,59 @@
+# airflow-mlops: `make demo` runs the training pipeline end to end; `make test` runs every check.
+# Both install what they need first (a virtualenv in .venv from the pinned requirement files).
+
+PYTHON_BIN ?= $(shell command -v python3.11 || command -v python3)
+VENV       := .venv
+PY         := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMP      := $(VENV)/.installed
+REQS       := requirements.txt requirements-task.txt requirements-dev.txt constraints.txt pyproject.toml
+
+.PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop bench clean lock
+
+install: $(STAMP)
+
+$(STAMP): $(REQS)
+	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip install --python $(PY) --quiet \
+		-r requirements.txt -r requirements-task.txt -r requirements-dev.txt -c constraints.txt
+	$(VENV)/bin/uv pip install --python $(PY) --quiet --no-deps -e .
+	touch $(STAMP)
+
+## The main job: a local MLflow server + a real Airflow run of the training DAG.
+demo: install
+	$(PY) scripts/run_training.py $(ARGS)
+
+## Every check CI runs: lint, format, types, then the test suite.
+test: install lint typecheck pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+pytest:
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+mlflow: install
+	$(PY) scripts/mlflow_server.py start --home .mlops/mlflow
+
+mlflow-stop:
+	$(PY) scripts/mlflow_server.py stop --home .mlops/mlflow
+
+bench: install
+	$(PY) bench/bench_training.py $(ARGS)
+
+## Re-resolve constraints.txt after editing a requirements file.
+lock: install
+	$(VENV)/bin/uv pip compile --python-version 3.11 --no-header --annotation-style line \
+		requirements.txt requirements-task.txt requirements-dev.txt -o constraints.txt
+
+clean:
+	rm -rf .mlops .pytest_cache .mypy_cache .ruff_cache
