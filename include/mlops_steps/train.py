@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -238,11 +239,16 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
             mlflow.log_artifact(str(spec_path))
             mlflow.log_dict(manifest, "data/manifest.json")
             example = splits.valid.loc[:, list(FEATURE_NAMES)].head(5)
+            with warnings.catch_warnings():
+                # MLflow hints that integer columns cannot hold missing values; the data contract
+                # forbids nulls and serving validates requests against the feature spec.
+                warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+                signature = infer_signature(example, scores[:5])
             model_info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=churn_pyfunc.__file__,
                 artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
-                signature=infer_signature(example, scores[:5]),
+                signature=signature,
                 input_example=example,
                 pip_requirements=[f"{p}=={metadata.version(p)}" for p in _MODEL_REQUIREMENTS],
             )

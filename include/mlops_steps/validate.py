@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from mlops_steps.config import Settings
@@ -74,15 +77,31 @@ def _describe_failure(result: Any) -> str:
     return name
 
 
+def _drop_default_docs_site(context: Any) -> None:
+    """An ephemeral context comes with a docs site in a fresh temp directory; remove both, so
+    a long-lived worker does not collect one empty directory per validation."""
+    sites = dict(context.variables.data_docs_sites or {})
+    default = sites.pop("local_site", None)
+    context.variables.data_docs_sites = sites
+    if default:
+        base = Path(default.get("store_backend", {}).get("base_directory", ""))
+        if base.parent == Path(tempfile.gettempdir()) and base.name.startswith("tmp"):
+            shutil.rmtree(base, ignore_errors=True)
+
+
 def run_validate(settings: Settings, partition_key: str, min_rows: int) -> dict[str, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from task pods
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # chatty at INFO on import
     import great_expectations as gx
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     partition = Partition.of(settings.dataset_root, partition_key)
     frame, manifest = load_partition_frame(partition)
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
+    _drop_default_docs_site(context)
     context.add_data_docs_site(
         site_name=_SITE,
         site_config={

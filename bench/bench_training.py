@@ -1,0 +1,234 @@
+"""Benchmark: the training DAG end to end, and where its time goes; DAG file parse time.
+
+For each row count, three measurements on the same machine in one run:
+
+1. ``dag``: wall time of ``airflow dags test mlops_training`` (the real DAG, local runner), with
+   each task's wall time from Airflow's own task start/end log lines;
+2. ``process``: each ``mlops-step <verb>`` run alone as a process (the step without Airflow);
+3. ``compute``: each step called in an already-warm Python process (imports done), i.e. the
+   work itself: data generation, validation, training, MLflow logging and registry calls.
+
+From these: start-up = process - compute (interpreter + library imports per step), and
+orchestration = dag - process (Airflow: DAG run set-up, task scheduling, the task runner).
+Each phase uses its own MLflow experiment and model name so no step reuses another's result.
+
+Usage: python bench/bench_training.py [--rows 100000 1000000] [--parse-repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
+
+VERBS = ("ingest", "validate", "train", "evaluate", "gate", "register")
+DAG_ID = "mlops_training"
+_TASK_LINE = re.compile(r"^(\S+Z) .*\[DAG TEST\] (starting|end) task task_id=(\w+)")
+
+
+def _env(home: Path, mlflow_url: str, tag: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_url,
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLOPS_HOME": str(home / "mlops"),
+        "MLOPS_RUNNER": "local",
+        "MLOPS_MODEL_NAME": f"bench_{tag}",
+        "MLOPS_EXPERIMENT": f"bench-{tag}",
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+
+
+def _step_args(verb: str, rows: int, partition: str) -> list[str]:
+    args = ["--partition", partition]
+    if verb == "ingest":
+        args += ["--rows", str(rows), "--seed", "42"]
+    return args
+
+
+def measure_dag(home: Path, mlflow_url: str, rows: int) -> dict[str, Any]:
+    env = _env(home, mlflow_url, f"dag_{rows}")
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
+    )
+    command = [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "2026-11-16T00:00:00+00:00",
+               "--conf", json.dumps({"rows": rows})]  # fmt: skip
+    started = time.perf_counter()
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if completed.returncode != 0 or "state=success" not in completed.stdout + completed.stderr:
+        raise RuntimeError(f"DAG run failed:\n{(completed.stdout + completed.stderr)[-4000:]}")
+    marks: dict[str, dict[str, float]] = {}
+    for line in (completed.stdout + completed.stderr).splitlines():
+        match = _TASK_LINE.match(line)
+        if match:
+            stamp = time.mktime(time.strptime(match[1][:19], "%Y-%m-%dT%H:%M:%S"))
+            stamp += float("0." + match[1][20:-1]) if "." in match[1] else 0.0
+            marks.setdefault(match[3], {})[match[2]] = stamp
+    tasks = {task: round(m["end"] - m["starting"], 2) for task, m in marks.items()}
+    return {"wall_s": round(wall, 2), "tasks_s": tasks}
+
+
+def measure_processes(home: Path, mlflow_url: str, rows: int) -> dict[str, float]:
+    env = _env(home, mlflow_url, f"process_{rows}")
+    timings: dict[str, float] = {}
+    for verb in VERBS:
+        started = time.perf_counter()
+        subprocess.run(
+            ["mlops-step", "--log-level", "WARNING", verb, *_step_args(verb, rows, "process")],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        timings[verb] = round(time.perf_counter() - started, 2)
+    return timings
+
+
+def compute_in_this_process(rows: int) -> dict[str, float]:
+    """Run every step in this (warmed-up) process; the environment comes from the caller."""
+    import contextlib
+    import io
+
+    import great_expectations  # noqa: F401  (imports are start-up, not compute)
+    import lightgbm  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401
+    import mlflow  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
+    from mlops_steps import cli, evaluate, gate, ingest, register, train, validate  # noqa: F401
+
+    timings: dict[str, float] = {}
+    for verb in VERBS:
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["--log-level", "WARNING", verb, *_step_args(verb, rows, "compute")])
+        if code != 0:
+            raise RuntimeError(f"{verb} exited {code}")
+        timings[verb] = round(time.perf_counter() - started, 2)
+    return timings
+
+
+def measure_compute(home: Path, mlflow_url: str, rows: int) -> dict[str, float]:
+    env = _env(home, mlflow_url, f"compute_{rows}")
+    completed = subprocess.run(
+        [sys.executable, __file__, "--compute-only", str(rows)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measure_parse(repeats: int) -> dict[str, Any]:
+    """Per DAG file: Airflow's own parse duration (DagBag file stats) in a fresh interpreter."""
+    code = f"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(REPO / "dags")!r})
+print(json.dumps({{s.file: s.duration.total_seconds() for s in bag.dagbag_stats}}))
+"""
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MLOPS_RUNNER": "local"}
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        completed = subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+        )
+        for file, seconds in json.loads(completed.stdout.strip().splitlines()[-1]).items():
+            runs.setdefault(file, []).append(seconds)
+    return {file: round(statistics.median(values), 4) for file, values in runs.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--parse-repeats", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "training.json")
+    parser.add_argument("--compute-only", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.compute_only:
+        print(json.dumps(compute_in_this_process(args.compute_only)))
+        return 0
+
+    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "training": {}}
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
+        home = Path(tmp)
+        server = start_server(home / "mlflow", free_port())
+        try:
+            for rows in args.rows:
+                print(f"== {rows:,} rows", flush=True)
+                dag = measure_dag(home / f"dag-{rows}", server.url, rows)
+                print(f"   dag      {dag}", flush=True)
+                process = measure_processes(home / f"process-{rows}", server.url, rows)
+                print(f"   process  {process}", flush=True)
+                compute = measure_compute(home / f"compute-{rows}", server.url, rows)
+                print(f"   compute  {compute}", flush=True)
+                process_total, compute_total = sum(process.values()), sum(compute.values())
+                report["training"][str(rows)] = {
+                    "dag": dag,
+                    "process_s": process,
+                    "compute_s": compute,
+                    "summary": {
+                        "dag_wall_s": dag["wall_s"],
+                        "compute_s": round(compute_total, 2),
+                        "startup_s": round(process_total - compute_total, 2),
+                        "orchestration_s": round(dag["wall_s"] - process_total, 2),
+                        "compute_share": round(compute_total / dag["wall_s"], 3),
+                    },
+                }
+        finally:
+            stop_pid(server.pid)
+    report["parse_s"] = measure_parse(args.parse_repeats)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(_markdown(report))
+    return 0
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "| rows | DAG wall (s) | step compute (s) | step start-up (s) | orchestration (s) "
+        "| compute share |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rows, entry in report["training"].items():
+        s = entry["summary"]
+        lines.append(
+            f"| {int(rows):,} | {s['dag_wall_s']} | {s['compute_s']} | {s['startup_s']} "
+            f"| {s['orchestration_s']} | {s['compute_share']:.0%} |"
+        )
+    lines += ["", "| step | " + " | ".join(f"{int(r):,} rows: task / process / compute (s)"
+                                            for r in report["training"]) + " |"]  # fmt: skip
+    lines.append("|---|" + "---:|" * len(report["training"]))
+    for verb in VERBS:
+        cells = [
+            f"{e['dag']['tasks_s'].get(verb, '-')} / {e['process_s'][verb]} "
+            f"/ {e['compute_s'][verb]}"
+            for e in report["training"].values()
+        ]
+        lines.append(f"| {verb} | " + " | ".join(cells) + " |")
+    lines += ["", "| DAG file | parse time (s, median) |", "|---|---:|"]
+    lines += [f"| {file} | {seconds} |" for file, seconds in report["parse_s"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
