@@ -7,6 +7,7 @@ time of the root conftest, before any test module imports Airflow.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,3 +93,8 @@ def airflow_db() -> Path:
         timeout=600,
     )
     return Path(os.environ["AIRFLOW_HOME"])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's Airflow home, MLflow store and data (servers are stopped by then)."""
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)

@@ -1,0 +1,65 @@
+"""LocalStepOperator: streams the step's output, returns its result, and maps exit codes to
+Airflow's retry semantics (2 = rejected input, never retried; anything else = retryable)."""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from mlops_provider.operators.step import LocalStepOperator
+
+
+def _script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "step"
+    path.write_text("#!/usr/bin/env python3\nimport sys, time\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def _operator(command: str) -> LocalStepOperator:
+    return LocalStepOperator(task_id="t", cmds=[command], arguments=["verb"], env_vars={})
+
+
+def test_result_line_becomes_the_return_value(tmp_path: Path) -> None:
+    op = _operator(_script(tmp_path, "print('working')\nprint('MLOPS_RESULT {\"ok\": 1}')\n"))
+    assert op.execute(context={}) == {"ok": 1}
+
+
+def test_exit_2_fails_without_retry(tmp_path: Path) -> None:
+    op = _operator(_script(tmp_path, "sys.exit(2)\n"))
+    with pytest.raises(AirflowFailException, match="Not retried"):
+        op.execute(context={})
+
+
+def test_other_exit_codes_are_retryable_failures(tmp_path: Path) -> None:
+    op = _operator(_script(tmp_path, "sys.exit(1)\n"))
+    with pytest.raises(AirflowException, match="exit code 1") as info:
+        op.execute(context={})
+    assert not isinstance(info.value, AirflowFailException)
+
+
+def test_on_kill_stops_the_child(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    op = _operator(_script(tmp_path, f"open({str(marker)!r}, 'w').close()\ntime.sleep(300)\n"))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(context={})
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    op.on_kill()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert errors and "exit code -15" in str(errors[0])
