@@ -33,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from local_airflow import local_airflow_env  # noqa: E402
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 
 VERBS = ("ingest", "validate", "train", "evaluate", "gate", "register")
@@ -42,19 +43,10 @@ _TASK_LINE = re.compile(r"^(\S+Z) .*\[DAG TEST\] (starting|end task) task_id=(\w
 
 def _env(home: Path, mlflow_url: str, tag: str) -> dict[str, str]:
     return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_url,
-        "MLFLOW_TRACKING_URI": mlflow_url,
-        "MLOPS_HOME": str(home / "mlops"),
-        "MLOPS_RUNNER": "local",
+        **local_airflow_env(home, mlflow_url),
+        "MLFLOW_TRACKING_URI": mlflow_url,  # for the steps run without Airflow
         "MLOPS_MODEL_NAME": f"bench_{tag}",
         "MLOPS_EXPERIMENT": f"bench-{tag}",
-        "GX_ANALYTICS_ENABLED": "False",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 
 

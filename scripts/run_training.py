@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from local_airflow import local_airflow_env
 from mlflow_server import free_port, is_healthy, start_server, stop_pid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,19 +29,6 @@ DAG_ID = "mlops_training"
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _environment(mlflow_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(HOME / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_url,
-        "MLOPS_HOME": str(HOME),
-        "MLOPS_RUNNER": "local",
-    }
 
 
 def _run_dag(env: dict[str, str], logical_date: str, conf: dict[str, object]) -> int:
@@ -119,7 +107,7 @@ def main() -> int:
         server = start_server(HOME / "mlflow", port)
         url = server.url
     try:
-        env = _environment(url)
+        env = local_airflow_env(HOME, url)
         print("==> Preparing the Airflow metadata database", flush=True)
         (HOME / "airflow").mkdir(parents=True, exist_ok=True)
         subprocess.run(

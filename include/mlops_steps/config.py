@@ -13,13 +13,16 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 RunnerMode = Literal["local", "kubernetes"]
 RUNNER_MODES: tuple[RunnerMode, ...] = ("local", "kubernetes")
 
 # include/mlops_steps/config.py -> the project root, when running from a checkout.
 _CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
+
+
+_Number = TypeVar("_Number", int, float)
 
 
 class ConfigError(ValueError):
@@ -31,24 +34,16 @@ def _env_str(name: str, default: str) -> str:
     return value or default
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_number(name: str, default: _Number) -> _Number:
+    """An int or float setting (the type of ``default``), with an error naming the variable."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        return float(raw)
+        return type(default)(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer; set it to e.g. {default}") from None
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {kind}; set it to e.g. {default}") from None
 
 
 @dataclass(frozen=True)
@@ -115,10 +110,10 @@ def load_settings() -> Settings:
     home = Path(_env_str("MLOPS_HOME", str(default_home or Path.cwd() / ".mlops")))
     data_root = Path(_env_str("MLOPS_DATA_ROOT", str(home / "data")))
     gate = GateThresholds(
-        min_auc=_env_float("MLOPS_GATE_MIN_AUC", GateThresholds.min_auc),
-        min_accuracy=_env_float("MLOPS_GATE_MIN_ACCURACY", GateThresholds.min_accuracy),
-        max_latency_ms=_env_float("MLOPS_GATE_MAX_LATENCY_MS", GateThresholds.max_latency_ms),
-        max_auc_drop=_env_float("MLOPS_GATE_MAX_AUC_DROP", GateThresholds.max_auc_drop),
+        min_auc=_env_number("MLOPS_GATE_MIN_AUC", GateThresholds.min_auc),
+        min_accuracy=_env_number("MLOPS_GATE_MIN_ACCURACY", GateThresholds.min_accuracy),
+        max_latency_ms=_env_number("MLOPS_GATE_MAX_LATENCY_MS", GateThresholds.max_latency_ms),
+        max_auc_drop=_env_number("MLOPS_GATE_MAX_AUC_DROP", GateThresholds.max_auc_drop),
     )
     k8s_defaults = KubernetesSettings()
     kubernetes = KubernetesSettings(
@@ -137,9 +132,9 @@ def load_settings() -> Settings:
         model_name=_env_str("MLOPS_MODEL_NAME", Settings.model_name),
         experiment_name=_env_str("MLOPS_EXPERIMENT", Settings.experiment_name),
         mlflow_conn_id=_env_str("MLOPS_MLFLOW_CONN_ID", Settings.mlflow_conn_id),
-        default_rows=_env_int("MLOPS_DEFAULT_ROWS", Settings.default_rows),
-        default_seed=_env_int("MLOPS_DEFAULT_SEED", Settings.default_seed),
-        min_rows=_env_int("MLOPS_MIN_ROWS", Settings.min_rows),
+        default_rows=_env_number("MLOPS_DEFAULT_ROWS", Settings.default_rows),
+        default_seed=_env_number("MLOPS_DEFAULT_SEED", Settings.default_seed),
+        min_rows=_env_number("MLOPS_MIN_ROWS", Settings.min_rows),
         gate=gate,
         kubernetes=kubernetes,
     )
