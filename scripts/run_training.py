@@ -16,6 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from local_airflow import local_airflow_env
@@ -51,14 +54,15 @@ def _run_dag(env: dict[str, str], logical_date: str, conf: dict[str, object]) ->
                 verb = "start" if "starting task" in line else "end  "
                 print(f"    {verb} {task:<10} +{time.monotonic() - started:5.1f}s", flush=True)
             elif " ERROR " in line and "mlops_steps" in line:
-                print("    " + line.split("mlops_steps: ", 1)[-1].rstrip()[:400], flush=True)
+                message = line.split("mlops_steps: ", 1)[-1].split(" [airflow.", 1)[0]
+                print("    " + message.strip()[:400], flush=True)
         code = process.wait()
     if code != 0:
         print(f"!!  airflow dags test exited {code}; see {log_path}", flush=True)
     return code
 
 
-def _summary(mlflow_url: str, partition_key: str) -> None:
+def _summary(mlflow_url: str, partition_key: str, model_name: str) -> None:
     results = HOME / "data" / "churn" / f"partition={partition_key}" / "results"
 
     def result(step: str) -> dict[str, object]:
@@ -81,6 +85,19 @@ def _summary(mlflow_url: str, partition_key: str) -> None:
             f"    Registered:       {register['model_name']} version {register['version']} "
             f"alias @{register['alias']} (created now: {register['created']})"
         )
+    print(f"    Registry aliases: {_aliases(mlflow_url, model_name)}")
+
+
+def _aliases(mlflow_url: str, model_name: str) -> dict[str, str] | str:
+    """The model's aliases as the registry has them now (after a rejection: unchanged)."""
+    query = urllib.parse.urlencode({"name": model_name})
+    url = f"{mlflow_url}/api/2.0/mlflow/registered-models/get?{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback)
+            model = json.load(response)["registered_model"]
+    except urllib.error.HTTPError as exc:
+        return "no registered model yet" if exc.code == 404 else f"HTTP {exc.code}"
+    return {a["alias"]: a["version"] for a in model.get("aliases", [])}
 
 
 def main() -> int:
@@ -118,7 +135,7 @@ def main() -> int:
         )
         conf = {"rows": args.rows, "seed": args.seed, "drift": args.drift}
         code = _run_dag(env, logical_date, conf)
-        _summary(url, partition_key)
+        _summary(url, partition_key, os.environ.get("MLOPS_MODEL_NAME", "churn"))
     finally:
         if server is not None and not args.keep_running:
             stop_pid(server.pid)
