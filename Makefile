@@ -6,7 +6,8 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 STAMP      := $(VENV)/.installed
-REQS       := requirements.txt requirements-task.txt requirements-dev.txt constraints.txt pyproject.toml
+REQS       := requirements.txt requirements-task.txt serving/requirements.txt requirements-dev.txt \
+              constraints.txt pyproject.toml
 
 .PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop bench clean lock
 
@@ -16,7 +17,8 @@ $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(VENV)/bin/uv pip install --python $(PY) --quiet \
-		-r requirements.txt -r requirements-task.txt -r requirements-dev.txt -c constraints.txt
+		-r requirements.txt -r requirements-task.txt -r serving/requirements.txt \
+		-r requirements-dev.txt -c constraints.txt
 	$(VENV)/bin/uv pip install --python $(PY) --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -53,7 +55,8 @@ bench: install
 ## Re-resolve constraints.txt after editing a requirements file.
 lock: install
 	$(VENV)/bin/uv pip compile --python-version 3.11 --no-header --annotation-style line \
-		requirements.txt requirements-task.txt requirements-dev.txt -o constraints.txt
+		requirements.txt requirements-task.txt serving/requirements.txt requirements-dev.txt \
+		-o constraints.txt
 
 clean:
 	rm -rf .mlops .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The churn model service: champion and canary variants loaded from the MLflow registry."""

@@ -1,0 +1,481 @@
+"""The FastAPI app: predictions from the stable (champion) model and a canary variant.
+
+Run: ``uvicorn --factory mlops_serving.app:create_app`` (settings from ``SERVING_*`` env vars).
+
+The prediction endpoints read the body with orjson and validate it against the served model's own
+feature spec (see :mod:`mlops_serving.model`) instead of a pydantic model: the input schema belongs
+to the model version, which changes at run time, and the hot path stays a few dozen microseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from mlops_serving.config import ServingSettings
+from mlops_serving.metrics import ServingMetrics
+from mlops_serving.model import InvalidInput, LoadedModel, ModelLoadError, load_model
+from mlops_serving.predlog import PredictionLog
+
+log = logging.getLogger("mlops_serving")
+STABLE, CANARY = "stable", "canary"
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _invalid(errors: list[dict[str, Any]]) -> Response:
+    return _json({"detail": errors}, 422)
+
+
+def observe_many(histogram_child: Any, values: np.ndarray) -> None:
+    """Observe many values at once (prometheus_client has no bulk API; per-value calls would
+    cost more than the prediction itself on a 10k-row batch)."""
+    bounds = np.asarray(histogram_child._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram_child._buckets, counts, strict=False):
+        if count:
+            bucket.inc(int(count))
+    histogram_child._sum.inc(float(values.sum()))
+
+
+class ServingState:
+    """The variants being served and the registry client; swaps are single assignments."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        metrics: ServingMetrics,
+        loader: Callable[[str, str], LoadedModel],
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._loader = loader
+        self.stable: LoadedModel | None = None
+        self.canary: LoadedModel | None = None
+        self.canary_weight = 0.0
+        self.last_errors: dict[str, str] = {}
+        self.admin_lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def load(self, variant: str, ref: str) -> LoadedModel:
+        """Load ``ref`` beside whatever is serving; on failure record why and re-raise."""
+        try:
+            model = self._loader(self.settings.model_name, ref)
+        except ModelLoadError as exc:
+            self.metrics.load_failures.labels(variant).inc()
+            self.last_errors[variant] = str(exc)
+            log.error("loading %s variant from %r failed: %s", variant, ref, exc)
+            raise
+        self.last_errors.pop(variant, None)
+        return model
+
+    def publish(self) -> None:
+        self.metrics.model_info.clear()
+        for variant, model in ((STABLE, self.stable), (CANARY, self.canary)):
+            if model is not None:
+                self.metrics.model_info.labels(variant, model.version, model.run_id).set(1)
+        self.metrics.canary_weight.set(self.canary_weight if self.canary else 0.0)
+
+    def route(self, entity_id: str | None) -> tuple[str, LoadedModel | None]:
+        """Sticky by entity id (same customer, same variant), random without one."""
+        canary, weight = self.canary, self.canary_weight
+        if canary is not None and weight > 0.0:
+            if entity_id is not None:
+                bucket = zlib.crc32(entity_id.encode()) / 0x1_0000_0000
+            else:
+                bucket = random.random()  # noqa: S311 (traffic split, not security)
+            if bucket < weight:
+                return CANARY, canary
+        return self.settings.track, self.stable
+
+    def load_at_startup(self) -> None:
+        """Keep trying the stable model (MLflow may start after us), then the canary once."""
+        delay = 1.0
+        while not self.stop.is_set() and self.stable is None:
+            try:
+                self.stable = self.load(STABLE, self.settings.stable_ref)
+            except ModelLoadError:
+                self.stop.wait(delay)
+                delay = min(delay * 2, self.settings.load_retry_max_s)
+        if self.settings.canary_ref and not self.stop.is_set():
+            with contextlib.suppress(ModelLoadError):
+                self.canary = self.load(CANARY, self.settings.canary_ref)
+                self.canary_weight = self.settings.canary_weight
+        self.publish()
+
+
+class CanaryRequest(BaseModel):
+    ref: str = Field(description="Alias (e.g. challenger) or version number of the canary model")
+    weight: float = Field(ge=0.0, le=1.0, description="Share of traffic for the canary")
+
+
+class WeightRequest(BaseModel):
+    weight: float = Field(ge=0.0, le=1.0)
+
+
+class ReloadRequest(BaseModel):
+    variant: str = Field(default=STABLE, pattern="^(stable|canary)$")
+
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["features"],
+                    "properties": {
+                        "features": {
+                            "type": "object",
+                            "description": "Model inputs; see GET /model/schema for the fields.",
+                        },
+                        "entity_id": {"type": "string", "description": "Sticky canary routing"},
+                        "request_id": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {"type": "array", "items": {"type": "object"}},
+                        "entity_ids": {"type": "array", "items": {"type": "string"}},
+                        "entity_id": {"type": "string", "description": "Routes the batch"},
+                        "request_id": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    loader: Callable[[str, str], LoadedModel] | None = None,
+) -> FastAPI:
+    """Build the app. ``loader`` defaults to loading from the MLflow registry."""
+    settings = settings or ServingSettings.from_env()
+    settings.check()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    metrics = ServingMetrics()
+    if loader is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        loader = lambda name, ref: load_model(client, name, ref)  # noqa: E731
+    state = ServingState(settings, metrics, loader)
+    predictions = PredictionLog(
+        settings.prediction_log,
+        flush_interval=settings.prediction_log_flush_s,
+        on_drop=metrics.log_dropped.inc,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        predictions.start()
+        loader_thread = threading.Thread(target=state.load_at_startup, daemon=True)
+        loader_thread.start()
+        yield
+        state.stop.set()
+        loader_thread.join(timeout=10)
+        predictions.close()
+
+    app = FastAPI(
+        title="churn model service",
+        description="Churn probability from the champion model, with a canary variant.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    app.state.predictions = predictions
+    bearer = HTTPBearer(auto_error=False)
+    expected_token = settings.admin_token.encode()
+
+    def require_admin(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> None:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if settings.dev_mode and not expected_token:
+            return
+        if not hmac.compare_digest(credentials.credentials.encode(), expected_token):
+            raise HTTPException(403, "invalid token")
+
+    def _finish(endpoint: str, variant: str, version: str, status: int, started: float) -> None:
+        metrics.requests.labels(endpoint, variant, version, str(status)).inc()
+        metrics.latency.labels(endpoint, variant, version).observe(time.perf_counter() - started)
+
+    async def _payload(request: Request) -> dict[str, Any] | Response:
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return _invalid([{"loc": ["body"], "msg": f"Invalid JSON: {exc}", "type": "json"}])
+        if type(payload) is not dict:
+            return _invalid([{"loc": ["body"], "msg": "Expected a JSON object", "type": "dict"}])
+        return payload
+
+    def _not_ready(endpoint: str, started: float) -> Response:
+        _finish(endpoint, "none", "none", 503, started)
+        reason = state.last_errors.get(STABLE, "the model is still loading")
+        return _json({"detail": f"no model loaded: {reason}"}, 503)
+
+    @app.post("/predict", openapi_extra=_PREDICT_BODY, tags=["predict"])
+    async def predict(request: Request) -> Response:
+        """Score one customer."""
+        started = time.perf_counter()
+        payload = await _payload(request)
+        if isinstance(payload, Response):
+            _finish("predict", "none", "none", 422, started)
+            return payload
+        entity_id = payload.get("entity_id")
+        if entity_id is not None and type(entity_id) is not str:
+            _finish("predict", "none", "none", 422, started)
+            return _invalid([{"loc": ["body", "entity_id"], "msg": "Expected a string",
+                              "type": "string_type"}])  # fmt: skip
+        variant, model = state.route(entity_id)
+        if model is None:
+            return _not_ready("predict", started)
+        features = payload.get("features")
+        try:
+            row = model.codec.encode_one(features, ["body", "features"])
+        except InvalidInput as exc:
+            _finish("predict", variant, model.version, 422, started)
+            return _invalid(exc.errors)
+        score = float(model.predict(row)[0])
+        request_id = str(payload.get("request_id") or uuid.uuid4().hex)
+        predictions.record(
+            request_id=request_id,
+            entity_ids=(entity_id,),
+            variant=variant,
+            version=model.version,
+            features=(features,),
+            scores=(score,),
+            timestamp=time.time(),
+        )
+        metrics.rows.labels(variant, model.version).inc()
+        metrics.scores.labels(variant, model.version).observe(score)
+        _finish("predict", variant, model.version, 200, started)
+        return _json(
+            {
+                "score": score,
+                "variant": variant,
+                "model_version": model.version,
+                "request_id": request_id,
+            }
+        )
+
+    @app.post("/predict/batch", openapi_extra=_BATCH_BODY, tags=["predict"])
+    async def predict_batch(request: Request) -> Response:
+        """Score many customers in one request (one variant answers the whole batch)."""
+        started = time.perf_counter()
+        payload = await _payload(request)
+        if isinstance(payload, Response):
+            _finish("batch", "none", "none", 422, started)
+            return payload
+        instances = payload.get("instances")
+        if type(instances) is not list or not instances:
+            _finish("batch", "none", "none", 422, started)
+            return _invalid([{"loc": ["body", "instances"], "msg": "Expected a non-empty list",
+                              "type": "list_type"}])  # fmt: skip
+        if len(instances) > settings.max_batch_rows:
+            _finish("batch", "none", "none", 413, started)
+            return _json(
+                {
+                    "detail": f"batch of {len(instances)} rows exceeds the limit of "
+                    f"{settings.max_batch_rows} (SERVING_MAX_BATCH_ROWS); split the request"
+                },
+                413,
+            )
+        entity_ids = payload.get("entity_ids")
+        if entity_ids is not None and (
+            type(entity_ids) is not list or len(entity_ids) != len(instances)
+        ):
+            _finish("batch", "none", "none", 422, started)
+            return _invalid([{"loc": ["body", "entity_ids"], "type": "list_type",
+                              "msg": "Expected one entity id per instance"}])  # fmt: skip
+        routing_key = payload.get("entity_id")
+        variant, model = state.route(routing_key if type(routing_key) is str else None)
+        if model is None:
+            return _not_ready("batch", started)
+        try:
+            matrix = model.codec.encode_many(instances, ["body", "instances"])
+        except InvalidInput as exc:
+            _finish("batch", variant, model.version, 422, started)
+            return _invalid(exc.errors)
+        scores = model.predict(matrix)
+        request_id = str(payload.get("request_id") or uuid.uuid4().hex)
+        predictions.record(
+            request_id=request_id,
+            entity_ids=entity_ids or (),
+            variant=variant,
+            version=model.version,
+            features=instances,
+            scores=scores,
+            timestamp=time.time(),
+        )
+        metrics.rows.labels(variant, model.version).inc(len(scores))
+        observe_many(metrics.scores.labels(variant, model.version), scores)
+        _finish("batch", variant, model.version, 200, started)
+        return _json(
+            {
+                "scores": scores,
+                "rows": len(scores),
+                "variant": variant,
+                "model_version": model.version,
+                "request_id": request_id,
+            }
+        )
+
+    @app.get("/health", tags=["ops"])
+    def health() -> dict[str, str]:
+        """The process is alive (liveness)."""
+        return {"status": "alive"}
+
+    @app.get("/ready", tags=["ops"])
+    def ready() -> JSONResponse:
+        """A model is loaded and serving (readiness); says why not, or why a reload failed."""
+        body = {
+            "stable": state.stable.version if state.stable else None,
+            "canary": state.canary.version if state.canary else None,
+            "canary_weight": state.canary_weight if state.canary else 0.0,
+            "last_errors": dict(state.last_errors),
+        }
+        if state.stable is None:
+            return JSONResponse({"status": "not ready", **body}, status_code=503)
+        return JSONResponse({"status": "ready", **body})
+
+    @app.get("/model/info", tags=["model"])
+    def model_info() -> JSONResponse:
+        """Name, version, alias, run id, data hash, code sha and training time per variant."""
+        if state.stable is None:
+            return JSONResponse({"detail": "no model loaded"}, status_code=503)
+        return JSONResponse(
+            {
+                settings.track: state.stable.info(),
+                CANARY: state.canary.info() if state.canary else None,
+                "canary_weight": state.canary_weight if state.canary else 0.0,
+            }
+        )
+
+    @app.get("/model/schema", tags=["model"])
+    def model_schema() -> JSONResponse:
+        """The request fields and types, from the served model's signature and feature spec."""
+        model = state.stable
+        if model is None:
+            return JSONResponse({"detail": "no model loaded"}, status_code=503)
+        return JSONResponse(
+            {
+                "model_version": model.version,
+                "features": model.codec.json_schema(),
+                "signature": model.signature,
+                "output": {"score": "probability that the customer churns (0..1)"},
+            }
+        )
+
+    @app.get("/metrics", tags=["ops"])
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def _state() -> dict[str, Any]:
+        state.publish()
+        return {
+            "stable": state.stable.version if state.stable else None,
+            "canary": state.canary.version if state.canary else None,
+            "canary_weight": state.canary_weight if state.canary else 0.0,
+        }
+
+    admin = [Depends(require_admin)]
+
+    @app.post("/admin/canary", dependencies=admin, tags=["admin"])
+    def set_canary(body: CanaryRequest) -> dict[str, Any]:
+        """Load a model version as the canary (beside the stable one) and route a share to it."""
+        with state.admin_lock:
+            try:
+                model = state.load(CANARY, body.ref)
+            except ModelLoadError as exc:
+                raise HTTPException(502, f"canary not loaded, nothing changed: {exc}") from None
+            state.canary, state.canary_weight = model, body.weight
+            return _state()
+
+    @app.post("/admin/canary/weight", dependencies=admin, tags=["admin"])
+    def set_weight(body: WeightRequest) -> dict[str, Any]:
+        with state.admin_lock:
+            if state.canary is None:
+                raise HTTPException(409, "no canary loaded; POST /admin/canary first")
+            state.canary_weight = body.weight
+            return _state()
+
+    @app.post("/admin/promote", dependencies=admin, tags=["admin"])
+    def promote() -> dict[str, Any]:
+        """The canary becomes the stable model and takes all traffic."""
+        with state.admin_lock:
+            if state.canary is None:
+                raise HTTPException(409, "no canary to promote")
+            state.stable, state.canary, state.canary_weight = state.canary, None, 0.0
+            return _state()
+
+    @app.post("/admin/rollback", dependencies=admin, tags=["admin"])
+    def rollback() -> dict[str, Any]:
+        """Stop routing to the canary and unload it; the stable model is untouched."""
+        with state.admin_lock:
+            state.canary, state.canary_weight = None, 0.0
+            return _state()
+
+    @app.post("/admin/reload", dependencies=admin, tags=["admin"])
+    def reload(body: ReloadRequest) -> dict[str, Any]:
+        """Re-resolve a variant's alias in the registry and swap in the new version once it
+        has loaded and passed a smoke prediction; on failure the old one keeps serving."""
+        with state.admin_lock:
+            current = state.stable if body.variant == STABLE else state.canary
+            ref = settings.stable_ref if body.variant == STABLE else (
+                current.ref if current else settings.canary_ref
+            )  # fmt: skip
+            if not ref:
+                raise HTTPException(409, f"no reference to reload the {body.variant} variant from")
+            try:
+                model = state.load(body.variant, ref)
+            except ModelLoadError as exc:
+                state.publish()
+                raise HTTPException(
+                    502, f"reload failed, still serving the previous model: {exc}"
+                ) from None
+            if body.variant == STABLE:
+                state.stable = model
+            else:
+                state.canary = model
+            return {**_state(), "reloaded": body.variant, "version": model.version}
+
+    return app
