@@ -55,7 +55,7 @@ class ServingSettings:
     admin_token: str = ""
     dev_mode: bool = False
     prediction_log: str = ".mlops/predictions"  # a directory or s3://bucket/prefix
-    prediction_log_flush_s: float = 1.0
+    prediction_log_flush_s: float = 0.25
     max_batch_rows: int = 10_000
     load_retry_max_s: float = 30.0
 
@@ -73,7 +73,7 @@ class ServingSettings:
             or cls.prediction_log,
             max_batch_rows=_positive_int("SERVING_MAX_BATCH_ROWS", cls.max_batch_rows),
             prediction_log_flush_s=float(
-                _positive_int("SERVING_PREDICTION_LOG_FLUSH_MS", 1000) / 1000.0
+                _positive_int("SERVING_PREDICTION_LOG_FLUSH_MS", 250) / 1000.0
             ),
         )
         settings.check()
