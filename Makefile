@@ -9,7 +9,7 @@ STAMP      := $(VENV)/.installed
 REQS       := requirements.txt requirements-task.txt serving/requirements.txt requirements-dev.txt \
               constraints.txt pyproject.toml
 
-.PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop bench clean lock
+.PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop bench bench-serving clean lock
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ mlflow-stop:
 
 bench: install
 	$(PY) bench/bench_training.py $(ARGS)
+
+## Serving: this service vs `mlflow models serve` vs a bare endpoint (load from wrk).
+bench-serving: install
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) bench/bench_serving.py $(ARGS)
 
 ## Re-resolve constraints.txt after editing a requirements file.
 lock: install
