@@ -243,14 +243,20 @@ def create_app(
         metrics.requests.labels(endpoint, variant, version, str(status)).inc()
         metrics.latency.labels(endpoint, variant, version).observe(time.perf_counter() - started)
 
-    async def _payload(request: Request) -> dict[str, Any] | Response:
+    async def _payload(
+        request: Request, endpoint: str, started: float
+    ) -> dict[str, Any] | Response:
+        """The JSON object in the body, or the 422 to answer (already counted)."""
         try:
             payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
-            return _invalid([{"loc": ["body"], "msg": f"Invalid JSON: {exc}", "type": "json"}])
-        if type(payload) is not dict:
-            return _invalid([{"loc": ["body"], "msg": "Expected a JSON object", "type": "dict"}])
-        return payload
+            error = {"loc": ["body"], "msg": f"Invalid JSON: {exc}", "type": "json"}
+        else:
+            if type(payload) is dict:
+                return payload
+            error = {"loc": ["body"], "msg": "Expected a JSON object", "type": "dict"}
+        _finish(endpoint, "none", "none", 422, started)
+        return _invalid([error])
 
     def _not_ready(endpoint: str, started: float) -> Response:
         _finish(endpoint, "none", "none", 503, started)
@@ -261,9 +267,8 @@ def create_app(
     async def predict(request: Request) -> Response:
         """Score one customer."""
         started = time.perf_counter()
-        payload = await _payload(request)
+        payload = await _payload(request, "predict", started)
         if isinstance(payload, Response):
-            _finish("predict", "none", "none", 422, started)
             return payload
         entity_id = payload.get("entity_id")
         if entity_id is not None and type(entity_id) is not str:
@@ -306,9 +311,8 @@ def create_app(
     async def predict_batch(request: Request) -> Response:
         """Score many customers in one request (one variant answers the whole batch)."""
         started = time.perf_counter()
-        payload = await _payload(request)
+        payload = await _payload(request, "batch", started)
         if isinstance(payload, Response):
-            _finish("batch", "none", "none", 422, started)
             return payload
         instances = payload.get("instances")
         if type(instances) is not list or not instances:
