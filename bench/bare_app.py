@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import lightgbm
 import numpy as np
@@ -24,7 +25,12 @@ _columns = [
 app = FastAPI()
 
 
-def _encode(records: list[dict]) -> np.ndarray:
+@app.get("/ping")
+def ping() -> Response:
+    return Response(b"", status_code=200)
+
+
+def _encode(records: list[dict[str, Any]]) -> np.ndarray:
     return np.asarray(
         [[vocab[r[name]] if vocab else r[name] for name, vocab in _columns] for r in records],
         dtype=np.float64,

@@ -10,20 +10,31 @@ three servers, each alone on the machine while it is measured, each with one uvi
   the floor for this stack.
 
 Load comes from ``wrk`` on loopback: 1-row and 100-row requests at 1, 8 and 32 connections, and
-10,000-row batches for throughput. The machine is shared and noisy, so the results that matter are
-the ratios between servers measured minutes apart in the same run, not the absolute numbers.
+10,000-row batches at 1 connection for throughput (rows/s = req/s x 10,000). Each point reports
+req/s and the p50/p99 latency; a point where wrk saw non-2xx responses or socket errors (timeouts
+included) is flagged, because its numbers do not measure successful predictions. Before the load,
+every server answers one 1-row and one 100-row request, and the scores must agree across servers:
+the comparison is only fair if all three serve the same model.
 
-Usage: python bench/bench_serving.py [--duration 10]   (needs `wrk`: apt-get install wrk)
+The machine is shared and noisy (2 cores, wrk shares them with the server), so the results that
+matter are the ratios between servers measured minutes apart in the same run (``service / mlflow``
+and ``service / bare`` req/s), not the absolute numbers.
+
+Usage: python bench/bench_serving.py [--duration 10] [--servers service mlflow bare]
+(needs ``wrk``: apt-get update && apt-get install -y wrk, or ``make bench-serving``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import platform
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +43,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,58 +54,121 @@ sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 
 MODEL = "bench_churn"
+SERVERS = ("service", "mlflow", "bare")
 POINTS = [(1, 1), (1, 8), (1, 32), (100, 1), (100, 8), (100, 32)]
 BATCH_ROWS = 10_000
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+WARMUP_S = 2
+MAX_DURATION_S = 20
+WRK_TIMEOUT_S = 10  # wrk's default (2 s) would drop slow mlflow responses as "timeouts"
+READY_TIMEOUT_S = 300.0
+STEPS = (
+    ("ingest", "--rows", "20000"),
+    ("validate",),
+    ("train",),
+    ("evaluate",),
+    ("gate",),
+    ("register",),
+)
+INSTALL_WRK = "apt-get update && apt-get install -y wrk"
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_WRK_LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = {body}
+"""
 
 
-def _records(rows: int) -> list[dict[str, Any]]:
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says what failed and where its log is."""
+
+
+# --- request bodies ----------------------------------------------------------------------------
+
+
+def make_records(rows: int, seed: int = 7) -> list[dict[str, Any]]:
+    """``rows`` fixed feature rows as plain JSON values (numpy types converted by json)."""
     from mlops_steps.schema import FEATURE_NAMES
     from mlops_steps.synthetic import generate_churn
 
-    frame = generate_churn(rows, seed=7).loc[:, list(FEATURE_NAMES)]
-    return json.loads(frame.to_json(orient="records"))
+    frame = generate_churn(rows, seed=seed).loc[:, list(FEATURE_NAMES)]
+    records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))
+    return records
 
 
-def _body(server: str, records: list[dict[str, Any]]) -> tuple[str, bytes]:
-    """Endpoint and body for ``records`` in each server's own request format."""
+def request_for(server: str, records: list[dict[str, Any]]) -> tuple[str, bytes]:
+    """Endpoint path and body for ``records`` in ``server``'s own request format."""
     if server == "mlflow":
         return "/invocations", json.dumps({"dataframe_records": records}).encode()
     if len(records) == 1:
-        return "/predict", json.dumps({"features": records[0], "entity_id": "C1"}).encode()
+        return "/predict", json.dumps({"entity_id": "C1", "features": records[0]}).encode()
     return "/predict/batch", json.dumps({"instances": records}).encode()
 
 
-def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
+def scores_of(server: str, payload: Any) -> list[float]:
+    """The scores in a response of ``server`` (mlflow: ``predictions``; ours: score/scores)."""
+    if server == "mlflow":
+        values = payload["predictions"]
+    elif "scores" in payload:
+        values = payload["scores"]
+    else:
+        values = [payload["score"]]
+    return [float(next(iter(v.values())) if isinstance(v, dict) else v) for v in values]
+
+
+def post_json(url: str, body: bytes, timeout: float = 60.0) -> Any:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # loopback only
+        return json.loads(response.read())
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def start_process(
+    command: list[str], env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own session, so :func:`stop_pid` stops it and its children."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Poll ``url`` until it answers 200; fail early if the process exits."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
+            raise BenchError(f"exited with {process.returncode} before {url} answered; {log_path}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:  # loopback only
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
+    raise BenchError(f"{url} not ready after {READY_TIMEOUT_S:.0f}s; {log_path}")
+
+
+def _uvicorn(port: int, *app: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
 
 
 @contextmanager
-def _server(name: str, mlflow_url: str, home: Path) -> Iterator[str]:
+def running_server(name: str, mlflow_url: str, home: Path) -> Iterator[str]:
+    """Start server ``name`` on a free loopback port, yield its URL once ready, then stop it."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url,
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # fmt: skip
-    uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url}
     if name == "service":
-        command = [*uvicorn, "--factory", "mlops_serving.app:create_app"]
+        command = _uvicorn(port, "--factory", "mlops_serving.app:create_app")
         env.update(
             SERVING_MODEL_NAME=MODEL,
             SERVING_STABLE_ALIAS="champion",
             SERVING_CANARY_REF="challenger",
             SERVING_CANARY_WEIGHT="0.1",
-            SERVING_ADMIN_TOKEN=secrets.token_hex(16),
+            SERVING_ADMIN_TOKEN=secrets.token_hex(16),  # 32 characters
             SERVING_PREDICTION_LOG=str(home / "predictions"),
             SERVING_MAX_BATCH_ROWS=str(BATCH_ROWS),
         )
@@ -104,117 +180,218 @@ def _server(name: str, mlflow_url: str, home: Path) -> Iterator[str]:
         model_dir = mlflow.artifacts.download_artifacts(
             f"models:/{MODEL}@champion", dst_path=str(home / "bare-model")
         )
-        command = [*uvicorn, "bare_app:app", "--app-dir", str(REPO / "bench")]
+        command = _uvicorn(port, "bare_app:app", "--app-dir", str(REPO / "bench"))
         env["BARE_MODEL_DIR"] = model_dir
-        ready = "/docs"
-    else:
-        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-                   f"models:/{MODEL}@champion", "--env-manager", "local", "--host", "127.0.0.1",
-                   "-p", str(port), "--workers", "1"]  # fmt: skip
         ready = "/ping"
+    elif name == "mlflow":
+        command = [sys.executable, "-m", "mlflow", "models", "serve",
+                   "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
+                   "--host", "127.0.0.1", "-p", str(port), "--workers", "1"]  # fmt: skip
+        ready = "/ping"
+    else:
+        raise ValueError(f"unknown server {name!r}")
     url = f"http://127.0.0.1:{port}"
-    with (home / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    log_path = home / f"{name}.log"
+    process = start_process(command, env, log_path)
     try:
-        _wait(url + ready, process)
+        wait_ready(url + ready, process, log_path)
         yield url
     finally:
         stop_pid(process.pid)
 
 
-def _wrk(url: str, path: str, body: bytes, *, connections: int, duration: int, home: Path) -> dict:
-    script = home / "request.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(body.decode())}\n"
+def _stop_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # SystemExit unwinds through the finally blocks: servers are stopped, wrk is killed.
+    raise SystemExit(128 + signum)
+
+
+# --- load --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: str | None  # "connect 0, read 0, write 0, timeout 3" when wrk reports any
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.non_2xx or self.socket_errors or self.requests == 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "flagged": self.flagged}
+
+
+def _match(pattern: str, text: str) -> re.Match[str]:
+    found = re.search(pattern, text, re.MULTILINE)
+    if found is None:
+        raise BenchError(f"unexpected wrk output (no match for {pattern!r}):\n{text}")
+    return found
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Read req/s, p50/p99 latency (us/ms/s -> ms) and errors from ``wrk --latency`` output."""
+
+    def latency_ms(percent: int) -> float:
+        value, unit = _match(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output).groups()
+        return round(float(value) * _UNITS_MS[unit], 3)
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors:\s+(.+)", output)
+    return WrkResult(
+        rps=round(float(_match(r"Requests/sec:\s+([\d.]+)", output).group(1)), 1),
+        p50_ms=latency_ms(50),
+        p99_ms=latency_ms(99),
+        requests=int(_match(r"^\s+(\d+) requests in ", output).group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=socket_errors.group(1).strip() if socket_errors else None,
     )
+
+
+def run_wrk(url: str, body: bytes, *, connections: int, duration: int, home: Path) -> WrkResult:
+    """POST ``body`` to ``url`` for ``duration`` seconds over ``connections`` connections."""
+    script = home / "request.lua"
+    script.write_text(_WRK_LUA.format(body=json.dumps(body.decode())))
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={WRK_TIMEOUT_S}s",
+               "--latency", "-s", str(script), url]  # fmt: skip
+    # subprocess.run kills wrk if anything (timeout, Ctrl-C, SIGTERM) interrupts the wait.
     completed = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-         url + path],
-        capture_output=True, text=True, check=True, timeout=duration + 60,
-    )  # fmt: skip
-    out = completed.stdout
-
-    def latency(pct: str) -> float:
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE).groups()
-        return round(float(value) * _UNITS[unit], 3)
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.+)", out)
-    return {
-        "rps": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), 1),
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else None,
-    }
+        command, check=False, capture_output=True, text=True, timeout=duration + WRK_TIMEOUT_S + 60
+    )
+    if completed.returncode != 0:
+        raise BenchError(f"wrk exited with {completed.returncode}: {completed.stderr.strip()}")
+    return parse_wrk(completed.stdout)
 
 
-def _prepare(mlflow_url: str, home: Path) -> None:
+# --- preparation -------------------------------------------------------------------------------
+
+
+def train_and_register(mlflow_url: str, home: Path) -> None:
+    """Train and register the model with the project's step CLI; alias version 1 "champion"."""
     from mlflow import MlflowClient
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "MLOPS_HOME": str(home / "mlops"),
            "MLOPS_MODEL_NAME": MODEL, "MLOPS_EXPERIMENT": "bench-serving"}  # fmt: skip
-    for verb, *args in (["ingest", "--rows", "20000"], ["validate"], ["train"], ["evaluate"],
-                        ["gate"], ["register"]):  # fmt: skip
-        subprocess.run(["mlops-step", "--log-level", "WARNING", verb, "--partition", "bench",
-                        *args], env=env, check=True, capture_output=True)  # fmt: skip
+    for verb, *flags in STEPS:
+        started = time.monotonic()
+        step = subprocess.run(
+            ["mlops-step", "--log-level", "WARNING", verb, "--partition", "bench", *flags],
+            env=env, check=False, capture_output=True, text=True,
+        )  # fmt: skip
+        if step.returncode != 0:
+            tail = "\n".join((step.stdout + step.stderr).strip().splitlines()[-30:])
+            raise BenchError(f"mlops-step {verb} exited with {step.returncode}:\n{tail}")
+        print(f"  mlops-step {verb}: {time.monotonic() - started:.1f}s", flush=True)
     MlflowClient(mlflow_url).set_registered_model_alias(MODEL, "champion", "1")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, choices=range(2, 21), metavar="2..20")
-    parser.add_argument("--servers", nargs="+", default=["service", "mlflow", "bare"])
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "serving.json")
-    parser.add_argument("--render", action="store_true", help="print the tables of --output")
-    args = parser.parse_args()
-    if args.render:
-        print(_markdown(json.loads(args.output.read_text())))
-        return 0
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk (or: make bench-serving)")
-        return 2
-    bodies = {rows: _records(rows) for rows in (1, 100, BATCH_ROWS)}
-    report: dict[str, Any] = {"duration_s": args.duration, "points": {}, "batch": {}}
+# --- measurement -------------------------------------------------------------------------------
+
+
+def check_answers(server: str, url: str, bodies: dict[int, list[dict[str, Any]]]) -> list[float]:
+    """One 1-row and one 100-row request must succeed; returns the scores (for cross-checks)."""
+    scores: list[float] = []
+    for rows in (1, 100):
+        path, body = request_for(server, bodies[rows])
+        try:
+            got = scores_of(server, post_json(url + path, body))
+        except (urllib.error.URLError, OSError, KeyError, TypeError, ValueError) as exc:
+            raise BenchError(f"{server} {path} with {rows} row(s) failed: {exc}") from exc
+        if len(got) != rows:
+            raise BenchError(f"{server} {path}: {len(got)} scores for {rows} row(s)")
+        scores += got
+    return scores
+
+
+def measure(
+    server: str,
+    url: str,
+    bodies: dict[int, list[dict[str, Any]]],
+    *,
+    duration: int,
+    home: Path,
+    report: dict[str, Any],
+) -> None:
+    """Warm up, then run every (rows, connections) point and the batch point against ``url``."""
+    path, body = request_for(server, bodies[1])
+    run_wrk(url + path, body, connections=8, duration=WARMUP_S, home=home)
+    for rows, connections in POINTS:
+        path, body = request_for(server, bodies[rows])
+        result = run_wrk(url + path, body, connections=connections, duration=duration, home=home)
+        report["points"].setdefault(f"{rows}x{connections}", {})[server] = result.to_json()
+        _progress(f"{server:8} rows={rows:<4} c={connections:<3}", result)
+    path, body = request_for(server, bodies[BATCH_ROWS])
+    result = run_wrk(url + path, body, connections=1, duration=duration, home=home)
+    report["batch"][server] = {**result.to_json(), "rows_per_s": round(result.rps * BATCH_ROWS)}
+    _progress(f"{server:8} batch of {BATCH_ROWS}", result)
+
+
+def _progress(label: str, r: WrkResult) -> None:
+    flag = f"  !! FLAGGED: non-2xx {r.non_2xx}, socket {r.socket_errors}" if r.flagged else ""
+    print(f"{label}: {r.rps:>9,.1f} req/s  p50 {r.p50_ms} ms  p99 {r.p99_ms} ms{flag}", flush=True)
+
+
+def _same_scores(checks: dict[str, list[float]]) -> bool:
+    reference = next(iter(checks.values()), [])
+    return all(
+        all(
+            math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+            for a, b in zip(reference, s, strict=True)
+        )
+        for s in checks.values()
+    )
+
+
+def run(servers: list[str], duration: int) -> dict[str, Any]:
+    bodies = {rows: make_records(rows) for rows in (1, 100, BATCH_ROWS)}
+    report: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "model": f"models:/{MODEL}@champion (version 1)",
+        "duration_s": duration,
+        "warmup_s": WARMUP_S,
+        "wrk": f"-t1 --timeout {WRK_TIMEOUT_S}s --latency",
+        "servers": servers,
+        "points": {},
+        "batch": {},
+    }
+    checks: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="mlops-bench-serving-") as tmp:
         home = Path(tmp)
+        print("starting MLflow, training and registering the model...", flush=True)
         mlflow_server = start_server(home / "mlflow", free_port())
         try:
-            _prepare(mlflow_server.url, home)
-            for server in args.servers:
-                with _server(server, mlflow_server.url, home) as url:
-                    path, body = _body(server, bodies[1])
-                    _wrk(url, path, body, connections=8, duration=2, home=home)  # warm-up
-                    for rows, connections in POINTS:
-                        path, body = _body(server, bodies[rows])
-                        result = _wrk(
-                            url,
-                            path,
-                            body,
-                            connections=connections,
-                            duration=args.duration,
-                            home=home,
-                        )
-                        report["points"].setdefault(f"{rows}x{connections}", {})[server] = result
-                        print(f"{server:8} rows={rows:<4} c={connections:<3} {result}", flush=True)
-                    path, body = _body(server, bodies[BATCH_ROWS])
-                    result = _wrk(url, path, body, connections=1, duration=args.duration, home=home)
-                    result["rows_per_s"] = round(result["rps"] * BATCH_ROWS)
-                    report["batch"][server] = result
-                    print(f"{server:8} batch of {BATCH_ROWS}: {result}", flush=True)
+            train_and_register(mlflow_server.url, home)
+            for server in servers:
+                print(f"starting {server}...", flush=True)
+                with running_server(server, mlflow_server.url, home) as url:
+                    checks[server] = check_answers(server, url, bodies)
+                    measure(server, url, bodies, duration=duration, home=home, report=report)
         finally:
             stop_pid(mlflow_server.pid)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(_markdown(report))
-    return 0
+    report["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["same_scores"] = _same_scores(checks)
+    if not report["same_scores"]:
+        print("!! the servers disagree on the scores of the same rows:", checks, flush=True)
+    return report
 
 
-def _markdown(report: dict[str, Any]) -> str:
+# --- report ------------------------------------------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None, digits: int) -> str:
+    return f"{a / b:.{digits}f}x" if a and b else "-"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The per-point table (req/s, p50/p99 ms, ratios) and the batch table (rows/s)."""
     lines = [
         "| rows/request | connections | service req/s (p50/p99 ms) | mlflow serve | bare "
         "| service / mlflow | service / bare |",
@@ -223,26 +400,74 @@ def _markdown(report: dict[str, Any]) -> str:
     for point, results in report["points"].items():
         rows, connections = point.split("x")
         cells = []
-        for server in ("service", "mlflow", "bare"):
+        for server in SERVERS:
             r = results.get(server)
-            flag = " ⚠ errors" if r and (r["non_2xx"] or r["socket_errors"]) else ""
+            flag = " ⚠ errors" if r and r.get("flagged") else ""
             cells.append(f"{r['rps']:,.0f} ({r['p50_ms']}/{r['p99_ms']}){flag}" if r else "-")
-        service, mlflow, bare = (
-            results.get(s, {}).get("rps") for s in ("service", "mlflow", "bare")
-        )
-        ratio_m = f"{service / mlflow:.1f}x" if service and mlflow else "-"
-        ratio_b = f"{service / bare:.2f}x" if service and bare else "-"
+        service, mlflow, bare = (results.get(s, {}).get("rps") for s in SERVERS)
         lines.append(
-            f"| {rows} | {connections} | " + " | ".join(cells) + f" | {ratio_m} | {ratio_b} |"
+            f"| {rows} | {connections} | {' | '.join(cells)} "
+            f"| {_ratio(service, mlflow, 1)} | {_ratio(service, bare, 2)} |"
         )
     lines += [
         "",
-        f"| {BATCH_ROWS:,}-row batches, 1 connection | rows/s | p99 ms |",
-        "|---|---:|---:|",
+        f"| {BATCH_ROWS:,}-row batches, 1 connection | rows/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
     ]
     for server, r in report["batch"].items():
-        lines.append(f"| {server} | {r['rows_per_s']:,} | {r['p99_ms']} |")
+        flag = " ⚠ errors" if r.get("flagged") else ""
+        lines.append(f"| {server} | {r['rows_per_s']:,}{flag} | {r['p50_ms']} | {r['p99_ms']} |")
+    flagged = [
+        f"{point} {server}"
+        for point, results in [*report["points"].items(), *({"batch": report["batch"]}.items())]
+        for server, r in results.items()
+        if r.get("flagged")
+    ]
+    if flagged:
+        lines += ["", "⚠ points with non-2xx responses or socket errors: " + ", ".join(flagged)]
+    if report.get("same_scores") is False:
+        lines += ["", "⚠ the servers returned different scores for the same rows"]
     return "\n".join(lines)
+
+
+def _duration(raw: str) -> int:
+    if not raw.isdigit() or not 2 <= int(raw) <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"{raw!r}: seconds per point, 2 to {MAX_DURATION_S}")
+    return int(raw)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--duration",
+        type=_duration,
+        default=10,
+        metavar=f"2..{MAX_DURATION_S}",
+        help="seconds of load per point (default 10)",
+    )
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "serving.json")
+    parser.add_argument("--render", action="store_true", help="only print the tables of --output")
+    args = parser.parse_args()
+    if args.render:
+        print(render_markdown(json.loads(args.output.read_text())))
+        return 0
+    if shutil.which("wrk") is None:
+        print(f"wrk is not installed; install it with: {INSTALL_WRK}  (or run: make bench-serving)")
+        return 2
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # here and in the servers
+    servers = list(dict.fromkeys(args.servers))  # keep the order, drop repeats
+    try:
+        report = run(servers, args.duration)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nresults: {args.output}\n")
+    print(render_markdown(report))
+    return 0
 
 
 if __name__ == "__main__":
