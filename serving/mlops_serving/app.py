@@ -250,13 +250,41 @@ def create_app(
         try:
             payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
-            error = {"loc": ["body"], "msg": f"Invalid JSON: {exc}", "type": "json"}
-        else:
-            if type(payload) is dict:
-                return payload
-            error = {"loc": ["body"], "msg": "Expected a JSON object", "type": "dict"}
+            return _reject(endpoint, started, ["body"], f"Invalid JSON: {exc}", "json")
+        if type(payload) is not dict:
+            return _reject(endpoint, started, ["body"], "Expected a JSON object", "dict")
+        return payload
+
+    def _reject(endpoint: str, started: float, loc: list[Any], msg: str, kind: str) -> Response:
+        """A 422 for a body of the wrong shape, counted before a variant was chosen."""
         _finish(endpoint, "none", "none", 422, started)
-        return _invalid([error])
+        return _invalid([{"loc": loc, "msg": msg, "type": kind}])
+
+    def _served(
+        endpoint: str,
+        started: float,
+        *,
+        variant: str,
+        model: LoadedModel,
+        payload: dict[str, Any],
+        entity_ids: Any,
+        features: Any,
+        scores: Any,
+    ) -> str:
+        """Log and count a successful prediction; returns its request id."""
+        request_id = str(payload.get("request_id") or uuid.uuid4().hex)
+        predictions.record(
+            request_id=request_id,
+            entity_ids=entity_ids,
+            variant=variant,
+            version=model.version,
+            features=features,
+            scores=scores,
+            timestamp=time.time(),
+        )
+        metrics.rows.labels(variant, model.version).inc(len(scores))
+        _finish(endpoint, variant, model.version, 200, started)
+        return request_id
 
     def _not_ready(endpoint: str, started: float) -> Response:
         _finish(endpoint, "none", "none", 503, started)
@@ -272,9 +300,9 @@ def create_app(
             return payload
         entity_id = payload.get("entity_id")
         if entity_id is not None and type(entity_id) is not str:
-            _finish("predict", "none", "none", 422, started)
-            return _invalid([{"loc": ["body", "entity_id"], "msg": "Expected a string",
-                              "type": "string_type"}])  # fmt: skip
+            return _reject(
+                "predict", started, ["body", "entity_id"], "Expected a string", "string_type"
+            )
         variant, model = state.route(entity_id)
         if model is None:
             return _not_ready("predict", started)
@@ -285,19 +313,17 @@ def create_app(
             _finish("predict", variant, model.version, 422, started)
             return _invalid(exc.errors)
         score = float(model.predict(row)[0])
-        request_id = str(payload.get("request_id") or uuid.uuid4().hex)
-        predictions.record(
-            request_id=request_id,
-            entity_ids=(entity_id,),
+        metrics.scores.labels(variant, model.version).observe(score)
+        request_id = _served(
+            "predict",
+            started,
             variant=variant,
-            version=model.version,
+            model=model,
+            payload=payload,
+            entity_ids=(entity_id,),
             features=(features,),
             scores=(score,),
-            timestamp=time.time(),
         )
-        metrics.rows.labels(variant, model.version).inc()
-        metrics.scores.labels(variant, model.version).observe(score)
-        _finish("predict", variant, model.version, 200, started)
         return _json(
             {
                 "score": score,
@@ -316,9 +342,9 @@ def create_app(
             return payload
         instances = payload.get("instances")
         if type(instances) is not list or not instances:
-            _finish("batch", "none", "none", 422, started)
-            return _invalid([{"loc": ["body", "instances"], "msg": "Expected a non-empty list",
-                              "type": "list_type"}])  # fmt: skip
+            return _reject(
+                "batch", started, ["body", "instances"], "Expected a non-empty list", "list_type"
+            )
         if len(instances) > settings.max_batch_rows:
             _finish("batch", "none", "none", 413, started)
             return _json(
@@ -332,9 +358,13 @@ def create_app(
         if entity_ids is not None and (
             type(entity_ids) is not list or len(entity_ids) != len(instances)
         ):
-            _finish("batch", "none", "none", 422, started)
-            return _invalid([{"loc": ["body", "entity_ids"], "type": "list_type",
-                              "msg": "Expected one entity id per instance"}])  # fmt: skip
+            return _reject(
+                "batch",
+                started,
+                ["body", "entity_ids"],
+                "Expected one entity id per instance",
+                "list_type",
+            )
         routing_key = payload.get("entity_id")
         variant, model = state.route(routing_key if type(routing_key) is str else None)
         if model is None:
@@ -345,19 +375,17 @@ def create_app(
             _finish("batch", variant, model.version, 422, started)
             return _invalid(exc.errors)
         scores = model.predict(matrix)
-        request_id = str(payload.get("request_id") or uuid.uuid4().hex)
-        predictions.record(
-            request_id=request_id,
-            entity_ids=entity_ids or (),
+        observe_many(metrics.scores.labels(variant, model.version), scores)
+        request_id = _served(
+            "batch",
+            started,
             variant=variant,
-            version=model.version,
+            model=model,
+            payload=payload,
+            entity_ids=entity_ids or (),
             features=instances,
             scores=scores,
-            timestamp=time.time(),
         )
-        metrics.rows.labels(variant, model.version).inc(len(scores))
-        observe_many(metrics.scores.labels(variant, model.version), scores)
-        _finish("batch", variant, model.version, 200, started)
         return _json(
             {
                 "scores": scores,
