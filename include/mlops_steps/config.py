@@ -17,12 +17,17 @@ from typing import Literal, TypeVar
 
 RunnerMode = Literal["local", "kubernetes"]
 RUNNER_MODES: tuple[RunnerMode, ...] = ("local", "kubernetes")
+ImageBuilder = Literal["bundle", "ci", "kaniko"]
+IMAGE_BUILDERS: tuple[ImageBuilder, ...] = ("bundle", "ci", "kaniko")
+DeployTargetKind = Literal["service", "kubernetes"]
+DEPLOY_TARGETS: tuple[DeployTargetKind, ...] = ("service", "kubernetes")
 
 # include/mlops_steps/config.py -> the project root, when running from a checkout.
 _CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
 
 
 _Number = TypeVar("_Number", int, float)
+_Choice = TypeVar("_Choice", bound=str)
 
 
 class ConfigError(ValueError):
@@ -71,6 +76,35 @@ class KubernetesSettings:
 
 
 @dataclass(frozen=True)
+class ImageBuildSettings:
+    """How a model version becomes a serving image (or, locally, a model-store bundle)."""
+
+    builder: ImageBuilder = "bundle"
+    serving_image: str = "ghcr.io/airflow-mlops/serving"  # repository; the tag is per version
+    # CI backend (a workflow dispatch): the endpoint and poll cadence; the token is MLOPS_CI_TOKEN.
+    ci_dispatch_url: str = ""
+    ci_ref: str = "main"
+    ci_poll_interval_s: float = 15.0
+    ci_timeout_s: float = 3600.0
+    # Kaniko backend: the executor image and the build context (a git URL of this repository).
+    kaniko_image: str = "gcr.io/kaniko-project/executor:v1.23.2"
+    build_context: str = "git://github.com/airflow-mlops/airflow-mlops.git#refs/heads/main"
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """Where releases go: the local service's admin API, or Deployments in Kubernetes."""
+
+    target: DeployTargetKind = "service"
+    service_url: str = "http://127.0.0.1:8000"  # the service's admin API (target "service")
+    # Kubernetes target: the stable and canary Deployments of serving/k8s/, traffic split by replicas.
+    stable_deployment: str = "churn-serving"
+    canary_deployment: str = "churn-serving-canary"
+    stable_replicas: int = 3
+    canary_weight: float = 0.1
+
+
+@dataclass(frozen=True)
 class Settings:
     """All pipeline settings. Build with :func:`load_settings`, read with :func:`get_settings`."""
 
@@ -85,23 +119,39 @@ class Settings:
     min_rows: int = 1_000
     gate: GateThresholds = field(default_factory=GateThresholds)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    image_build: ImageBuildSettings = field(default_factory=ImageBuildSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
     @property
     def dataset_root(self) -> Path:
         """Where the partitions of the model's training data live."""
         return self.data_root / self.model_name
 
+    @property
+    def model_store(self) -> Path:
+        """Local bundles of model versions (the embedded stand-in for serving images)."""
+        return self.home / "model-store" / self.model_name
+
+    @property
+    def ledger_path(self) -> Path:
+        """The deployment audit ledger (JSON lines), beside the registry tags it mirrors."""
+        return self.home / "ledger" / f"{self.model_name}-deployments.jsonl"
+
+
+def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
+    raw = os.environ.get(name, "").strip() or default
+    for choice in choices:
+        if raw == choice:
+            return choice
+    raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+
 
 def _runner_from_env() -> RunnerMode:
     # AIRFLOW_VAR_MLOPS_RUNNER is how an Airflow Variable is set through the environment, which
     # is the only form the DAG processor can read without a metadata-database query per parse.
-    raw = (
-        os.environ.get("MLOPS_RUNNER") or os.environ.get("AIRFLOW_VAR_MLOPS_RUNNER") or "local"
-    ).strip()
-    for mode in RUNNER_MODES:
-        if raw == mode:
-            return mode
-    raise ConfigError(f"MLOPS_RUNNER={raw!r} is not one of {', '.join(RUNNER_MODES)}")
+    if os.environ.get("MLOPS_RUNNER", "").strip():
+        return _env_choice("MLOPS_RUNNER", RUNNER_MODES, "local")
+    return _env_choice("AIRFLOW_VAR_MLOPS_RUNNER", RUNNER_MODES, "local")
 
 
 def load_settings() -> Settings:
@@ -125,6 +175,27 @@ def load_settings() -> Settings:
         mlflow_secret=_env_str("MLOPS_K8S_MLFLOW_SECRET", k8s_defaults.mlflow_secret),
         s3_secret=_env_str("MLOPS_K8S_S3_SECRET", k8s_defaults.s3_secret),
     )
+    build_defaults, deploy_defaults = ImageBuildSettings(), DeploySettings()
+    image_build = ImageBuildSettings(
+        builder=_env_choice("MLOPS_IMAGE_BUILDER", IMAGE_BUILDERS, build_defaults.builder),
+        serving_image=_env_str("MLOPS_SERVING_IMAGE", build_defaults.serving_image),
+        ci_dispatch_url=_env_str("MLOPS_CI_DISPATCH_URL", build_defaults.ci_dispatch_url),
+        ci_ref=_env_str("MLOPS_CI_REF", build_defaults.ci_ref),
+        ci_poll_interval_s=_env_number(
+            "MLOPS_CI_POLL_INTERVAL_S", build_defaults.ci_poll_interval_s
+        ),
+        ci_timeout_s=_env_number("MLOPS_CI_TIMEOUT_S", build_defaults.ci_timeout_s),
+        kaniko_image=_env_str("MLOPS_KANIKO_IMAGE", build_defaults.kaniko_image),
+        build_context=_env_str("MLOPS_BUILD_CONTEXT", build_defaults.build_context),
+    )
+    deploy = DeploySettings(
+        target=_env_choice("MLOPS_DEPLOY_TARGET", DEPLOY_TARGETS, deploy_defaults.target),
+        service_url=_env_str("MLOPS_SERVICE_URL", deploy_defaults.service_url).rstrip("/"),
+        stable_deployment=_env_str("MLOPS_STABLE_DEPLOYMENT", deploy_defaults.stable_deployment),
+        canary_deployment=_env_str("MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment),
+        stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
+        canary_weight=_env_number("MLOPS_CANARY_WEIGHT", deploy_defaults.canary_weight),
+    )
     return Settings(
         home=home,
         data_root=data_root,
@@ -137,6 +208,8 @@ def load_settings() -> Settings:
         min_rows=_env_number("MLOPS_MIN_ROWS", Settings.min_rows),
         gate=gate,
         kubernetes=kubernetes,
+        image_build=image_build,
+        deploy=deploy,
     )
 
 
