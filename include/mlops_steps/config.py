@@ -97,7 +97,7 @@ class DeploySettings:
 
     target: DeployTargetKind = "service"
     service_url: str = "http://127.0.0.1:8000"  # the service's admin API (target "service")
-    # Kubernetes target: the stable and canary Deployments of serving/k8s/, traffic split by replicas.
+    # Kubernetes target: the stable and canary Deployments of serving/k8s/ (split by replicas).
     stable_deployment: str = "churn-serving"
     canary_deployment: str = "churn-serving-canary"
     stable_replicas: int = 3
