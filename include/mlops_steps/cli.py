@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from mlops_steps.config import ConfigError, GateThresholds, Settings, load_settings
-from mlops_steps.errors import EXIT_CRASH, EXIT_OK, EXIT_REJECTED, StepError
+from mlops_steps.errors import (
+    EXIT_CRASH,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_SKIPPED,
+    NothingToDo,
+    StepError,
+)
 
 RESULT_MARKER = "MLOPS_RESULT "
 # Mounted by the KubernetesPodOperator's XCom sidecar when do_xcom_push is on.
@@ -96,14 +103,92 @@ def _cmd_register(args: argparse.Namespace, settings: Settings) -> dict[str, Any
     return run_register(settings, args.partition)
 
 
+def _release(args: argparse.Namespace, settings: Settings) -> Any:
+    from mlops_steps.targets import Release
+
+    return Release(
+        model_name=settings.model_name,
+        version=args.version,
+        image_ref=args.image_ref,
+        bundle_path=args.bundle_path or None,
+    )
+
+
+def _cmd_resolve(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.deploy import run_resolve
+
+    return run_resolve(settings, args.version or None)
+
+
+def _cmd_build_image(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.imagebuild import run_build_image
+
+    return run_build_image(settings, args.version)
+
+
+def _cmd_canary(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.deploy import run_canary
+
+    return run_canary(settings, _release(args, settings), args.weight)
+
+
+def _cmd_analyze(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.canary_analysis import AnalysisPolicy, run_analysis
+
+    policy = AnalysisPolicy(
+        rounds=args.rounds,
+        requests_per_round=args.requests_per_round,
+        interval_s=args.interval_s,
+        max_failures=args.max_failures,
+        max_error_rate=args.max_error_rate,
+        max_p99_ms=args.max_p99_ms,
+        max_psi=args.max_psi,
+        max_accuracy_drop=args.max_accuracy_drop,
+        min_accuracy=args.min_accuracy,
+    )
+    return run_analysis(settings, args.version, args.data_partition, policy)
+
+
+def _cmd_promote(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.deploy import run_promote
+
+    return run_promote(
+        settings, _release(args, settings), args.expected_champion or None, args.approved_by
+    )
+
+
+def _cmd_rollback(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.deploy import run_rollback
+
+    return run_rollback(settings, args.version, args.reason, args.approved_by, args.status)
+
+
+def _cmd_restore(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.deploy import run_restore_previous
+
+    return run_restore_previous(settings, args.requested_by, args.reason)
+
+
+def _add_release_args(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--image-ref", required=True, help="the image built for the version")
+    sub.add_argument("--bundle-path", default="", help="its local model-store bundle, if any")
+
+
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-step", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, handler: Callable[..., dict[str, Any]], help_text: str) -> Any:
+    def verb(
+        name: str,
+        handler: Callable[..., dict[str, Any]],
+        help_text: str,
+        *,
+        partition: bool = True,
+    ) -> Any:
         sub = verbs.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--partition", required=True, help="partition key of the logical run")
+        if partition:
+            sub.add_argument("--partition", required=True, help="partition key of the logical run")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -139,7 +224,57 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     gate.add_argument("--max-auc-drop", type=_fraction, default=settings.gate.max_auc_drop)
 
     verb("register", _cmd_register, "Register the gated model and alias it 'challenger'.")
+
+    _add_release_verbs(verb, settings)
     return parser
+
+
+def _add_release_verbs(verb: Callable[..., Any], settings: Settings) -> None:
+    """The deployment pipeline's verbs: they act on a model version, not a data partition."""
+
+    def release_verb(name: str, handler: Callable[..., dict[str, Any]], help_text: str) -> Any:
+        sub = verb(name, handler, help_text, partition=False)
+        sub.add_argument("--version", required=True, help="the model version being released")
+        return sub
+
+    resolve = verb(
+        "resolve",
+        _cmd_resolve,
+        "Pick the candidate (a version, else the challenger) and re-check its gate.",
+        partition=False,
+    )
+    resolve.add_argument("--version", default="", help="a version number; empty = challenger")
+    release_verb("build-image", _cmd_build_image, "Build (or find) the version's serving image.")
+    canary = release_verb("canary", _cmd_canary, "Put the version live as the canary.")
+    _add_release_args(canary)
+    canary.add_argument("--weight", type=_fraction, default=settings.deploy.canary_weight)
+    analyze = release_verb("analyze", _cmd_analyze, "Replay traffic and judge the canary.")
+    analyze.add_argument("--data-partition", required=True, help="the version's data partition")
+    analyze.add_argument("--rounds", type=_positive_int, default=3)
+    analyze.add_argument("--requests-per-round", type=_positive_int, default=300)
+    analyze.add_argument("--interval-s", type=float, default=5.0)
+    analyze.add_argument("--max-failures", type=_positive_int, default=2)
+    analyze.add_argument("--max-error-rate", type=_fraction, default=0.01)
+    analyze.add_argument("--max-p99-ms", type=_positive_float, default=100.0)
+    analyze.add_argument("--max-psi", type=_positive_float, default=0.25)
+    analyze.add_argument("--max-accuracy-drop", type=_fraction, default=0.05)
+    analyze.add_argument("--min-accuracy", type=_fraction, default=settings.gate.min_accuracy)
+    promote = release_verb("promote", _cmd_promote, "Make the canary the champion.")
+    _add_release_args(promote)
+    promote.add_argument("--expected-champion", default="", help="champion at evaluation time")
+    promote.add_argument("--approved-by", default="", help="who approved, for the ledger")
+    rollback = release_verb("rollback", _cmd_rollback, "Retire the canary; aliases untouched.")
+    rollback.add_argument("--reason", required=True)
+    rollback.add_argument("--approved-by", default="")
+    rollback.add_argument("--status", choices=["rejected", "rolled_back"], default="rejected")
+    restore = verb(
+        "restore",
+        _cmd_restore,
+        "Manual rollback: previous_champion becomes champion again.",
+        partition=False,
+    )
+    restore.add_argument("--requested-by", default="")
+    restore.add_argument("--reason", default="")
 
 
 def emit_result(result: dict[str, Any]) -> None:
@@ -162,9 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    log.info("mlops-step %s --partition %s", args.verb, args.partition)
+    log.info("mlops-step %s %s", args.verb, getattr(args, "partition", "") or "")
     try:
         result = args.handler(args, settings)
+    except NothingToDo as exc:
+        log.warning("nothing to do: %s", exc.render())
+        emit_result({"skipped": True, "reason": exc.render()})
+        return EXIT_SKIPPED
     except StepError as exc:
         log.error("%s", exc.render())
         return EXIT_REJECTED

@@ -135,7 +135,7 @@ class Settings:
     @property
     def ledger_path(self) -> Path:
         """The deployment audit ledger (JSON lines), beside the registry tags it mirrors."""
-        return self.home / "ledger" / f"{self.model_name}-deployments.jsonl"
+        return self.data_root / "ledger" / f"{self.model_name}-deployments.jsonl"
 
 
 def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:

@@ -7,6 +7,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_REJECTED = 2
+# Nothing to do (e.g. the candidate was already decided): the task is skipped, not failed.
+EXIT_SKIPPED = 3
 
 
 class StepError(Exception):
@@ -39,3 +41,7 @@ class ValidationFailed(StepError):
 
 class GateFailed(StepError):
     """The challenger did not pass the quality gate."""
+
+
+class NothingToDo(StepError):
+    """The step has no work (a duplicate event, an already decided candidate): skip it."""

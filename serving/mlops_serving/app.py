@@ -20,6 +20,7 @@ import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,7 +134,9 @@ class ServingState:
 
 
 class CanaryRequest(BaseModel):
-    ref: str = Field(description="Alias (e.g. challenger) or version number of the canary model")
+    ref: str = Field(
+        description="Alias (e.g. challenger), version number, or bundle:<dir> in the model store"
+    )
     weight: float = Field(ge=0.0, le=1.0, description="Share of traffic for the canary")
 
 
@@ -200,7 +203,8 @@ def create_app(
         from mlflow import MlflowClient
 
         client = MlflowClient()
-        loader = lambda name, ref: load_model(client, name, ref)  # noqa: E731
+        store = Path(settings.model_store) if settings.model_store else None
+        loader = lambda name, ref: load_model(client, name, ref, store)  # noqa: E731
     state = ServingState(settings, metrics, loader)
     predictions = PredictionLog(
         settings.prediction_log,

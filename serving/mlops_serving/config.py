@@ -58,6 +58,7 @@ class ServingSettings:
     prediction_log_flush_s: float = 0.25
     max_batch_rows: int = 10_000
     load_retry_max_s: float = 30.0
+    model_store: str = ""  # directory of local bundles (``bundle:<dir>`` refs); empty = none
 
     @classmethod
     def from_env(cls) -> ServingSettings:
@@ -72,6 +73,7 @@ class ServingSettings:
             prediction_log=os.environ.get("SERVING_PREDICTION_LOG", "").strip()
             or cls.prediction_log,
             max_batch_rows=_positive_int("SERVING_MAX_BATCH_ROWS", cls.max_batch_rows),
+            model_store=os.environ.get("SERVING_MODEL_STORE", "").strip(),
             prediction_log_flush_s=float(
                 _positive_int("SERVING_PREDICTION_LOG_FLUSH_MS", 250) / 1000.0
             ),

@@ -8,6 +8,8 @@ model signature, so a missing field, a wrong type or an unknown category is a 42
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import operator
@@ -223,11 +225,17 @@ def resolve_version(client: Any, model_name: str, ref: str) -> Any:
         raise ModelLoadError(f"cannot resolve {model_name}@{ref}: {exc}") from exc
 
 
-def load_model(client: Any, model_name: str, ref: str) -> LoadedModel:
-    """Resolve ``ref``, download that version, load its booster and smoke-test it."""
-    import lightgbm
+BUNDLE_PREFIX = "bundle:"
+
+
+def load_model(
+    client: Any, model_name: str, ref: str, model_store: Path | None = None
+) -> LoadedModel:
+    """Load ``ref``: an alias or version number from the registry, or ``bundle:<dir>`` from the
+    local model store (the embedded stand-in for an image built for one version)."""
+    if ref.startswith(BUNDLE_PREFIX):
+        return load_bundle(client, model_name, ref, model_store)
     import mlflow.artifacts
-    import yaml
 
     version = resolve_version(client, model_name, ref)
     try:
@@ -238,35 +246,103 @@ def load_model(client: Any, model_name: str, ref: str) -> LoadedModel:
                     dst_path=tmp,
                 )
             )
-            mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-            artifacts = mlmodel["flavors"]["python_function"].get("artifacts", {})
-            if "booster" not in artifacts or "feature_spec" not in artifacts:
-                raise ModelLoadError(
-                    f"{model_name} v{version.version} has no native booster and feature spec; "
-                    "the service serves models logged by the training pipeline"
-                )
-            booster = lightgbm.Booster(model_file=str(local / artifacts["booster"]["path"]))
-            spec = json.loads((local / artifacts["feature_spec"]["path"]).read_text())
-            signature = json.loads(mlmodel.get("signature", {}).get("inputs") or "[]")
+            return _load_model_dir(
+                local,
+                name=model_name,
+                version=str(version.version),
+                ref=ref,
+                run_id=version.run_id or "",
+                metadata=_run_metadata(client, version),
+            )
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(f"cannot load {model_name} v{version.version}: {exc}") from exc
 
+
+def load_bundle(client: Any, model_name: str, ref: str, model_store: Path | None) -> LoadedModel:
+    """Load a bundle from the model store after checking every file against its manifest."""
+    if model_store is None:
+        raise ModelLoadError(
+            f"{ref!r} names a local bundle but SERVING_MODEL_STORE is not set; point it at the "
+            "model store the image-build step writes to"
+        )
+    store = model_store.resolve()
+    bundle = (store / ref.removeprefix(BUNDLE_PREFIX)).resolve()
+    if bundle.parent != store or not bundle.is_dir():
+        raise ModelLoadError(f"{ref!r} is not a bundle directory in the model store {store}")
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{bundle}/manifest.json is unreadable: {exc}") from None
+    if manifest.get("model_name") != model_name:
+        raise ModelLoadError(
+            f"bundle {bundle.name} holds model {manifest.get('model_name')!r}, not {model_name!r}"
+        )
+    for relative, expected in manifest.get("files", {}).items():
+        digest = expected["sha256"] if isinstance(expected, dict) else expected
+        path = bundle / relative
+        if not path.is_file() or _sha256(path) != digest:
+            raise ModelLoadError(f"bundle file {path} is missing or does not match its manifest")
+    version = str(manifest["version"])
+    metadata: dict[str, Any] = {"bundle": bundle.name, "image_ref": manifest.get("image_ref")}
+    with contextlib.suppress(Exception):  # lineage is informative; serving does not need it
+        metadata = {**_run_metadata(client, client.get_model_version(model_name, version)),
+                    **metadata}  # fmt: skip
+    try:
+        return _load_model_dir(
+            bundle / manifest.get("model_dir", "model"),
+            name=model_name,
+            version=version,
+            ref=ref,
+            run_id=str(manifest.get("run_id") or ""),
+            metadata=metadata,
+        )
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load bundle {bundle}: {exc}") from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_model_dir(
+    local: Path, *, name: str, version: str, ref: str, run_id: str, metadata: dict[str, Any]
+) -> LoadedModel:
+    """Booster + feature spec from an MLflow model directory, smoke-tested."""
+    import lightgbm
+    import yaml
+
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    artifacts = mlmodel["flavors"]["python_function"].get("artifacts", {})
+    if "booster" not in artifacts or "feature_spec" not in artifacts:
+        raise ModelLoadError(
+            f"{name} v{version} has no native booster and feature spec; "
+            "the service serves models logged by the training pipeline"
+        )
+    booster = lightgbm.Booster(model_file=str(local / artifacts["booster"]["path"]))
+    spec = json.loads((local / artifacts["feature_spec"]["path"]).read_text())
+    signature = json.loads(mlmodel.get("signature", {}).get("inputs") or "[]")
     codec = FeatureCodec.from_spec(spec, signature)
     if booster.num_feature() != len(codec.fields):
         raise ModelLoadError(
             f"booster expects {booster.num_feature()} features, spec has {len(codec.fields)}"
         )
     model = LoadedModel(
-        name=model_name,
-        version=str(version.version),
+        name=name,
+        version=version,
         ref=ref,
-        run_id=version.run_id or "",
+        run_id=run_id,
         codec=codec,
         booster=booster,
         signature=signature,
-        metadata=_run_metadata(client, version),
+        metadata=metadata,
     )
     score = model.predict(codec.smoke_row())
     if score.shape != (1,) or not (0.0 <= float(score[0]) <= 1.0):
