@@ -43,6 +43,9 @@ Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 sys.path.insert(0, str(REPO / "scripts"))
 
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
+from tests import service_process  # noqa: E402
+
+service_starter = pytest.fixture(scope="session")(service_process.service_starter)
 
 
 @pytest.fixture(scope="session")

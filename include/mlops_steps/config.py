@@ -73,6 +73,8 @@ class KubernetesSettings:
     # Names of Kubernetes Secrets (references, not values).
     mlflow_secret: str = "mlops-mlflow"  # noqa: S105
     s3_secret: str = "mlops-s3"  # noqa: S105
+    serving_secret: str = "mlops-serving"  # noqa: S105 (admin_token)
+    ci_secret: str = "mlops-ci"  # noqa: S105 (token)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class DeploySettings:
     canary_deployment: str = "churn-serving-canary"
     stable_replicas: int = 3
     canary_weight: float = 0.1
+    promotion_pool: str = "mlops_promotion"  # one slot: releases and rollbacks never interleave
+    approval_timeout_hours: float = 24.0  # then the approval defaults to Reject
+    candidate_wait_s: float = 1500.0  # a run with no undecided challenger skips after this
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,8 @@ def load_settings() -> Settings:
         kubernetes_conn_id=_env_str("MLOPS_K8S_CONN_ID", k8s_defaults.kubernetes_conn_id),
         mlflow_secret=_env_str("MLOPS_K8S_MLFLOW_SECRET", k8s_defaults.mlflow_secret),
         s3_secret=_env_str("MLOPS_K8S_S3_SECRET", k8s_defaults.s3_secret),
+        serving_secret=_env_str("MLOPS_K8S_SERVING_SECRET", k8s_defaults.serving_secret),
+        ci_secret=_env_str("MLOPS_K8S_CI_SECRET", k8s_defaults.ci_secret),
     )
     build_defaults, deploy_defaults = ImageBuildSettings(), DeploySettings()
     image_build = ImageBuildSettings(
@@ -195,6 +202,11 @@ def load_settings() -> Settings:
         canary_deployment=_env_str("MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment),
         stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
         canary_weight=_env_number("MLOPS_CANARY_WEIGHT", deploy_defaults.canary_weight),
+        promotion_pool=_env_str("MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool),
+        approval_timeout_hours=_env_number(
+            "MLOPS_APPROVAL_TIMEOUT_HOURS", deploy_defaults.approval_timeout_hours
+        ),
+        candidate_wait_s=_env_number("MLOPS_CANDIDATE_WAIT_S", deploy_defaults.candidate_wait_s),
     )
     return Settings(
         home=home,

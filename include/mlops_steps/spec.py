@@ -49,6 +49,9 @@ class StepSpec:
     secrets: tuple[SecretEnv, ...] = ()
     resources: Resources = field(default_factory=Resources)
     timeout: timedelta = timedelta(hours=1)
+    # Steps that change Deployments or start build Jobs talk to the Kubernetes API from their pod
+    # (the only ones that get the service account token mounted).
+    uses_kubernetes_api: bool = False
 
     def argv(self) -> list[str]:
         return [STEP_COMMAND, self.verb, *self.args]

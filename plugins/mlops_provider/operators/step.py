@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from mlops_provider.hooks.mlflow import mlflow_tracking_uri
 from mlops_steps.config import RunnerMode, Settings, get_settings
-from mlops_steps.errors import EXIT_REJECTED
-from mlops_steps.spec import RESULT_MARKER, SecretEnv, StepSpec
+from mlops_steps.errors import EXIT_REJECTED, EXIT_SKIPPED
+from mlops_steps.spec import RESULT_MARKER, Resources, SecretEnv, StepSpec
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -73,6 +73,72 @@ def step_secrets(settings: Settings) -> tuple[SecretEnv, ...]:
         SecretEnv("AWS_ACCESS_KEY_ID", k8s.s3_secret, "access_key_id"),
         SecretEnv("AWS_SECRET_ACCESS_KEY", k8s.s3_secret, "secret_access_key"),
     )
+
+
+def release_environment(settings: Settings) -> dict[str, str]:
+    """What the release steps need beyond :func:`step_environment`: where releases go and how
+    images are built (the worker's settings, handed to the step so both runners agree)."""
+    build, deploy = settings.image_build, settings.deploy
+    env = {
+        "MLOPS_HOME": str(settings.home),
+        "MLOPS_IMAGE_BUILDER": build.builder,
+        "MLOPS_SERVING_IMAGE": build.serving_image,
+        "MLOPS_DEPLOY_TARGET": deploy.target,
+        "MLOPS_SERVICE_URL": deploy.service_url,
+        "MLOPS_STABLE_DEPLOYMENT": deploy.stable_deployment,
+        "MLOPS_CANARY_DEPLOYMENT": deploy.canary_deployment,
+        "MLOPS_STABLE_REPLICAS": str(deploy.stable_replicas),
+        "MLOPS_K8S_NAMESPACE": settings.kubernetes.namespace,
+    }
+    if build.builder == "ci":
+        env |= {
+            "MLOPS_CI_DISPATCH_URL": build.ci_dispatch_url,
+            "MLOPS_CI_REF": build.ci_ref,
+            "MLOPS_CI_POLL_INTERVAL_S": str(build.ci_poll_interval_s),
+            "MLOPS_CI_TIMEOUT_S": str(build.ci_timeout_s),
+        }
+    if build.builder == "kaniko":
+        env |= {
+            "MLOPS_KANIKO_IMAGE": build.kaniko_image,
+            "MLOPS_BUILD_CONTEXT": build.build_context,
+        }
+    return env
+
+
+def release_secrets(settings: Settings) -> tuple[SecretEnv, ...]:
+    """The pipeline secrets plus the service's admin token and the CI token."""
+    k8s = settings.kubernetes
+    return (
+        *step_secrets(settings),
+        SecretEnv("SERVING_ADMIN_TOKEN", k8s.serving_secret, "admin_token"),
+        SecretEnv("MLOPS_CI_TOKEN", k8s.ci_secret, "token"),
+    )
+
+
+def release_step(
+    task_id: str,
+    verb: str,
+    args: Sequence[str] = (),
+    *,
+    settings: Settings | None = None,
+    **spec_fields: Any,
+) -> StepSpec:
+    """A StepSpec for the deployment pipeline (release env and secrets, Kubernetes API access
+    when the target or the builder is Kubernetes)."""
+    settings = settings or get_settings()
+    k8s_api = settings.deploy.target == "kubernetes" or settings.image_build.builder == "kaniko"
+    return pipeline_step(
+        task_id,
+        verb,
+        args,
+        settings=settings,
+        env=release_environment(settings),
+        secrets=release_secrets(settings),
+        resources=spec_fields.pop("resources", Resources(cpu="250m", memory="512Mi",
+                                                        cpu_limit="1", memory_limit="1Gi")),
+        uses_kubernetes_api=spec_fields.pop("uses_kubernetes_api", k8s_api),
+        **spec_fields,
+    )  # fmt: skip
 
 
 def pipeline_step(
@@ -153,6 +219,8 @@ class LocalStepOperator(BaseOperator):
                 self.log.info("%s", line.rstrip("\n"))
         returncode = process.wait()
         self._process = None
+        if returncode == EXIT_SKIPPED:
+            raise AirflowSkipException(f"step {self.arguments[0]!r} had nothing to do (exit 3)")
         if returncode == EXIT_REJECTED:
             raise AirflowFailException(
                 f"step {self.arguments[0]!r} rejected its input (exit 2); see the error above. "
@@ -235,7 +303,7 @@ def build_pod_operator(
         volume_mounts=[k8s.V1VolumeMount(name=data_volume, mount_path=str(settings.data_root))],
         labels={**POD_LABELS, "app.kubernetes.io/component": spec.verb},
         service_account_name=k8s_settings.service_account,
-        automount_service_account_token=False,
+        automount_service_account_token=spec.uses_kubernetes_api,
         security_context=k8s.V1PodSecurityContext(
             run_as_non_root=True,
             run_as_user=_NON_ROOT_UID,
@@ -251,6 +319,7 @@ def build_pod_operator(
         log_events_on_failure=True,
         log_pod_spec_on_failure=True,
         do_xcom_push=True,
+        skip_on_exit_code=EXIT_SKIPPED,
         startup_timeout_seconds=600,
         termination_grace_period=60,
         execution_timeout=spec.timeout,
