@@ -91,6 +91,9 @@ class ImageBuildSettings:
     # Kaniko backend: the executor image and the build context (a git URL of this repository).
     kaniko_image: str = "gcr.io/kaniko-project/executor:v1.23.2"
     build_context: str = "git://github.com/airflow-mlops/airflow-mlops.git#refs/heads/main"
+    # A kubernetes.io/dockerconfigjson Secret with push credentials (a reference, not a value).
+    kaniko_push_secret: str = "mlops-registry-push"  # noqa: S105
+    kaniko_timeout_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,11 @@ class DeploySettings:
     target: DeployTargetKind = "service"
     service_url: str = "http://127.0.0.1:8000"  # the service's admin API (target "service")
     # Kubernetes target: the stable and canary Deployments of serving/k8s/ (split by replicas).
-    stable_deployment: str = "churn-serving"
+    stable_deployment: str = "churn-serving-stable"
     canary_deployment: str = "churn-serving-canary"
     stable_replicas: int = 3
     canary_weight: float = 0.1
+    rollout_timeout_s: float = 600.0  # a Deployment rollout that takes longer fails the step
     promotion_pool: str = "mlops_promotion"  # one slot: releases and rollbacks never interleave
     approval_timeout_hours: float = 24.0  # then the approval defaults to Reject
     candidate_wait_s: float = 1500.0  # a run with no undecided challenger skips after this
@@ -194,6 +198,8 @@ def load_settings() -> Settings:
         ci_timeout_s=_env_number("MLOPS_CI_TIMEOUT_S", build_defaults.ci_timeout_s),
         kaniko_image=_env_str("MLOPS_KANIKO_IMAGE", build_defaults.kaniko_image),
         build_context=_env_str("MLOPS_BUILD_CONTEXT", build_defaults.build_context),
+        kaniko_push_secret=_env_str("MLOPS_KANIKO_PUSH_SECRET", build_defaults.kaniko_push_secret),
+        kaniko_timeout_s=_env_number("MLOPS_KANIKO_TIMEOUT_S", build_defaults.kaniko_timeout_s),
     )
     deploy = DeploySettings(
         target=_env_choice("MLOPS_DEPLOY_TARGET", DEPLOY_TARGETS, deploy_defaults.target),
@@ -202,6 +208,7 @@ def load_settings() -> Settings:
         canary_deployment=_env_str("MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment),
         stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
         canary_weight=_env_number("MLOPS_CANARY_WEIGHT", deploy_defaults.canary_weight),
+        rollout_timeout_s=_env_number("MLOPS_ROLLOUT_TIMEOUT_S", deploy_defaults.rollout_timeout_s),
         promotion_pool=_env_str("MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool),
         approval_timeout_hours=_env_number(
             "MLOPS_APPROVAL_TIMEOUT_HOURS", deploy_defaults.approval_timeout_hours
