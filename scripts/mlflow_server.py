@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STARTUP_TIMEOUT_S = 180.0
+#: Seconds the server caches its webhook list per event (MLflow's default is 60 s, so a webhook
+#: registered just after an event of its kind would stay silent for up to a minute).
+WEBHOOK_CACHE_TTL_S = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,18 @@ def is_healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def webhook_encryption_key(home: Path) -> str:
+    """A Fernet key kept beside the store, so webhook secrets stay readable across restarts
+    (without one, MLflow makes a new key per process and stored secrets become garbage)."""
+    path = home / "webhook-secret-encryption.key"
+    if not path.is_file():
+        from cryptography.fernet import Fernet
+
+        path.touch(mode=0o600)
+        path.write_bytes(Fernet.generate_key())
+    return path.read_text().strip()
+
+
 def start_server(home: Path, port: int, *, python: str = sys.executable) -> MlflowServer:
     """Start ``mlflow server`` under ``home`` and wait until /health answers."""
     home.mkdir(parents=True, exist_ok=True)
@@ -53,6 +68,13 @@ def start_server(home: Path, port: int, *, python: str = sys.executable) -> Mlfl
         # One worker: the server idles most of the time and start-up is much faster.
         "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": os.environ.get(
+            "MLFLOW_WEBHOOK_CACHE_TTL", str(WEBHOOK_CACHE_TTL_S)
+        ),
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": os.environ.get(
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
+        )
+        or webhook_encryption_key(home),
     }
     command = [
         python, "-m", "mlflow", "server",
