@@ -27,6 +27,8 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # A user who answers approvals through the REST API (tests/airflow_api.py).
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "approver:admin",
         "MLOPS_HOME": str(_SESSION_DIR / "mlops"),
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

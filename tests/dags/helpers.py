@@ -29,19 +29,57 @@ def load_dags(monkeypatch: pytest.MonkeyPatch, runner: str) -> dict[str, Any]:
     return dict(bag.dags)
 
 
+#: What upstream tasks of the deployment DAG return, for templates that pull them.
+XCOMS: dict[str, Any] = {
+    "resolve": {
+        "model_name": "churn",
+        "version": "7",
+        "champion_version": "6",
+        "partition": "20261116T000000",
+        "metrics": {},
+        "links": {},
+    },
+    "build_image": {
+        "image_ref": "ghcr.io/airflow-mlops/serving:v7-0123456789ab",
+        "bundle_path": None,
+    },
+    "approve": {"approved": True, "responded_by": "alice"},
+}
+
+
+#: Values for Params that have no default (a person fills them in the trigger form).
+REQUIRED_PARAMS = {"reason": "a rendering test"}
+
+
+def _xcom_pull(task_ids: str | None = None, **_: Any) -> Any:
+    return XCOMS[task_ids] if task_ids is not None else None
+
+
 def render_context(dag: Any, task_id: str) -> dict[str, Any]:
     """The parts of a task's context the step templates use."""
     logical_date = pendulum.datetime(2026, 11, 16, tz="UTC")
     ti = SimpleNamespace(
-        dag_id=dag.dag_id, task_id=task_id, run_id=RUN_ID, map_index=-1, try_number=1
+        dag_id=dag.dag_id,
+        task_id=task_id,
+        run_id=RUN_ID,
+        map_index=-1,
+        try_number=1,
+        xcom_pull=_xcom_pull,
     )
     return {
         "dag": dag,
         "ti": ti,
         "task_instance": ti,
         "run_id": RUN_ID,
-        "dag_run": SimpleNamespace(logical_date=logical_date, run_after=logical_date),
-        "params": {name: dag.params[name] for name in dag.params},
+        "dag_run": SimpleNamespace(
+            logical_date=logical_date, run_after=logical_date, triggering_user_name="alice"
+        ),
+        "params": {
+            name: REQUIRED_PARAMS.get(
+                name, dag.params.get_param(name).resolve(suppress_exception=True)
+            )
+            for name in dag.params
+        },
     }
 
 

@@ -28,8 +28,18 @@ def _mlflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_DATA_ROOT", "/data")
 
 
+#: Tasks that are Airflow-native (they wait or ask a person) rather than a step's command line.
+NOT_STEPS = {"mlops_deployment.wait_for_candidate", "mlops_deployment.approve"}
+
+
 def _tasks(dags: dict[str, Any]) -> list[tuple[str, Any]]:
-    return [(f"{dag_id}.{t.task_id}", t) for dag_id, dag in sorted(dags.items()) for t in dag.tasks]
+    """Every step task of every DAG (the ones that run ``mlops-step``)."""
+    return [
+        (f"{dag_id}.{t.task_id}", t)
+        for dag_id, dag in sorted(dags.items())
+        for t in dag.tasks
+        if f"{dag_id}.{t.task_id}" not in NOT_STEPS
+    ]
 
 
 def _manifest(task: Any) -> dict[str, Any]:
@@ -60,7 +70,7 @@ def test_every_task_renders_a_schema_valid_pod(monkeypatch: pytest.MonkeyPatch) 
 
         spec = manifest["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True, name
-        assert spec["automountServiceAccountToken"] is False, name
+        assert spec["automountServiceAccountToken"] is False, name  # target: the service
         container = _container(manifest)
         assert container["command"] == ["mlops-step"], name
         assert set(container["resources"]["requests"]) == {"cpu", "memory"}, name
@@ -104,8 +114,39 @@ def test_both_runners_render_identical_argv_and_env(monkeypatch: pytest.MonkeyPa
         assert set(local.secret_env) == refs, name
         assert plain["MLFLOW_TRACKING_URI"] == MLFLOW_URL, name
         assert plain["MLOPS_AIRFLOW_DAG_ID"] == local.dag_id, name
-        assert "--partition" in container["args"], name
-        assert container["args"][container["args"].index("--partition") + 1] == "20261116T000000"
+        if local.dag_id == "mlops_training":
+            partition = container["args"].index("--partition") + 1
+            assert container["args"][partition] == "20261116T000000", name
+        if local.dag_id == "mlops_deployment" and local.task_id != "resolve":
+            # The release steps act on the version resolve picked (from its XCom).
+            assert container["args"][container["args"].index("--version") + 1] == "7", name
+
+
+def test_every_dag_is_covered(monkeypatch: pytest.MonkeyPatch) -> None:
+    dags = load_dags(monkeypatch, "kubernetes")
+    assert set(dags) == {"mlops_training", "mlops_deployment", "mlops_rollback"}
+    every = {f"{dag_id}.{t.task_id}" for dag_id, dag in dags.items() for t in dag.tasks}
+    assert every >= NOT_STEPS
+
+
+def test_release_steps_get_the_api_token_only_for_a_kubernetes_target(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLOPS_DEPLOY_TARGET", "kubernetes")
+    # Every release verb but resolve (which only reads the registry) reads or changes Deployments.
+    release_verbs = {"build-image", "canary", "analyze", "promote", "rollback", "restore"}
+    for name, task in _tasks(load_dags(monkeypatch, "kubernetes")):
+        manifest = _manifest(task)
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        verb = _container(manifest)["args"][0]
+        assert manifest["spec"]["automountServiceAccountToken"] is (verb in release_verbs), name
+        env = {e["name"]: e for e in _container(manifest)["env"]}
+        if verb in {*release_verbs, "resolve"}:
+            assert env["MLOPS_DEPLOY_TARGET"]["value"] == "kubernetes", name
+            ref = env["SERVING_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "mlops-serving", "key": "admin_token", "optional": True}, name
+        else:
+            assert "SERVING_ADMIN_TOKEN" not in env, name
 
 
 def _probe(directory: Path) -> Path:

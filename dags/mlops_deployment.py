@@ -1,0 +1,217 @@
+"""Deployment: registry event -> approval -> image -> canary -> analysis -> promote or roll back.
+
+Wakes when a challenger is registered (the training DAG's asset event, or an MLflow webhook turned
+into an asset event by the bridge plugin) and every 30 minutes as a reconciliation for webhooks
+that were lost: the first task waits (deferred) for an undecided ``challenger`` and skips the run
+when there is none. Every release step is one ``mlops-step`` verb (see include/mlops_steps); the
+canary, analysis, promotion and rollback share a one-slot pool, so releases never interleave.
+Either the candidate ends up ``champion`` at 100 % of traffic, or traffic and aliases are as they
+were and the candidate is tagged with the reason. This file is wiring only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
+
+from mlops_provider.operators.approval import CandidateApprovalOperator
+from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
+from mlops_provider.sensors.registry import MlflowModelVersionSensor
+from mlops_steps.config import get_settings
+
+settings = get_settings()
+model = settings.model_name
+
+CHALLENGER_REGISTERED = Asset(name=f"{model}_challenger", uri=f"mlops://{model}/challenger")
+REGISTRY_EVENT = Asset(name=f"{model}_registry_event", uri=f"mlops://{model}/registry-event")
+DEPLOYMENTS = Asset(name=f"{model}_deployments", uri=f"mlops://{model}/deployments")
+PROMOTION_POOL = settings.deploy.promotion_pool
+
+CANDIDATE = "ti.xcom_pull(task_ids='resolve')"
+IMAGE = "ti.xcom_pull(task_ids='build_image')"
+APPROVAL = "ti.xcom_pull(task_ids='approve')"
+VERSION = ("--version", f"{{{{ {CANDIDATE}['version'] }}}}")
+RELEASE = (
+    "--image-ref", f"{{{{ {IMAGE}['image_ref'] }}}}",
+    "--bundle-path", f"{{{{ {IMAGE}['bundle_path'] or '' }}}}",
+)  # fmt: skip
+
+APPROVAL_BODY = """\
+{% set c = ti.xcom_pull(task_ids='resolve') %}
+**{{ c['model_name'] }} v{{ c['version'] }}** replaces champion
+v{{ c['champion_version'] or '(none yet)' }}.
+
+| hold-out metric | value |
+|---|---|
+| AUC | {{ c['metrics']['holdout_auc'] }} |
+| accuracy | {{ c['metrics']['holdout_accuracy'] }} |
+| p95 latency (ms/row) | {{ c['metrics']['latency_p95_ms'] }} |
+| AUC vs champion | {{ c['metrics']['auc_delta_vs_champion'] }} |
+
+Gate: {{ c['gate_reason'] }}
+
+Data sha256 `{{ c['data_sha256'] }}` (partition {{ c['partition'] }}).
+MLflow run: {{ c['links']['mlflow_run'] }} · Data Docs: {{ c['links']['data_docs'] }}
+
+Approve to build the image and start a {{ (params.canary_weight * 100) | round(1) }} % canary.
+No answer within the response timeout counts as Reject.
+"""
+
+with DAG(
+    dag_id="mlops_deployment",
+    description="Approve, canary, analyse and promote (or roll back) the churn challenger.",
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
+        assets=(CHALLENGER_REGISTERED | REGISTRY_EVENT),
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=settings.deploy.approval_timeout_hours + 2),
+    tags=["mlops", "deployment", model],
+    user_defined_macros=STEP_MACROS,
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=5),
+    },
+    params={
+        "version": Param(
+            "",
+            type="string",
+            pattern="^[0-9]*$",
+            title="Model version",
+            description="Deploy this version; empty = the version with the alias `challenger`.",
+        ),
+        "require_approval": Param(
+            True,
+            type="boolean",
+            title="Require human approval",
+            description="Switch off only for non-production targets.",
+        ),
+        "canary_weight": Param(
+            settings.deploy.canary_weight,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=0.5,
+            title="Canary traffic share",
+        ),
+        "analysis_rounds": Param(3, type="integer", minimum=1, maximum=100, title="Rounds"),
+        "requests_per_round": Param(
+            300, type="integer", minimum=20, maximum=100_000, title="Replayed requests per round"
+        ),
+        "round_interval_s": Param(5, type="number", minimum=0, title="Seconds between rounds"),
+        "max_failed_rounds": Param(
+            2, type="integer", minimum=1, title="Roll back after this many failed rounds"
+        ),
+        "max_error_rate": Param(0.01, type="number", minimum=0, maximum=1),
+        "max_p99_ms": Param(100.0, type="number", exclusiveMinimum=0),
+        "max_psi": Param(0.25, type="number", exclusiveMinimum=0, title="Max score PSI"),
+        "max_accuracy_drop": Param(0.05, type="number", minimum=0, maximum=1),
+    },
+) as dag:
+    wait_for_candidate = MlflowModelVersionSensor(
+        task_id="wait_for_candidate",
+        mlflow_conn_id=settings.mlflow_conn_id,
+        model_name=model,
+        alias="challenger",
+        version="{{ params.version }}",
+        tag_absent="mlops.deploy.status",
+        deferrable=True,
+        poke_interval=15,
+        timeout=settings.deploy.candidate_wait_s,
+        soft_fail=True,
+        retries=0,
+    )
+    resolve = step_operator(
+        release_step(
+            "resolve", "resolve", ("--version", "{{ params.version }}"), uses_kubernetes_api=False
+        )
+    )
+    approve = CandidateApprovalOperator(
+        task_id="approve",
+        subject=f"Deploy {model} v{{{{ {CANDIDATE}['version'] }}}} to production?",
+        body=APPROVAL_BODY,
+        require_approval="{{ params.require_approval }}",
+        reject_task_id="reject",
+        response_timeout=timedelta(hours=settings.deploy.approval_timeout_hours),
+        retries=0,
+    )
+    reject = step_operator(
+        release_step(
+            "reject",
+            "rollback",
+            (
+                *VERSION,
+                "--status", "rejected",
+                "--reason", f"rejected at approval by {{{{ {APPROVAL}['responded_by'] }}}}",
+                "--approved-by", f"{{{{ {APPROVAL}['responded_by'] }}}}",
+            ),
+        ),
+        outlets=[DEPLOYMENTS],
+    )  # fmt: skip
+    build_image = step_operator(release_step("build_image", "build-image", VERSION))
+    canary = step_operator(
+        release_step(
+            "canary", "canary", (*VERSION, *RELEASE, "--weight", "{{ params.canary_weight }}")
+        ),
+        pool=PROMOTION_POOL,
+    )
+    analyze = step_operator(
+        release_step(
+            "analyze_canary",
+            "analyze",
+            (
+                *VERSION,
+                "--data-partition", f"{{{{ {CANDIDATE}['partition'] }}}}",
+                "--rounds", "{{ params.analysis_rounds }}",
+                "--requests-per-round", "{{ params.requests_per_round }}",
+                "--interval-s", "{{ params.round_interval_s }}",
+                "--max-failures", "{{ params.max_failed_rounds }}",
+                "--max-error-rate", "{{ params.max_error_rate }}",
+                "--max-p99-ms", "{{ params.max_p99_ms }}",
+                "--max-psi", "{{ params.max_psi }}",
+                "--max-accuracy-drop", "{{ params.max_accuracy_drop }}",
+            ),
+            timeout=timedelta(hours=2),
+        ),
+        pool=PROMOTION_POOL,
+    )  # fmt: skip
+    promote = step_operator(
+        release_step(
+            "promote",
+            "promote",
+            (
+                *VERSION,
+                *RELEASE,
+                "--expected-champion", f"{{{{ {CANDIDATE}['champion_version'] or '' }}}}",
+                "--approved-by", f"{{{{ {APPROVAL}['responded_by'] }}}}",
+            ),
+        ),
+        pool=PROMOTION_POOL,
+        outlets=[DEPLOYMENTS],
+    )  # fmt: skip
+    rollback = step_operator(
+        release_step(
+            "rollback",
+            "rollback",
+            (
+                *VERSION,
+                "--status", "rejected",
+                "--reason", "the canary release failed (see the analysis and task logs)",
+                "--approved-by", f"{{{{ {APPROVAL}['responded_by'] }}}}",
+            ),
+        ),
+        pool=PROMOTION_POOL,
+        trigger_rule="one_failed",
+        outlets=[DEPLOYMENTS],
+    )  # fmt: skip
+
+    chain(wait_for_candidate, resolve, approve, [build_image, reject])
+    chain(build_image, canary, analyze, promote)
+    [canary, analyze, promote] >> rollback
