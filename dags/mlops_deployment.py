@@ -31,7 +31,7 @@ PROMOTION_POOL = settings.deploy.promotion_pool
 
 CANDIDATE = "ti.xcom_pull(task_ids='resolve')"
 IMAGE = "ti.xcom_pull(task_ids='build_image')"
-APPROVAL = "ti.xcom_pull(task_ids='approve')"
+APPROVAL = "ti.xcom_pull(task_ids='approve', key='decision')"
 VERSION = ("--version", f"{{{{ {CANDIDATE}['version'] }}}}")
 RELEASE = (
     "--image-ref", f"{{{{ {IMAGE}['image_ref'] }}}}",

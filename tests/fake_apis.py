@@ -143,6 +143,8 @@ class FakeKubernetes:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     stuck: set[str] = field(default_factory=set)  # Deployments whose new pods never get ready
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Serving pods by label selector ("k=v,k=v" sorted), as list_namespaced_pod returns them.
+    pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     job_script: list[dict[str, Any]] = field(
         default_factory=lambda: [
             {"active": 1},
@@ -215,7 +217,10 @@ class FakeKubernetes:
             return self._job(request, name, sub)
         if prefix == "core" and kind == "pods":
             if name is None:
-                job = request.query.get("labelSelector", [""])[0].removeprefix("job-name=")
+                selector = request.query.get("labelSelector", [""])[0]
+                if selector in self.pods:
+                    return 200, {"kind": "PodList", "items": self.pods[selector]}
+                job = selector.removeprefix("job-name=")
                 return 200, {"kind": "PodList", "items": [{"metadata": {"name": f"{job}-x7k2p"}}]}
             if sub == ["log"]:
                 return 200, b"error building image: push denied\n"

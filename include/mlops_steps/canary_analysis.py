@@ -5,7 +5,8 @@ the routing key, so the canary gets its share) and reads the service's Prometheu
 and after. The judgement compares the canary with the stable variant on what the service itself
 measured (error rate, p99 latency, score distribution) and on accuracy against the replayed labels.
 Rates and latency are judged per round; distribution and accuracy on everything seen so far (a
-round of a few dozen canary rows is too noisy on its own).
+round of a few dozen canary rows is too noisy on its own), and the PSI limit grows by what two
+samples of that size reach by chance, so a small canary is not rejected for sampling noise.
 
 Fail closed: a round with no canary traffic, no stable traffic while a stable version serves,
 missing series or a NaN is a failed round. ``max_failures`` failed rounds end the analysis early
@@ -31,7 +32,6 @@ from mlops_steps.errors import StepError
 from mlops_steps.targets import TrafficState, open_target
 
 STABLE, CANARY = "stable", "canary"
-_PSI_EPSILON = 1e-4
 
 
 class CanaryFailed(StepError):
@@ -93,6 +93,22 @@ def parse_metrics(text: str, endpoint: str = "predict") -> dict[str, Snapshot]:
     return dict(snapshots)
 
 
+def _add(into: dict[Any, float], more: dict[Any, float]) -> None:
+    for key, value in more.items():
+        into[key] = into.get(key, 0.0) + value
+
+
+def merge(snapshots: Iterable[dict[str, Snapshot]]) -> dict[str, Snapshot]:
+    """The sum of several processes' counters, per variant."""
+    total: dict[str, Snapshot] = defaultdict(Snapshot)
+    for per_variant in snapshots:
+        for variant, snap in per_variant.items():
+            _add(total[variant].requests, snap.requests)
+            _add(total[variant].latency_buckets, snap.latency_buckets)
+            _add(total[variant].score_buckets, snap.score_buckets)
+    return dict(total)
+
+
 def _delta(after: dict[float, float], before: dict[float, float]) -> dict[float, float]:
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
@@ -116,18 +132,44 @@ def histogram_quantile(q: float, cumulative: dict[float, float]) -> float:
     return math.nan
 
 
+def _bucket_counts(cumulative: dict[float, float], bounds: list[float]) -> np.ndarray:
+    return np.diff([0.0, *(cumulative.get(b, 0.0) for b in bounds)])
+
+
 def psi(expected_cumulative: dict[float, float], actual_cumulative: dict[float, float]) -> float:
-    """Population stability index between two histograms with the same buckets (NaN if empty)."""
+    """Population stability index between two histograms (NaN if either is empty).
+
+    Half a count is added to every bucket (Jeffreys smoothing): an empty bucket in a small
+    sample would otherwise dominate the index through log(0).
+    """
     bounds = sorted(set(expected_cumulative) | set(actual_cumulative))
-
-    def shares(cumulative: dict[float, float]) -> np.ndarray:
-        counts = np.diff([0.0, *(cumulative.get(b, 0.0) for b in bounds)])
-        total = counts.sum()
-        return counts / total if total > 0 else np.full(len(bounds), np.nan)
-
-    expected, actual = shares(expected_cumulative), shares(actual_cumulative)
-    expected, actual = np.maximum(expected, _PSI_EPSILON), np.maximum(actual, _PSI_EPSILON)
+    shares = []
+    for cumulative in (expected_cumulative, actual_cumulative):
+        counts = _bucket_counts(cumulative, bounds)
+        if counts.sum() <= 0:
+            return math.nan
+        shares.append((counts + 0.5) / (counts.sum() + 0.5 * len(bounds)))
+    expected, actual = shares
     return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def psi_noise_allowance(
+    expected_cumulative: dict[float, float], actual_cumulative: dict[float, float]
+) -> float:
+    """How much PSI two samples of the *same* distribution reach by chance (99th percentile).
+
+    For two samples of n1 and n2 rows over k buckets, PSI is approximately chi-squared with k-1
+    degrees of freedom scaled by (1/n1 + 1/n2); a canary of a few dozen rows needs this slack,
+    a canary of thousands hardly any.
+    """
+    from scipy.stats import chi2
+
+    bounds = sorted(set(expected_cumulative) | set(actual_cumulative))
+    n1 = _bucket_counts(expected_cumulative, bounds).sum()
+    n2 = _bucket_counts(actual_cumulative, bounds).sum()
+    if n1 <= 0 or n2 <= 0 or len(bounds) < 2:
+        return math.nan
+    return float(chi2.ppf(0.99, len(bounds) - 1) * (1.0 / n1 + 1.0 / n2))
 
 
 @dataclass
@@ -171,7 +213,9 @@ def judge_round(
             "accuracy": replay.accuracy(variant),
         }
     baseline = since_start.get(STABLE, empty).score_buckets
-    drift = psi(baseline, since_start.get(CANARY, empty).score_buckets) if has_stable else 0.0
+    candidate = since_start.get(CANARY, empty).score_buckets
+    drift = psi(baseline, candidate) if has_stable else 0.0
+    psi_limit = policy.max_psi + psi_noise_allowance(baseline, candidate) if has_stable else 0.0
     canary, stable = stats[CANARY], stats[STABLE]
     checks: list[dict[str, Any]] = []
 
@@ -196,7 +240,7 @@ def judge_round(
         "canary_p99_ms", canary["p99_ms"], policy.max_p99_ms, canary["p99_ms"] <= policy.max_p99_ms
     )
     if has_stable:
-        check("score_psi", drift, policy.max_psi, drift <= policy.max_psi)
+        check("score_psi", drift, psi_limit, drift <= psi_limit)
         floor = stable["accuracy"] - policy.max_accuracy_drop
         check("canary_accuracy", canary["accuracy"], floor, canary["accuracy"] >= floor)
     else:
@@ -276,10 +320,17 @@ def run_analysis(
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=policy.concurrency)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    start = parse_metrics(session.get(f"{base}/metrics", timeout=10).text)
+
+    def scrape() -> dict[str, Snapshot]:
+        urls = target.metrics_urls()
+        if not urls:
+            raise CanaryFailed("no serving process exposes metrics", subject=f"canary v{version}")
+        return merge(parse_metrics(session.get(url, timeout=10).text) for url in urls)
+
+    start = scrape()
     for number in range(1, policy.rounds + 1):
         _require_canary(target.state(), version)
-        before = parse_metrics(session.get(f"{base}/metrics", timeout=10).text)
+        before = scrape()
         sample = [rows[rng.randrange(len(rows))] for _ in range(policy.requests_per_round)]
         shards = [sample[i :: policy.concurrency] for i in range(policy.concurrency)]
         tag = f"canary-v{version}-r{number}"
@@ -297,7 +348,7 @@ def run_analysis(
                     replay.scores[variant].append(float(score))
                 else:
                     replay.failures += 1
-        after = parse_metrics(session.get(f"{base}/metrics", timeout=10).text)
+        after = scrape()
         since_start = {
             v: Snapshot(
                 score_buckets=_delta(after[v].score_buckets, start.get(v, Snapshot()).score_buckets)

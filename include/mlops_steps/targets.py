@@ -61,6 +61,11 @@ class DeployTarget(Protocol):
         """Make ``release`` the stable version at 100 % and retire the canary."""
         ...
 
+    def metrics_urls(self) -> list[str]:
+        """Every ``/metrics`` endpoint serving this model now (one per process): the canary
+        analysis sums them, since a load-balanced Service would answer from a random pod."""
+        ...
+
     def rollback(self, stable: Release | None) -> TrafficState:
         """Canary weight to 0 and the canary retired; the stable version is ``stable`` (or left as
         it is when None)."""

@@ -187,6 +187,9 @@ def _registry_alias_resolver(model_name: str) -> Callable[[str], str | None]:
     return resolve
 
 
+SERVING_PORT = 8000  # containerPort "http" of serving/k8s/deployment-*.yaml
+
+
 @dataclass
 class KubernetesTarget:
     """The stable and canary Deployments of one model in one namespace."""
@@ -320,6 +323,42 @@ class KubernetesTarget:
         return self._state_of(
             self._read(self.stable_deployment), self._read(self.canary_deployment)
         )
+
+    def metrics_urls(self) -> list[str]:
+        """``/metrics`` of every ready pod of both Deployments (by their selectors)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        core = client.CoreV1Api(self.apps.api_client)
+        urls: list[str] = []
+        for name in (self.stable_deployment, self.canary_deployment):
+            labels = self._read(name)["spec"]["selector"].get("matchLabels", {})
+            selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+            try:
+                pods = kubeapi.payload(
+                    core.list_namespaced_pod(
+                        self.namespace,
+                        label_selector=selector,
+                        _preload_content=False,
+                        _request_timeout=kubeapi.REQUEST_TIMEOUT_S,
+                    )
+                )
+            except ApiException as exc:
+                raise kubeapi.api_error(
+                    exc,
+                    f"pods of {self._subject(name)}",
+                    verb="list",
+                    service_account=self.service_account,
+                ) from None
+            for pod in pods.get("items", []):
+                status = pod.get("status") or {}
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or []
+                )
+                if ready and status.get("podIP"):
+                    urls.append(f"http://{status['podIP']}:{SERVING_PORT}/metrics")
+        return urls
 
     # -- releases ---------------------------------------------------------------------------------
 

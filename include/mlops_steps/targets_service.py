@@ -74,6 +74,9 @@ class ServiceTarget:
             canary_weight=float(payload.get("canary_weight") or 0.0),
         )
 
+    def metrics_urls(self) -> list[str]:
+        return [f"{self.base_url}/metrics"]  # one process serves both variants
+
     def start_canary(self, release: Release, weight: float) -> TrafficState:
         current = self.state()
         if current.canary_version == release.version and current.canary_weight == weight:

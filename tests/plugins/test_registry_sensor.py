@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -43,6 +44,7 @@ def test_defers_to_the_trigger_with_the_timeout(registry: Registry) -> None:
     assert classpath == "mlops_provider.triggers.registry.MlflowModelVersionTrigger"
     assert kwargs["model_name"] == registry.model and kwargs["alias"] == "challenger"
     assert kwargs["tag_absent"] == "mlops.deploy.status" and kwargs["poll_interval"] == 15
+    assert 3590 < kwargs["deadline"] - time.time() <= 3600
 
 
 def test_returns_at_once_when_already_satisfied(registry: Registry) -> None:
@@ -60,6 +62,14 @@ def test_resumes_with_the_version_from_the_event(registry: Registry) -> None:
     error = {"status": "error", "message": "waiting for x: HTTP 403"}
     with pytest.raises(AirflowFailException, match="HTTP 403"):
         sensor.resume_execution("execute_complete", {"event": error}, {})
+
+
+def test_a_timeout_event_fails_or_skips_with_the_last_reason(registry: Registry) -> None:
+    event = {"status": "timeout", "message": "version 3 has tag mlops.deploy.status='promoted'"}
+    with pytest.raises(AirflowSensorTimeout, match=r"timed out after 60 s .*'promoted'"):
+        _sensor(registry.model, timeout=60).execute_complete({}, event)
+    with pytest.raises(AirflowSkipException, match=r"soft_fail: timed out .*'promoted'"):
+        _sensor(registry.model, timeout=60, soft_fail=True).execute_complete({}, event)
 
 
 def test_poke_returns_the_version_as_xcom(registry: Registry) -> None:

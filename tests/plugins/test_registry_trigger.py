@@ -52,6 +52,7 @@ def test_serialize_round_trip() -> None:
         "mlflow_conn_id": "mlflow_prod",
         "poll_interval": 15.0,
         "request_timeout": 30.0,
+        "deadline": None,
     }
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
@@ -100,6 +101,24 @@ def test_decided_version_does_not_satisfy_tag_absent(registry: Registry) -> None
     event = asyncio.run(_first_event(trigger, within=30))
     assert event["status"] == "found" and event["version"]["version"] == fresh
     assert "mlops.deploy.status" not in event["version"]["tags"]
+
+
+def test_deadline_ends_the_wait_with_the_last_reason(registry: Registry) -> None:
+    """Bounded by itself, so an inline run (dag.test) ends like a triggerer-enforced timeout."""
+    decided = registry.add_version(**{"mlops.deploy.status": "promoted"})
+    registry.client.set_registered_model_alias(registry.model, "challenger", decided)
+    trigger = MlflowModelVersionTrigger(
+        registry.model,
+        alias="challenger",
+        tag_absent="mlops.deploy.status",
+        poll_interval=0.2,
+        deadline=time.time() + 1.0,
+    )
+    event = asyncio.run(_first_event(trigger, within=30))
+    assert event == {
+        "status": "timeout",
+        "message": f"version {decided} has tag mlops.deploy.status='promoted'",
+    }
 
 
 def test_waits_for_a_version_number_to_become_ready(registry: Registry) -> None:

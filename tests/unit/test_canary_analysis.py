@@ -14,6 +14,7 @@ from mlops_steps.canary_analysis import (
     Snapshot,
     histogram_quantile,
     judge_round,
+    merge,
     parse_metrics,
     psi,
 )
@@ -139,3 +140,34 @@ def test_parses_the_services_own_metrics_text() -> None:
     assert parsed["canary"].requests == {"200": 2.0, "500": 1.0}
     assert parsed["canary"].latency_buckets[0.0025] == 3.0
     assert parsed["canary"].score_buckets[0.4] == 1.0 and parsed["canary"].score_buckets[0.3] == 0
+
+
+def test_small_samples_of_one_distribution_stay_within_the_noise_allowance() -> None:
+    import numpy as np
+
+    from mlops_steps.canary_analysis import psi_noise_allowance
+
+    rng = np.random.default_rng(0)
+    false_alarms = 0
+    for _ in range(200):
+        scores = rng.beta(2, 5, size=400)
+        stable, canary = scores[:360], scores[360:]  # a 10 % canary of 400 requests
+        edges = [0, *SCORE_BOUNDS[:-1], 2]
+        buckets = [
+            _cumulative(SCORE_BOUNDS, list(np.histogram(s, bins=edges)[0]))
+            for s in (stable, canary)
+        ]
+        limit = POLICY.max_psi + psi_noise_allowance(*buckets)
+        false_alarms += psi(*buckets) > limit
+    assert false_alarms <= 4  # about 1 % by construction
+    shifted = _cumulative(SCORE_BOUNDS, [0, 0, 0, 1, 2, 4, 8, 10, 10, 5, 0])
+    assert psi(buckets[0], shifted) > POLICY.max_psi + psi_noise_allowance(buckets[0], shifted)
+
+
+def test_metrics_of_several_pods_add_up() -> None:
+    one = {"stable": _snapshot(90), "canary": _snapshot(10, errors=1)}
+    two = {"stable": _snapshot(80)}
+    total = merge([one, two])
+    assert total["stable"].requests == {"200": 170.0, "500": 0.0}
+    assert total["canary"].requests == {"200": 10.0, "500": 1.0}
+    assert total["stable"].score_buckets[math.inf] == 200.0

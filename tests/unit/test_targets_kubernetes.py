@@ -289,3 +289,31 @@ def test_no_credentials_is_a_named_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
         open_target(load_settings())
     assert raised.value.subject == "KUBECONFIG"
     assert "mlops-steps ServiceAccount" in str(raised.value)
+
+
+def _pod(ip: str, ready: bool) -> dict[str, Any]:
+    condition = {"type": "Ready", "status": "True" if ready else "False"}
+    return {"metadata": {"name": f"pod-{ip}"}, "status": {"podIP": ip, "conditions": [condition]}}
+
+
+def test_metrics_urls_list_every_ready_serving_pod_of_both_tracks(
+    cluster: FakeKubernetes,
+) -> None:
+    cluster.pods = {
+        "app.kubernetes.io/name=churn-serving,track=stable": [
+            _pod("10.0.0.1", True),
+            _pod("10.0.0.2", True),
+            _pod("10.0.0.3", False),  # not ready: the Service sends it nothing
+        ],
+        "app.kubernetes.io/name=churn-serving,track=canary": [_pod("10.0.1.1", True)],
+    }
+    assert _target().metrics_urls() == [
+        "http://10.0.0.1:8000/metrics",
+        "http://10.0.0.2:8000/metrics",
+        "http://10.0.1.1:8000/metrics",
+    ]
+    listed = [r for r in cluster.take() if r.path == "/api/v1/namespaces/mlops/pods"]
+    assert [r.query["labelSelector"] for r in listed] == [
+        ["app.kubernetes.io/name=churn-serving,track=stable"],
+        ["app.kubernetes.io/name=churn-serving,track=canary"],
+    ]

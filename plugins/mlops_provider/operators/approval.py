@@ -16,6 +16,8 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOper
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+#: The XCom key of the decision ({approved, chosen_options, responded_by, responded_at}).
+DECISION_KEY = "decision"
 AUTO_APPROVER = {"id": "airflow", "name": "auto-approved (require_approval=false)"}
 
 
@@ -60,6 +62,16 @@ class CandidateApprovalOperator(ApprovalOperator):
         return self._branch(context, approved=approved, response=dict(response))
 
     def _branch(self, context: Context, *, approved: bool, response: dict[str, Any]) -> Any:
+        responded_at = response.get("responded_at")
+        decision = {
+            "approved": approved,
+            "chosen_options": [self.APPROVE if approved else self.REJECT],
+            "responded_by": (response.get("responded_by_user") or {}).get("name", "unknown"),
+            "responded_at": responded_at.isoformat() if responded_at else None,
+        }
+        # Pushed before skipping: in the Task SDK, skip() ends the task by raising, so neither
+        # code after it nor a return value would reach XCom.
+        context["ti"].xcom_push(key=DECISION_KEY, value=decision)
         skipped = [
             task
             for task in context["task"].get_direct_relatives(upstream=False)
@@ -67,10 +79,4 @@ class CandidateApprovalOperator(ApprovalOperator):
         ]
         if skipped:
             self.skip(ti=context["ti"], tasks=skipped)
-        responded_at = response.get("responded_at")
-        return {
-            "approved": approved,
-            "chosen_options": [self.APPROVE if approved else self.REJECT],
-            "responded_by": (response.get("responded_by_user") or {}).get("name", "unknown"),
-            "responded_at": responded_at.isoformat() if responded_at else None,
-        }
+        return decision

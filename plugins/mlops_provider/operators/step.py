@@ -88,6 +88,7 @@ def release_environment(settings: Settings) -> dict[str, str]:
         "MLOPS_STABLE_DEPLOYMENT": deploy.stable_deployment,
         "MLOPS_CANARY_DEPLOYMENT": deploy.canary_deployment,
         "MLOPS_STABLE_REPLICAS": str(deploy.stable_replicas),
+        "MLOPS_ROLLOUT_TIMEOUT_S": str(deploy.rollout_timeout_s),
         "MLOPS_K8S_NAMESPACE": settings.kubernetes.namespace,
     }
     if build.builder == "ci":
@@ -101,6 +102,8 @@ def release_environment(settings: Settings) -> dict[str, str]:
         env |= {
             "MLOPS_KANIKO_IMAGE": build.kaniko_image,
             "MLOPS_BUILD_CONTEXT": build.build_context,
+            "MLOPS_KANIKO_PUSH_SECRET": build.kaniko_push_secret,
+            "MLOPS_KANIKO_TIMEOUT_S": str(build.kaniko_timeout_s),
         }
     return env
 

@@ -7,6 +7,7 @@ Both return the matched version dict as the task's XCom.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -160,6 +161,7 @@ class MlflowModelVersionSensor(BaseSensorOperator):
                     mlflow_conn_id=self.mlflow_conn_id,
                     poll_interval=self.poke_interval,
                     request_timeout=self.request_timeout,
+                    deadline=time.time() + self.timeout,
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout),
@@ -172,6 +174,12 @@ class MlflowModelVersionSensor(BaseSensorOperator):
             version = event["version"]
             self.log.info("Found %s version %s", self.model_name, version.get("version"))
             return version
+        if event.get("status") == "timeout":
+            self._last_reason = str(event.get("message") or "")
+            message = self._timeout_message()
+            if self.soft_fail:
+                raise AirflowSkipException(f"soft_fail: {message}")
+            raise AirflowSensorTimeout(message)
         raise AirflowFailException(str(event.get("message") or f"unexpected event {event!r}"))
 
     def resume_execution(

@@ -7,6 +7,7 @@ poke path, so a deferred wait and a poking wait agree on what "found" means.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,8 +153,9 @@ class MlflowModelVersionTrigger(BaseTrigger):
     """Poll the registry every ``poll_interval`` seconds until :class:`VersionCondition` holds.
 
     Yields exactly one event: ``{"status": "found", "version": {...}}`` (the version dict, tags
-    as a dict) or ``{"status": "error", "message": ...}`` for what waiting cannot fix (401/403,
-    a malformed request, a missing connection, the awaited version failed to register).
+    as a dict), ``{"status": "error", "message": ...}`` for what waiting cannot fix (401/403,
+    a malformed request, a missing connection, the awaited version failed to register), or
+    ``{"status": "timeout", "message": <last reason>}`` once ``deadline`` passes.
     Unreachable server, timeouts and 5xx/429 are logged and retried; the task's deferral
     timeout bounds the whole wait.
     """
@@ -169,6 +171,7 @@ class MlflowModelVersionTrigger(BaseTrigger):
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         poll_interval: float = 30.0,
         request_timeout: float = 30.0,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.condition = VersionCondition.build(
@@ -177,6 +180,9 @@ class MlflowModelVersionTrigger(BaseTrigger):
         self.mlflow_conn_id = mlflow_conn_id
         self.poll_interval = float(poll_interval)
         self.request_timeout = float(request_timeout)
+        # Epoch seconds. The scheduler enforces the deferral timeout too, but a trigger run
+        # inline (dag.test) is only bounded by this.
+        self.deadline = None if deadline is None else float(deadline)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         c = self.condition
@@ -191,6 +197,7 @@ class MlflowModelVersionTrigger(BaseTrigger):
                 "mlflow_conn_id": self.mlflow_conn_id,
                 "poll_interval": self.poll_interval,
                 "request_timeout": self.request_timeout,
+                "deadline": self.deadline,
             },
         )
 
@@ -226,4 +233,11 @@ class MlflowModelVersionTrigger(BaseTrigger):
                 if verdict.reason != last_reason:  # log changes, not every poll
                     self.log.info("Not yet: %s", verdict.reason)
                     last_reason = verdict.reason
-            await asyncio.sleep(self.poll_interval)
+            if self.deadline is not None:
+                left = self.deadline - time.time()
+                if left <= 0:
+                    yield TriggerEvent({"status": "timeout", "message": last_reason})
+                    return
+                await asyncio.sleep(min(self.poll_interval, left))
+            else:
+                await asyncio.sleep(self.poll_interval)
