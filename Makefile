@@ -9,7 +9,8 @@ STAMP      := $(VENV)/.installed
 REQS       := requirements.txt requirements-task.txt serving/requirements.txt requirements-dev.txt \
               constraints.txt pyproject.toml
 
-.PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop bench bench-serving clean lock
+.PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop serve register-webhook \
+        bench bench-serving clean lock
 
 install: $(STAMP)
 
@@ -48,6 +49,17 @@ mlflow: install
 
 mlflow-stop:
 	$(PY) scripts/mlflow_server.py stop --home .mlops/mlflow
+
+## The model service on 127.0.0.1:8000 in dev mode, loading local bundles from the model store.
+serve: install
+	SERVING_DEV_MODE=true SERVING_MODEL_STORE=.mlops/model-store/churn \
+	SERVING_PREDICTION_LOG=.mlops/predictions MLFLOW_TRACKING_URI=http://127.0.0.1:5000 \
+	$(VENV)/bin/uvicorn --factory mlops_serving.app:create_app --host 127.0.0.1 --port 8000
+
+## Point MLflow's registry webhooks at the Airflow API server (secret from MLOPS_WEBHOOK_SECRET).
+register-webhook: install
+	$(PY) scripts/register_webhook.py --mlflow-url $${MLFLOW_URL:-http://127.0.0.1:5000} \
+		--airflow-url $${AIRFLOW_URL:-http://127.0.0.1:8080} --secret-env MLOPS_WEBHOOK_SECRET
 
 bench: install
 	$(PY) bench/bench_training.py $(ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,20 @@ def answer(detail: dict[str, Any], option: str, username: str = APPROVER) -> Any
     response = call("PATCH", path, username, json={"chosen_options": [option], "params_input": {}})
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def answer_in_background(dag_id: str, option: str) -> tuple[threading.Thread, list[Any]]:
+    """Answer the next approval request of ``dag_id`` from a thread (``dag.test()`` blocks the
+    test's own thread until it is answered). The list receives the response, or the error."""
+    outcome: list[Any] = []
+
+    def respond() -> None:
+        try:
+            detail = wait_for_approval_request(dag_id)
+            outcome.append((detail, answer(detail, option)))
+        except Exception as exc:  # surfaced by the test's assertions, not lost in the thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=respond, daemon=True)
+    thread.start()
+    return thread, outcome

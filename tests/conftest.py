@@ -6,7 +6,9 @@ time of the root conftest, before any test module imports Airflow.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,6 +44,10 @@ for leaked in (
 ):
     os.environ.pop(leaked, None)
 Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+# The approver's password where SimpleAuthManager reads it (it only generates missing ones).
+(Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated").write_text(
+    json.dumps({"approver": secrets.token_urlsafe(16)})
+)
 sys.path.insert(0, str(REPO / "scripts"))
 
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402

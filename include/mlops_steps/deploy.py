@@ -282,6 +282,9 @@ def run_rollback(
             f"the canary still serves (v{state.canary_version} at {state.canary_weight})",
             subject=f"{name} v{version}",
         )
+    analysis = _analysis(settings, version)
+    if analysis and not analysis.get("passed"):
+        reason = f"{reason}: {', '.join(analysis.get('failed_checks') or ['analysis failed'])}"
     entry = _record(
         settings,
         client,
@@ -292,7 +295,7 @@ def run_rollback(
             "approved_by": approved_by,
             "champion": stable.version if stable else None,
             "traffic": state.as_dict(),
-            "analysis": _analysis(settings, version),
+            "analysis": analysis,
         },
     )
     return {"decision": status, "version": version, **entry}
