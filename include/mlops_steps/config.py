@@ -21,6 +21,8 @@ ImageBuilder = Literal["bundle", "ci", "kaniko"]
 IMAGE_BUILDERS: tuple[ImageBuilder, ...] = ("bundle", "ci", "kaniko")
 DeployTargetKind = Literal["service", "kubernetes"]
 DEPLOY_TARGETS: tuple[DeployTargetKind, ...] = ("service", "kubernetes")
+AlertChannel = Literal["file", "slack", "email", "webhook"]
+ALERT_CHANNELS: tuple[AlertChannel, ...] = ("file", "slack", "email", "webhook")
 
 # include/mlops_steps/config.py -> the project root, when running from a checkout.
 _CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +116,22 @@ class DeploySettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go and when a run counts as late. Secrets live in the Airflow connections
+    (Slack webhook URL, SMTP password, webhook token), never here."""
+
+    channels: tuple[AlertChannel, ...] = ("file",)
+    slack_conn_id: str = "slack_alerts"
+    smtp_conn_id: str = "smtp_alerts"
+    webhook_conn_id: str = "alerts_webhook"
+    timeout_s: float = 10.0  # per channel and alert: a dead receiver must not hold a callback
+    # Deadlines (DeadlineAlert; Airflow 3 has no SLA): minutes/hours after the run was queued.
+    training_deadline_minutes: float = 120.0  # default of the training DAG's Param
+    approval_deadline_hours: float = 4.0  # a release still unfinished (approval unanswered?)
+    rollback_deadline_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """All pipeline settings. Build with :func:`load_settings`, read with :func:`get_settings`."""
 
@@ -130,6 +148,7 @@ class Settings:
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     image_build: ImageBuildSettings = field(default_factory=ImageBuildSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def dataset_root(self) -> Path:
@@ -146,6 +165,11 @@ class Settings:
         """The deployment audit ledger (JSON lines), beside the registry tags it mirrors."""
         return self.data_root / "ledger" / f"{self.model_name}-deployments.jsonl"
 
+    @property
+    def alerts_path(self) -> Path:
+        """The local alert channel's JSON lines (one record per alert)."""
+        return self.home / "alerts" / "alerts.jsonl"
+
 
 def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
     raw = os.environ.get(name, "").strip() or default
@@ -153,6 +177,24 @@ def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _C
         if raw == choice:
             return choice
     raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+
+
+def _alert_channels_from_env() -> tuple[AlertChannel, ...]:
+    """``MLOPS_ALERT_CHANNELS``: a comma-separated subset of file, slack, email, webhook."""
+    raw = os.environ.get("MLOPS_ALERT_CHANNELS", "").strip()
+    if not raw:
+        return AlertSettings.channels
+    channels: list[AlertChannel] = []
+    for name in (part.strip().lower() for part in raw.split(",")):
+        match = next((choice for choice in ALERT_CHANNELS if choice == name), None)
+        if match is None:
+            raise ConfigError(
+                f"MLOPS_ALERT_CHANNELS={raw!r}: {name!r} is not one of "
+                f"{', '.join(ALERT_CHANNELS)}; e.g. MLOPS_ALERT_CHANNELS=file,slack"
+            )
+        if match not in channels:
+            channels.append(match)
+    return tuple(channels)
 
 
 def _runner_from_env() -> RunnerMode:
@@ -215,6 +257,23 @@ def load_settings() -> Settings:
         ),
         candidate_wait_s=_env_number("MLOPS_CANDIDATE_WAIT_S", deploy_defaults.candidate_wait_s),
     )
+    alert_defaults = AlertSettings()
+    alerts = AlertSettings(
+        channels=_alert_channels_from_env(),
+        slack_conn_id=_env_str("MLOPS_ALERT_SLACK_CONN_ID", alert_defaults.slack_conn_id),
+        smtp_conn_id=_env_str("MLOPS_ALERT_SMTP_CONN_ID", alert_defaults.smtp_conn_id),
+        webhook_conn_id=_env_str("MLOPS_ALERT_WEBHOOK_CONN_ID", alert_defaults.webhook_conn_id),
+        timeout_s=_env_number("MLOPS_ALERT_TIMEOUT_S", alert_defaults.timeout_s),
+        training_deadline_minutes=_env_number(
+            "MLOPS_TRAINING_DEADLINE_MINUTES", alert_defaults.training_deadline_minutes
+        ),
+        approval_deadline_hours=_env_number(
+            "MLOPS_APPROVAL_DEADLINE_HOURS", alert_defaults.approval_deadline_hours
+        ),
+        rollback_deadline_minutes=_env_number(
+            "MLOPS_ROLLBACK_DEADLINE_MINUTES", alert_defaults.rollback_deadline_minutes
+        ),
+    )
     return Settings(
         home=home,
         data_root=data_root,
@@ -229,6 +288,7 @@ def load_settings() -> Settings:
         kubernetes=kubernetes,
         image_build=image_build,
         deploy=deploy,
+        alerts=alerts,
     )
 
 
