@@ -17,6 +17,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
 from mlops_provider.operators.approval import CandidateApprovalOperator
+from mlops_provider.operators.outcome import ReleaseRolledBackOperator
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
 from mlops_provider.sensors.registry import MlflowModelVersionSensor
 from mlops_steps.config import get_settings
@@ -212,6 +213,14 @@ with DAG(
         outlets=[DEPLOYMENTS],
     )  # fmt: skip
 
+    rolled_back = ReleaseRolledBackOperator(
+        task_id="release_rolled_back",
+        message=(
+            f"v{{{{ {CANDIDATE}['version'] }}}} was rolled back; traffic and aliases are as they "
+            "were. See analyze_canary and the ledger for why."
+        ),
+    )
+
     chain(wait_for_candidate, resolve, approve, [build_image, reject])
     chain(build_image, canary, analyze, promote)
-    [canary, analyze, promote] >> rollback
+    [canary, analyze, promote] >> rollback >> rolled_back

@@ -29,7 +29,11 @@ def _mlflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 #: Tasks that are Airflow-native (they wait or ask a person) rather than a step's command line.
-NOT_STEPS = {"mlops_deployment.wait_for_candidate", "mlops_deployment.approve"}
+NOT_STEPS = {
+    "mlops_deployment.wait_for_candidate",
+    "mlops_deployment.approve",
+    "mlops_deployment.release_rolled_back",
+}
 
 
 def _tasks(dags: dict[str, Any]) -> list[tuple[str, Any]]:

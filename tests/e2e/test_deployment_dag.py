@@ -1,0 +1,272 @@
+"""The deployment DAG end to end through dag.test(): a real MLflow server, a real model service
+(uvicorn) on loopback, the release steps as real child processes, and approvals answered through
+Airflow's own REST API.
+
+Three trained versions are made once per module by the real training steps: v1 and v2 on fresh
+data (good), v3 on data whose labels were flipped (a label bug the gate cannot see: the model
+looks excellent on its own hold-out). Each test copies them into a model of its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests import airflow_api
+from tests.dags.helpers import load_dags
+from tests.service_process import Service
+
+pytestmark = pytest.mark.e2e
+TEMPLATE = "deploy_template"
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
+ROWS = "8000"
+FAST_ANALYSIS = {"analysis_rounds": 2, "requests_per_round": 400, "round_interval_s": 0}
+
+
+@dataclass(frozen=True)
+class Template:
+    home: Path  # MLOPS_HOME holding the template's partitions
+
+
+def _train(partition: str, *ingest_args: str) -> None:
+    from mlops_steps import cli
+
+    for argv in (
+        ["ingest", "--rows", ROWS, *ingest_args],
+        ["validate"],
+        ["train"],
+        ["evaluate", "--bootstrap-resamples", "50"],
+        ["gate"],
+        ["register"],
+    ):
+        assert cli.main([argv[0], "--partition", partition, *argv[1:]]) == 0, argv
+
+
+@pytest.fixture(scope="module")
+def template(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+    from mlops_steps.synthetic import generate_churn
+
+    home = tmp_path_factory.mktemp("deploy-template")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        env.setenv("MLOPS_HOME", str(home))
+        env.setenv("MLOPS_MODEL_NAME", TEMPLATE)
+        env.setenv("MLOPS_EXPERIMENT", f"exp-{TEMPLATE}")
+        _train("good1", "--seed", "1")
+        MlflowClient(mlflow_server).set_registered_model_alias(TEMPLATE, "champion", "1")
+        _train("good2", "--seed", "2")
+        flipped = generate_churn(int(ROWS), seed=3)
+        flipped["churn"] = 1 - flipped["churn"]
+        source = home / "flipped.csv"
+        flipped.to_csv(source, index=False)
+        _train("flipped", "--source", str(source))
+    yield Template(home)
+
+
+@dataclass
+class Deployment:
+    dag: Any
+    rollback_dag: Any
+    client: MlflowClient
+    name: str
+    service: Service
+    home: Path
+
+    def aliases(self) -> dict[str, str]:
+        return dict(self.client.get_registered_model(self.name).aliases)
+
+    def traffic(self) -> dict[str, Any]:
+        return httpx.get(f"{self.service.url}/ready", timeout=10).json()
+
+    def tags(self, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.name, version).tags)
+
+    def ledger(self) -> list[dict[str, Any]]:
+        from mlops_steps.config import load_settings
+        from mlops_steps.deploy import read_ledger
+
+        return read_ledger(load_settings())
+
+
+@pytest.fixture
+def deployment(  # noqa: PLR0917
+    template: Template,
+    mlflow_server: str,
+    airflow_db: Path,
+    service_starter: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Deployment:
+    """A model of this test's own: v1 champion (serving), v2 good, v3 flipped; no challenger."""
+    from mlops_steps.config import get_settings
+
+    client = MlflowClient(mlflow_server)
+    name = "deploy_" + request.node.name[5:45]
+    home = tmp_path / "mlops"
+    for number in ("1", "2", "3"):
+        source = client.get_model_version(TEMPLATE, number)
+        copy = client.copy_model_version(f"models:/{TEMPLATE}/{number}", name)
+        assert copy.version == number
+        for key, value in source.tags.items():
+            client.set_model_version_tag(name, number, key, value)
+        partition = f"partition={source.tags['mlops.partition']}"
+        shutil.copytree(
+            template.home / "data" / TEMPLATE / partition, home / "data" / name / partition
+        )
+    client.set_registered_model_alias(name, "champion", "1")
+
+    service = service_starter(
+        mlflow_server,
+        model_name=name,
+        admin_token=ADMIN_TOKEN,
+        SERVING_MODEL_STORE=str(home / "model-store" / name),
+    )
+    for key, value in {
+        "MLOPS_HOME": str(home),
+        "MLOPS_MODEL_NAME": name,
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_server,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "SERVING_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MLOPS_SERVICE_URL": service.url,
+        "MLOPS_CANDIDATE_WAIT_S": "20",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLOPS_DATA_ROOT", raising=False)
+    get_settings.cache_clear()
+    dags = load_dags(monkeypatch, "local")
+    monkeypatch.delenv("MLOPS_RUNNER")
+    return Deployment(dags["mlops_deployment"], dags["mlops_rollback"], client, name, service, home)
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def _challenge(deployment: Deployment, version: str, delay: float = 0.0) -> None:
+    def move() -> None:
+        time.sleep(delay)
+        deployment.client.set_registered_model_alias(deployment.name, "challenger", version)
+
+    if delay:
+        threading.Thread(target=move, daemon=True).start()
+    else:
+        move()
+
+
+def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
+    deployment: Deployment,
+) -> None:
+    _challenge(deployment, "2")
+    approver, outcome = airflow_api.answer_in_background("mlops_deployment", "Approve")
+    run = deployment.dag.test(run_conf=FAST_ANALYSIS)
+    approver.join(timeout=30)
+    ((request, response),) = outcome
+    assert "v2" in request["subject"] and "AUC" in request["body"]
+    assert response["responded_by"]["name"] == airflow_api.APPROVER
+    states = _states(run)
+    assert str(run.state) == "success", states
+    assert states["reject"] == "skipped" and states["rollback"] == "skipped", states
+    assert states["release_rolled_back"] == "skipped"
+
+    assert deployment.aliases() == {"champion": "2", "previous_champion": "1"}
+    traffic = deployment.traffic()
+    assert (traffic["stable"], traffic["canary"], traffic["canary_weight"]) == ("2", None, 0.0)
+    info = httpx.get(f"{deployment.service.url}/model/info", timeout=10).json()
+    assert info["stable"]["version"] == "2" and info["stable"]["bundle"].startswith("v2-")
+    tags = deployment.tags("2")
+    assert tags["mlops.deploy.status"] == "promoted"
+    assert tags["mlops.deploy.approved_by"] == airflow_api.APPROVER
+    assert tags["mlops.image.ref"].endswith(f":{info['stable']['bundle']}")
+    (entry,) = deployment.ledger()
+    assert entry["decision"] == "promoted" and entry["version"] == "2"
+    assert entry["approved_by"] == airflow_api.APPROVER
+    assert entry["previous_champion"] == "1" and entry["dag_run_id"] == run.run_id
+    assert entry["data_sha256"] == tags["mlops.data_sha256"]
+    assert entry["analysis"]["passed"] is True
+
+    # The same event again (a duplicate webhook, the reconciliation tick): nothing is deployed.
+    again = deployment.dag.test(run_conf=FAST_ANALYSIS)
+    assert set(_states(again).values()) == {"skipped"}, _states(again)
+    assert len(deployment.ledger()) == 1
+    assert deployment.aliases() == {"champion": "2", "previous_champion": "1"}
+
+    # The manual rollback DAG restores the previous champion, aliases and traffic.
+    restored = deployment.rollback_dag.test(run_conf={"reason": "e2e: bad news from users"})
+    assert str(restored.state) == "success", _states(restored)
+    assert deployment.aliases() == {"champion": "1"}
+    assert deployment.traffic()["stable"] == "1"
+    assert deployment.tags("2")["mlops.deploy.status"] == "rolled_back"
+    assert [e["decision"] for e in deployment.ledger()] == ["promoted", "rolled_back"]
+
+
+def test_bad_candidate_is_rolled_back_and_nothing_changes(deployment: Deployment) -> None:
+    # No webhook here: the sensor has to notice the alias moving on its own.
+    _challenge(deployment, "3", delay=3.0)
+    run = deployment.dag.test(run_conf={**FAST_ANALYSIS, "require_approval": False})
+    states = _states(run)
+    assert str(run.state) == "failed", states
+    assert states["wait_for_candidate"] == "success"
+    assert states["analyze_canary"] == "failed" and states["rollback"] == "success", states
+    assert states["promote"] == "upstream_failed"
+    assert states["release_rolled_back"] == "failed"  # the run shows the release did not happen
+
+    assert deployment.aliases() == {"champion": "1", "challenger": "3"}
+    traffic = deployment.traffic()
+    assert (traffic["stable"], traffic["canary"], traffic["canary_weight"]) == ("1", None, 0.0)
+    tags = deployment.tags("3")
+    assert tags["mlops.deploy.status"] == "rejected"
+    (entry,) = deployment.ledger()
+    assert entry["decision"] == "rejected" and entry["version"] == "3"
+    assert entry["analysis"]["passed"] is False
+    assert "score_psi" in entry["analysis"]["failed_checks"]
+    assert entry["approved_by"].startswith("auto-approved")
+
+
+def test_rejection_at_approval_changes_nothing(deployment: Deployment) -> None:
+    _challenge(deployment, "2")
+    before = deployment.traffic()
+    approver, outcome = airflow_api.answer_in_background("mlops_deployment", "Reject")
+    run = deployment.dag.test(run_conf=FAST_ANALYSIS)
+    approver.join(timeout=30)
+    assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
+    states = _states(run)
+    assert states["reject"] == "success", states
+    assert {states[t] for t in ("build_image", "canary", "analyze_canary", "promote")} == {
+        "skipped"
+    }
+    assert deployment.aliases() == {"champion": "1", "challenger": "2"}
+    assert deployment.traffic() == before
+    assert not (deployment.home / "model-store").exists()  # nothing was even built
+    (entry,) = deployment.ledger()
+    assert entry["decision"] == "rejected"
+    assert entry["reason"] == f"rejected at approval by {airflow_api.APPROVER}"
+
+
+def test_ungated_version_is_refused(deployment: Deployment) -> None:
+    deployment.client.delete_model_version_tag(deployment.name, "2", "mlops.gate.decision")
+    run = deployment.dag.test(run_conf={**FAST_ANALYSIS, "version": "2"})
+    states = _states(run)
+    assert states["resolve"] == "failed", states
+    assert deployment.aliases() == {"champion": "1"}
+    assert deployment.ledger() == []
+
+
+def test_the_flipped_model_passed_the_gate(template: Template, mlflow_server: str) -> None:
+    """The premise of the rollback test: the gate passes v3, so only the canary can catch it."""
+    tags = MlflowClient(mlflow_server).get_model_version(TEMPLATE, "3").tags
+    assert tags["mlops.gate.decision"] == "passed"
+    frame = pd.read_parquet(
+        template.home / "data" / TEMPLATE / "partition=flipped" / "data.parquet"
+    )
+    assert frame["churn"].mean() > 0.5  # flipped: most customers "churn"
