@@ -149,6 +149,11 @@ class Settings:
     image_build: ImageBuildSettings = field(default_factory=ImageBuildSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    # Monitoring: the service's prediction log (a directory or s3://bucket/prefix; load_settings
+    # defaults it to $MLOPS_HOME/predictions, where `make serve` writes) and the MLflow experiment
+    # holding one run per monitored window (default "<model>-monitoring").
+    prediction_log: str = ""
+    monitoring_experiment: str = ""
 
     @property
     def dataset_root(self) -> Path:
@@ -164,6 +169,16 @@ class Settings:
     def ledger_path(self) -> Path:
         """The deployment audit ledger (JSON lines), beside the registry tags it mirrors."""
         return self.data_root / "ledger" / f"{self.model_name}-deployments.jsonl"
+
+    @property
+    def monitoring_root(self) -> Path:
+        """Drift reports, one directory per monitored window."""
+        return self.data_root / "monitoring" / self.model_name
+
+    @property
+    def labels_dir(self) -> Path:
+        """Delayed ground truth (CSV/Parquet with entity_id or request_id, and the label)."""
+        return self.data_root / "labels"
 
     @property
     def alerts_path(self) -> Path:
@@ -274,11 +289,12 @@ def load_settings() -> Settings:
             "MLOPS_ROLLBACK_DEADLINE_MINUTES", alert_defaults.rollback_deadline_minutes
         ),
     )
+    model_name = _env_str("MLOPS_MODEL_NAME", Settings.model_name)
     return Settings(
         home=home,
         data_root=data_root,
         runner=_runner_from_env(),
-        model_name=_env_str("MLOPS_MODEL_NAME", Settings.model_name),
+        model_name=model_name,
         experiment_name=_env_str("MLOPS_EXPERIMENT", Settings.experiment_name),
         mlflow_conn_id=_env_str("MLOPS_MLFLOW_CONN_ID", Settings.mlflow_conn_id),
         default_rows=_env_number("MLOPS_DEFAULT_ROWS", Settings.default_rows),
@@ -289,6 +305,8 @@ def load_settings() -> Settings:
         image_build=image_build,
         deploy=deploy,
         alerts=alerts,
+        prediction_log=_env_str("MLOPS_PREDICTION_LOG", str(home / "predictions")),
+        monitoring_experiment=_env_str("MLOPS_MONITORING_EXPERIMENT", f"{model_name}-monitoring"),
     )
 
 
