@@ -24,32 +24,19 @@ from mlflow import MlflowClient
 
 from tests import airflow_api
 from tests.dags.helpers import load_dags
+from tests.pipeline import train_and_register
 from tests.service_process import Service
 
 pytestmark = pytest.mark.e2e
 TEMPLATE = "deploy_template"
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
-ROWS = "8000"
+ROWS = 8000
 FAST_ANALYSIS = {"analysis_rounds": 2, "requests_per_round": 400, "round_interval_s": 0}
 
 
 @dataclass(frozen=True)
 class Template:
     home: Path  # MLOPS_HOME holding the template's partitions
-
-
-def _train(partition: str, *ingest_args: str) -> None:
-    from mlops_steps import cli
-
-    for argv in (
-        ["ingest", "--rows", ROWS, *ingest_args],
-        ["validate"],
-        ["train"],
-        ["evaluate", "--bootstrap-resamples", "50"],
-        ["gate"],
-        ["register"],
-    ):
-        assert cli.main([argv[0], "--partition", partition, *argv[1:]]) == 0, argv
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +49,14 @@ def template(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
         env.setenv("MLOPS_HOME", str(home))
         env.setenv("MLOPS_MODEL_NAME", TEMPLATE)
         env.setenv("MLOPS_EXPERIMENT", f"exp-{TEMPLATE}")
-        _train("good1", "--seed", "1")
+        train_and_register("good1", "--seed", "1", rows=ROWS)
         MlflowClient(mlflow_server).set_registered_model_alias(TEMPLATE, "champion", "1")
-        _train("good2", "--seed", "2")
-        flipped = generate_churn(int(ROWS), seed=3)
+        train_and_register("good2", "--seed", "2", rows=ROWS)
+        flipped = generate_churn(ROWS, seed=3)
         flipped["churn"] = 1 - flipped["churn"]
         source = home / "flipped.csv"
         flipped.to_csv(source, index=False)
-        _train("flipped", "--source", str(source))
+        train_and_register("flipped", "--source", str(source), rows=ROWS)
     yield Template(home)
 
 

@@ -5,7 +5,6 @@ the model version (their remote sides are loopback stand-ins)."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,24 +29,14 @@ def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     from mlops_steps.sources import SourceRequest
     from mlops_steps.train import TrainParams, run_train
 
-    overrides = {
-        "MLFLOW_TRACKING_URI": mlflow_server,
-        "MLOPS_HOME": str(tmp_path_factory.mktemp("imagebuild")),
-        "MLOPS_MODEL_NAME": MODEL,
-        "MLOPS_EXPERIMENT": f"exp-{MODEL}",
-    }
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        env.setenv("MLOPS_HOME", str(tmp_path_factory.mktemp("imagebuild")))
+        env.setenv("MLOPS_MODEL_NAME", MODEL)
+        env.setenv("MLOPS_EXPERIMENT", f"exp-{MODEL}")
         settings = load_settings()
         run_ingest(settings, "p1", SourceRequest("synthetic://churn", rows=2000, seed=3))
         trained = run_train(settings, "p1", TrainParams(max_rounds=20, early_stopping_rounds=5))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     yield trained["model_uri"]
 
 

@@ -4,11 +4,11 @@ processes of the service on free loopback ports."""
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 
 import pytest
 from mlflow import MlflowClient
+from tests.pipeline import train_and_register
 from tests.service_process import Service
 
 MODEL = "serving_churn"
@@ -18,34 +18,14 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 @pytest.fixture(scope="session")
 def registry(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Model `serving_churn`: v1 = champion, v2 = challenger (trained by the real steps)."""
-    from mlops_steps import cli
-
-    overrides = {
-        "MLFLOW_TRACKING_URI": mlflow_server,
-        "MLOPS_HOME": str(tmp_path_factory.mktemp("serving-mlops")),
-        "MLOPS_MODEL_NAME": MODEL,
-        "MLOPS_EXPERIMENT": f"exp-{MODEL}",
-    }
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
+    home = tmp_path_factory.mktemp("serving-mlops")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        env.setenv("MLOPS_HOME", str(home))
+        env.setenv("MLOPS_MODEL_NAME", MODEL)
+        env.setenv("MLOPS_EXPERIMENT", f"exp-{MODEL}")
         for seed in ("1", "2"):
-            partition = f"seed{seed}"
-            for argv in (
-                ["ingest", "--rows", "8000", "--seed", seed],
-                ["validate"],
-                ["train"],
-                ["evaluate", "--bootstrap-resamples", "50"],
-                ["gate", "--max-auc-drop", "1"],
-                ["register"],
-            ):
-                assert cli.main([argv[0], "--partition", partition, *argv[1:]]) == 0, argv
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            train_and_register(f"seed{seed}", "--seed", seed, gate_args=["--max-auc-drop", "1"])
     client = MlflowClient(mlflow_server)
     client.set_registered_model_alias(MODEL, "champion", "1")
     client.set_registered_model_alias(MODEL, "challenger", "2")
