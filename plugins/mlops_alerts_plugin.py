@@ -1,0 +1,18 @@
+"""Airflow plugin: register the project's custom deadline reference.
+
+``QueuedAtPlusParam`` (a deadline that a DAG Param can change per run) is evaluated when a run is
+created, by the scheduler, the API server or ``dag.test``; Airflow finds custom references only
+through plugins, so this file sits at the top of ``plugins/`` (the provider package itself is in
+``.airflowignore``).
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from mlops_provider.notifications.deadlines import QueuedAtPlusParam
+
+
+class MlopsAlertsPlugin(AirflowPlugin):
+    name = "mlops_alerts"
+    deadline_references = [QueuedAtPlusParam]  # noqa: RUF012 - Airflow's declared plugin attribute
