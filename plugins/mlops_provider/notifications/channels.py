@@ -13,8 +13,9 @@
 - ``webhook``: the alert record as a JSON POST. Connection ``alerts_webhook``: the URL in
   *host* (``https://alerts.example.com/hook``); a password is sent as a bearer token.
 
-Slack and the webhook go through ``requests``, email through ``smtplib``, both imported when
-used: no provider package is needed (the Slack provider is not part of this image). Secrets
+Slack and the webhook go through ``urllib.request``, email through ``smtplib`` (standard library,
+imported when used; unlike ``requests`` they log no URL): no provider package is needed (the
+Slack provider is not part of this image). Secrets
 come only from connections and never appear in an error or a log line: errors name the
 connection, the field and the fix, and the receiver by host:port only.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,23 +83,40 @@ def _connection(conn_id: str, channel: str, example: str) -> Connection:
         ) from None
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: following it would send the alert (and token) elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def _post_json(
     url: str, payload: Any, *, what: str, timeout: float, headers: dict[str, str] | None = None
 ) -> None:
-    import requests
+    """POST JSON with the standard library: unlike requests/urllib3 it logs nothing, and a
+    webhook URL's path is often the secret itself (urllib3 logs it at DEBUG)."""
+    import urllib.error
 
     where = _where(url)
+    request = urllib.request.Request(  # noqa: S310 - the URL comes from an admin-set connection
+        url,
+        data=json.dumps(payload, default=str).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    opener = urllib.request.build_opener(_NoRedirects)
     try:
-        response = requests.post(
-            url, json=payload, headers=headers or {}, timeout=timeout, allow_redirects=False
-        )
-    except requests.Timeout:
+        with opener.open(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as err:
+        body = err.read()[:200].decode(errors="replace").strip() or "(empty body)"
+        raise ChannelError(f"{what}: HTTP {err.code} from {where}: {body}") from None
+    except TimeoutError:
         raise ChannelError(f"{what}: {where} did not answer within {timeout:g} s") from None
-    except requests.RequestException as err:
-        raise ChannelError(f"{what}: could not reach {where} ({type(err).__name__})") from None
-    if not 200 <= response.status_code < 300:
-        body = response.text[:200].strip() or "(empty body)"
-        raise ChannelError(f"{what}: HTTP {response.status_code} from {where}: {body}")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        kind = type(reason).__name__ if isinstance(reason, BaseException) else type(err).__name__
+        raise ChannelError(f"{what}: could not reach {where} ({kind})") from None
 
 
 class FileChannel:
