@@ -16,6 +16,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
+from mlops_provider.notifications.deadlines import queued_deadline
+from mlops_provider.notifications.notifier import approval_notifier, task_failure_notifier
 from mlops_provider.operators.approval import CandidateApprovalOperator
 from mlops_provider.operators.outcome import ReleaseRolledBackOperator
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
@@ -29,6 +31,7 @@ CHALLENGER_REGISTERED = Asset(name=f"{model}_challenger", uri=f"mlops://{model}/
 REGISTRY_EVENT = Asset(name=f"{model}_registry_event", uri=f"mlops://{model}/registry-event")
 DEPLOYMENTS = Asset(name=f"{model}_deployments", uri=f"mlops://{model}/deployments")
 PROMOTION_POOL = settings.deploy.promotion_pool
+RUN_TIMEOUT = timedelta(hours=settings.deploy.approval_timeout_hours + 2)
 
 CANDIDATE = "ti.xcom_pull(task_ids='resolve')"
 IMAGE = "ti.xcom_pull(task_ids='build_image')"
@@ -71,7 +74,24 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(hours=settings.deploy.approval_timeout_hours + 2),
+    dagrun_timeout=RUN_TIMEOUT,
+    deadline=[
+        queued_deadline(
+            "approval_overdue",
+            timedelta(
+                seconds=settings.deploy.candidate_wait_s,
+                hours=settings.alerts.approval_deadline_hours,
+            ),
+            f"The release approval may still be waiting: answer it (no answer by "
+            f"{settings.deploy.approval_timeout_hours:g} h counts as Reject).",
+            action_task_id="approve",
+        ),
+        queued_deadline(
+            "release_overdue",
+            RUN_TIMEOUT - timedelta(minutes=15),
+            "The release is stopped by its run timeout within 15 minutes: check the canary.",
+        ),
+    ],
     tags=["mlops", "deployment", model],
     user_defined_macros=STEP_MACROS,
     default_args={
@@ -80,6 +100,7 @@ with DAG(
         "retry_delay": timedelta(seconds=20),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=5),
+        "on_failure_callback": task_failure_notifier(),
     },
     params={
         "version": Param(
@@ -141,6 +162,7 @@ with DAG(
         require_approval="{{ params.require_approval }}",
         reject_task_id="reject",
         response_timeout=timedelta(hours=settings.deploy.approval_timeout_hours),
+        notifiers=[approval_notifier()],
         retries=0,
     )
     reject = step_operator(

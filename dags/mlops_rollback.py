@@ -12,6 +12,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, Param
 
+from mlops_provider.notifications.deadlines import queued_deadline
+from mlops_provider.notifications.notifier import task_failure_notifier
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
 from mlops_steps.config import get_settings
 
@@ -27,6 +29,13 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    deadline=[
+        queued_deadline(
+            "rollback_overdue",
+            timedelta(minutes=settings.alerts.rollback_deadline_minutes),
+            "The previous champion is not restored yet: is a release holding the promotion pool?",
+        )
+    ],
     tags=["mlops", "deployment", model],
     user_defined_macros=STEP_MACROS,
     default_args={
@@ -34,6 +43,7 @@ with DAG(
         "retries": 2,
         "retry_delay": timedelta(seconds=20),
         "retry_exponential_backoff": True,
+        "on_failure_callback": task_failure_notifier(),
     },
     params={
         "reason": Param(

@@ -11,12 +11,15 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
+from mlops_provider.notifications.deadlines import param_deadline
+from mlops_provider.notifications.notifier import task_failure_notifier
 from mlops_provider.operators.step import PARTITION_KEY, STEP_MACROS, pipeline_step, step_operator
 from mlops_steps.config import get_settings
 from mlops_steps.spec import Resources
 
 settings = get_settings()
 gate = settings.gate
+RUN_TIMEOUT = timedelta(hours=3)
 
 # New raw data landed, or monitoring saw drift: either one retrains, on top of the weekly cron.
 TRAINING_DATA = Asset(name="churn_training_data", uri="mlops://churn/training-data")
@@ -35,7 +38,15 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(hours=3),
+    dagrun_timeout=RUN_TIMEOUT,
+    deadline=[
+        param_deadline(
+            "training_overdue",
+            "deadline_minutes",
+            settings.alerts.training_deadline_minutes,
+            "Training is late: check the running task's log; the run is stopped at 3 h.",
+        )
+    ],
     tags=["mlops", "training", settings.model_name],
     user_defined_macros=STEP_MACROS,
     default_args={
@@ -44,6 +55,7 @@ with DAG(
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": task_failure_notifier(),
     },
     params={
         "source_uri": Param(
@@ -69,6 +81,14 @@ with DAG(
             description="0 = the reference distribution; 1 = strongly shifted and noisier labels.",
         ),
         "min_rows": Param(settings.min_rows, type="integer", minimum=1, title="Minimum rows"),
+        "deadline_minutes": Param(
+            settings.alerts.training_deadline_minutes,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=RUN_TIMEOUT.total_seconds() / 60,
+            title="Deadline (minutes)",
+            description="Alert when the run is not finished this long after it was queued.",
+        ),
         "min_auc": Param(gate.min_auc, type="number", minimum=0, maximum=1, title="Gate: min AUC"),
         "min_accuracy": Param(
             gate.min_accuracy, type="number", minimum=0, maximum=1, title="Gate: min accuracy"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import itertools
 import json
 import os
@@ -37,6 +39,39 @@ def test_dag_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
             assert task.retries >= 2, task.task_id
             assert task.retry_exponential_backoff, task.task_id
             assert task.execution_timeout is not None, task.task_id
+
+
+def test_every_dag_alerts_on_failures_and_on_missed_deadlines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Airflow 3 has no SLAs: each DAG declares DeadlineAlerts, each of them fires before the
+    run timeout would stop the run silently, and every task reports its final failure."""
+    from airflow.sdk.definitions.callback import AsyncCallback
+
+    from mlops_provider.notifications.deadlines import QueuedAtPlusParam
+    from mlops_provider.notifications.notifier import MlopsNotifier
+
+    dags = load_dags(monkeypatch, "local")
+    for dag in dags.values():
+        assert dag.deadline, f"{dag.dag_id} has no deadline"
+        for alert in dag.deadline:
+            assert alert.name, dag.dag_id
+            assert isinstance(alert.callback, AsyncCallback), (dag.dag_id, alert.name)
+            module, _, function = alert.callback.path.rpartition(".")
+            callback = getattr(importlib.import_module(module), function)
+            assert inspect.iscoroutinefunction(callback), alert.name
+            due = alert.interval
+            if isinstance(alert.reference, QueuedAtPlusParam):
+                param = dag.params.get_param(alert.reference.param)
+                assert param.value == alert.reference.default_minutes, alert.name
+                due += timedelta(minutes=param.schema.get("maximum", param.value))
+            if dag.dagrun_timeout is not None:
+                assert due <= dag.dagrun_timeout, (dag.dag_id, alert.name)
+        for task in dag.tasks:
+            notifiers = [c for c in task.on_failure_callback if isinstance(c, MlopsNotifier)]
+            assert [n.kind for n in notifiers] == ["task_failed"], (dag.dag_id, task.task_id)
+    approve = dags["mlops_deployment"].get_task("approve")
+    assert [n.kind for n in approve.notifiers] == ["approval_waiting"]
 
 
 def test_training_dag_shape_schedule_and_params(monkeypatch: pytest.MonkeyPatch) -> None:
