@@ -169,6 +169,121 @@ def _cmd_restore(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     return run_restore_previous(settings, args.requested_by, args.reason)
 
 
+def _method(text: str) -> str | None:
+    """An Evidently stattest name; ``auto`` (or empty) lets Evidently choose per column."""
+    return None if text.strip() in {"", "auto"} else text.strip()
+
+
+def _optional_threshold(text: str) -> float | None:
+    return None if text.strip() in {"", "auto", "None", "none"} else _positive_float(text)
+
+
+def _column_setting(text: str) -> tuple[str, str]:
+    column, sep, value = text.partition("=")
+    if not sep or not column.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=VALUE")
+    return column.strip(), value.strip()
+
+
+def _cmd_monitor(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    import datetime as dt
+
+    from mlops_steps.drift import DriftPolicy
+    from mlops_steps.monitor import MonitorRequest, PerformancePolicy, run_monitor
+    from mlops_steps.predictions import Window, parse_time
+
+    if args.window_start or args.window_end:
+        if not (args.window_start and args.window_end) or args.window_hours is not None:
+            raise StepError(
+                "give both --window-start and --window-end, or --window-hours [--until]",
+                subject="window",
+            )
+        window = Window(
+            parse_time(args.window_start, "--window-start"),
+            parse_time(args.window_end, "--window-end"),
+        )
+    else:
+        until = parse_time(args.until, "--until") if args.until else dt.datetime.now(dt.UTC)
+        window = Window.ending(until, args.window_hours or 1.0)
+    thresholds = {}
+    for column, value in args.column_threshold:
+        try:
+            thresholds[column] = float(value)
+        except ValueError:
+            raise StepError(
+                f"{value!r} is not a number", subject=f"--column-threshold {column}"
+            ) from None
+    drift = DriftPolicy(
+        stattest=_method(args.stattest),
+        num_stattest=_method(args.num_stattest),
+        cat_stattest=_method(args.cat_stattest),
+        threshold=args.stattest_threshold,
+        per_column_stattest=dict(args.column_stattest),
+        per_column_threshold=thresholds,
+        drift_share=args.drift_share,
+        prediction_stattest=_method(args.prediction_stattest),
+        prediction_threshold=args.prediction_threshold,
+        report_sample_rows=args.report_sample_rows,
+    )
+    request = MonitorRequest(
+        window=window,
+        prediction_log=args.prediction_log or settings.prediction_log,
+        labels_dir=Path(args.labels) if args.labels else settings.labels_dir,
+        drift=drift,
+        performance=PerformancePolicy(
+            max_auc_drop=args.max_auc_drop,
+            max_accuracy_drop=args.max_accuracy_drop,
+            min_labeled_rows=args.min_labeled_rows,
+        ),
+        min_rows=args.min_rows,
+        max_null_share=args.max_null_share,
+    )
+    return run_monitor(settings, request)
+
+
+def _add_monitor_verb(verb: Callable[..., Any]) -> None:
+    """The monitoring pipeline's verb: it acts on a time window of served predictions."""
+    monitor = verb(
+        "monitor",
+        _cmd_monitor,
+        "Judge a window of served predictions for data drift, prediction drift and "
+        "performance against the champion's training data.",
+        partition=False,
+    )
+    window = monitor.add_argument_group("window (either start and end, or hours until a time)")
+    window.add_argument("--window-start", default="", help="ISO 8601 (no zone = UTC)")
+    window.add_argument("--window-end", default="", help="ISO 8601, exclusive")
+    window.add_argument("--window-hours", type=_positive_float, default=None, help="default 1")
+    window.add_argument("--until", default="", help="end of an --window-hours window; now")
+    inputs = monitor.add_argument_group("inputs")
+    inputs.add_argument("--prediction-log", default="", help="dir or s3:// prefix; "
+                        "default MLOPS_PREDICTION_LOG")  # fmt: skip
+    inputs.add_argument("--labels", default="", help="labels dir; default $MLOPS_DATA_ROOT/labels")
+    inputs.add_argument("--min-rows", type=_positive_int, default=200,
+                        help="fewer champion rows in the window fail the step")  # fmt: skip
+    inputs.add_argument("--max-null-share", type=_fraction, default=0.0)
+    drift = monitor.add_argument_group("drift (Evidently stattest names, or auto)")
+    drift.add_argument("--stattest", default="auto", help="all features")
+    drift.add_argument("--num-stattest", default="auto", help="numeric features")
+    drift.add_argument("--cat-stattest", default="auto", help="categorical features")
+    drift.add_argument("--stattest-threshold", type=_optional_threshold, default=None,
+                       help="all features; default: each method's own")  # fmt: skip
+    drift.add_argument("--column-stattest", type=_column_setting, action="append", default=[],
+                       metavar="COLUMN=METHOD")  # fmt: skip
+    drift.add_argument("--column-threshold", type=_column_setting, action="append", default=[],
+                       metavar="COLUMN=VALUE")  # fmt: skip
+    drift.add_argument("--drift-share", type=_fraction, default=0.1,
+                       help="dataset drift when this share of features drifted")  # fmt: skip
+    drift.add_argument("--prediction-stattest", default="psi", help="for the score")
+    drift.add_argument("--prediction-threshold", type=_optional_threshold, default=None)
+    drift.add_argument("--report-sample-rows", type=_positive_int, default=100_000,
+                       help="rows per side in the HTML report; the decision uses all")  # fmt: skip
+    perf = monitor.add_argument_group("performance (where delayed labels exist)")
+    perf.add_argument("--max-auc-drop", type=_fraction, default=0.05)
+    perf.add_argument("--max-accuracy-drop", type=_fraction, default=0.05)
+    perf.add_argument("--min-labeled-rows", type=_positive_int, default=200)
+
+
 def _add_release_args(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--image-ref", required=True, help="the image built for the version")
     sub.add_argument("--bundle-path", default="", help="its local model-store bundle, if any")
@@ -226,6 +341,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     verb("register", _cmd_register, "Register the gated model and alias it 'challenger'.")
 
     _add_release_verbs(verb, settings)
+    _add_monitor_verb(verb)
     return parser
 
 
