@@ -37,6 +37,7 @@ from mlops_steps.errors import NothingToDo, StepError
 from mlops_steps.predictions import (
     EmptyWindow,
     FeatureKind,
+    SchemaMismatch,
     Window,
     check_features,
     read_window,
@@ -302,6 +303,13 @@ def _champion_rows(
             "reported as 'no drift'",
         )
     source = f"{request.prediction_log} (window {request.window.key})"
+    bad_scores = int((~np.isfinite(meta["score"].to_numpy(dtype="float64")[mine])).sum())
+    if bad_scores:
+        raise SchemaMismatch(
+            f"'score' is missing or not a number in {bad_scores} of {count} champion rows",
+            subject=source,
+            fix="the log must come from the model service (it logs every score it returns)",
+        )
     current = check_features(
         served.features[mine].reset_index(drop=True),
         kinds,

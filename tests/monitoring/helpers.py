@@ -62,7 +62,7 @@ def write_log(
                 "model_version": version,
                 "row": index % batch,
                 "entity_id": str(frame[ID_COLUMN].iloc[index]),
-                "score": float(value),
+                "score": None if value is None else float(value),
                 "features": features,
             }
             path = directory / f"date={stamp:%Y-%m-%d}" / f"predictions-{host}-1.jsonl"

@@ -254,6 +254,11 @@ FAIL_CLOSED: dict[str, tuple[dict[str, Any], type[Exception], str]] = {
         SchemaMismatch,
         "'tenure_months' holds",
     ),
+    "score_missing": (
+        {"scores": [None] * 400},
+        SchemaMismatch,
+        "'score' is missing or not a number in 400 of 400 champion rows",
+    ),
     "category_as_number": (
         {"edit": lambda f, _: f.update(contract_type=2)},
         SchemaMismatch,
@@ -277,7 +282,7 @@ def test_unjudgeable_windows_fail_closed_with_a_named_error(
     write_log(
         tmp_path / "log",
         frame,
-        np.full(len(frame), 0.3),
+        options.get("scores", np.full(len(frame), 0.3)),
         start=start,
         version=options.get("version", "1"),
         variant="canary" if "version" in options else "stable",
