@@ -10,7 +10,7 @@ REQS       := requirements.txt requirements-task.txt serving/requirements.txt re
               constraints.txt pyproject.toml
 
 .PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop serve register-webhook \
-        bench bench-serving clean lock
+        bench bench-serving bench-monitoring clean lock
 
 install: $(STAMP)
 
@@ -63,6 +63,10 @@ register-webhook: install
 
 bench: install
 	$(PY) bench/bench_training.py $(ARGS)
+
+## Monitoring: 1M x 20 drift check vs a plain numpy PSI/KS pass.
+bench-monitoring: install
+	$(PY) bench/bench_monitoring.py $(ARGS)
 
 ## Serving: this service vs `mlflow models serve` vs a bare endpoint (load from wrk).
 bench-serving: install

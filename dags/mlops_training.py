@@ -22,10 +22,11 @@ gate = settings.gate
 RUN_TIMEOUT = timedelta(hours=3)
 
 # New raw data landed, or monitoring saw drift: either one retrains, on top of the weekly cron.
-TRAINING_DATA = Asset(name="churn_training_data", uri="mlops://churn/training-data")
-DRIFT_DETECTED = Asset(name="churn_drift_detected", uri="mlops://churn/drift-detected")
+model = settings.model_name
+TRAINING_DATA = Asset(name=f"{model}_training_data", uri=f"mlops://{model}/training-data")
+DRIFT_DETECTED = Asset(name=f"{model}_drift_detected", uri=f"mlops://{model}/drift-detected")
 # Emitted when a new version gets the `challenger` alias; the deployment pipeline listens to it.
-CHALLENGER_REGISTERED = Asset(name="churn_challenger", uri="mlops://churn/challenger")
+CHALLENGER_REGISTERED = Asset(name=f"{model}_challenger", uri=f"mlops://{model}/challenger")
 
 with DAG(
     dag_id="mlops_training",

@@ -23,7 +23,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests import airflow_api
-from tests.dags.helpers import load_dags
+from tests.dags.helpers import for_dag_test, load_dags
 from tests.pipeline import train_and_register
 from tests.service_process import Service
 
@@ -135,7 +135,8 @@ def deployment(  # noqa: PLR0917
     get_settings.cache_clear()
     dags = load_dags(monkeypatch, "local")
     monkeypatch.delenv("MLOPS_RUNNER")
-    return Deployment(dags["mlops_deployment"], dags["mlops_rollback"], client, name, service, home)
+    deploy, rollback = (for_dag_test(dags[d]) for d in ("mlops_deployment", "mlops_rollback"))
+    return Deployment(deploy, rollback, client, name, service, home)
 
 
 def _states(run: Any) -> dict[str, str]:

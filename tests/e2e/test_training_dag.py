@@ -9,7 +9,7 @@ import pendulum
 import pytest
 from mlflow import MlflowClient
 
-from tests.dags.helpers import load_dags
+from tests.dags.helpers import for_dag_test, load_dags
 
 pytestmark = pytest.mark.e2e
 ROWS = 10_000
@@ -25,7 +25,7 @@ def training_dag(
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", tracking)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the tasks must get it from the connection
-    dag = load_dags(monkeypatch, "local")["mlops_training"]
+    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_training"])
     monkeypatch.delenv("MLOPS_RUNNER")
     return dag, MlflowClient(tracking), load_settings().model_name
 
@@ -79,7 +79,8 @@ def test_training_dag_registers_a_challenger_once(training_dag: tuple[Any, Mlflo
             select(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
             .where(
-                AssetModel.uri == "mlops://churn/challenger", AssetEvent.source_run_id == run.run_id
+                AssetModel.uri == f"mlops://{model_name}/challenger",
+                AssetEvent.source_run_id == run.run_id,
             )
         ).all()
         assert len(events) == 1, "register must announce the new challenger as an asset event"

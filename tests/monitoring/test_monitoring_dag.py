@@ -15,7 +15,7 @@ import pytest
 
 from mlops_steps.schema import FEATURE_NAMES, ID_COLUMN
 from mlops_steps.synthetic import generate_churn
-from tests.dags.helpers import load_dags
+from tests.dags.helpers import for_dag_test, load_dags
 from tests.monitoring.conftest import Champion
 from tests.monitoring.helpers import score, write_log
 from tests.service_process import Service
@@ -23,14 +23,6 @@ from tests.service_process import Service
 pytestmark = pytest.mark.e2e
 ADMIN_TOKEN = "monitoring-admin-token-0123456789abcdef"
 DRIFT_URI = "mlops://churn/drift-detected"
-
-
-def _without_deadlines(dag: Any) -> Any:
-    """Airflow 3.3.2's dag.test() crashes when a run of a DAG with DeadlineAlerts *succeeds*:
-    DagRun.update_state looks the in-memory serialized alerts up as database ids ('dict' object
-    has no attribute 'hex'). Deadlines are tested with a live scheduler in test_alerts_live."""
-    dag.deadline = None
-    return dag
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def monitoring_dag(
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", mlflow_server)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the task must get it from the connection
     monkeypatch.setenv("MLOPS_PREDICTION_LOG", str(log_dir))
-    dag = _without_deadlines(load_dags(monkeypatch, "local")["mlops_monitoring"])
+    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_monitoring"])
     monkeypatch.delenv("MLOPS_RUNNER")
     yield dag, log_dir
     _set_training_paused(True)
@@ -197,7 +189,7 @@ def test_no_champion_skips_the_run(
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", tracking)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setenv("MLOPS_PREDICTION_LOG", str(tmp_path / "predictions"))
-    dag = _without_deadlines(load_dags(monkeypatch, "local")["mlops_monitoring"])
+    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_monitoring"])
     monkeypatch.delenv("MLOPS_RUNNER")
     run = dag.test(logical_date=pendulum.datetime(2026, 11, 21, 8, 15, tz="UTC"))
     assert str(run.state) == "success", _states(run)
