@@ -16,8 +16,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
+from mlops_provider.defaults import task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
-from mlops_provider.notifications.notifier import approval_notifier, task_failure_notifier
+from mlops_provider.notifications.notifier import approval_notifier
 from mlops_provider.operators.approval import CandidateApprovalOperator
 from mlops_provider.operators.outcome import ReleaseRolledBackOperator
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
@@ -94,14 +95,7 @@ with DAG(
     ],
     tags=["mlops", "deployment", model],
     user_defined_macros=STEP_MACROS,
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=20),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=5),
-        "on_failure_callback": task_failure_notifier(),
-    },
+    default_args=task_defaults(retry_delay=timedelta(seconds=20)),
     params={
         "version": Param(
             "",

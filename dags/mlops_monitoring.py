@@ -23,8 +23,8 @@ import pendulum
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from mlops_provider.defaults import task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
-from mlops_provider.notifications.notifier import task_failure_notifier
 from mlops_provider.operators.step import STEP_MACROS, pipeline_step, step_operator
 from mlops_steps.config import get_settings
 from mlops_steps.spec import Resources
@@ -67,14 +67,7 @@ with DAG(
     ],
     tags=["mlops", "monitoring", model],
     user_defined_macros=STEP_MACROS,
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=5),
-        "on_failure_callback": task_failure_notifier(),
-    },
+    default_args=task_defaults(),
     params={
         "window_hours": Param(
             1,

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, Param
 
+from mlops_provider.defaults import task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
-from mlops_provider.notifications.notifier import task_failure_notifier
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
 from mlops_steps.config import get_settings
 
@@ -38,13 +38,7 @@ with DAG(
     ],
     tags=["mlops", "deployment", model],
     user_defined_macros=STEP_MACROS,
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=20),
-        "retry_exponential_backoff": True,
-        "on_failure_callback": task_failure_notifier(),
-    },
+    default_args=task_defaults(retry_delay=timedelta(seconds=20)),
     params={
         "reason": Param(
             type="string",

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
+from mlops_provider.defaults import task_defaults
 from mlops_provider.notifications.deadlines import param_deadline
-from mlops_provider.notifications.notifier import task_failure_notifier
 from mlops_provider.operators.step import PARTITION_KEY, STEP_MACROS, pipeline_step, step_operator
 from mlops_steps.config import get_settings
 from mlops_steps.spec import Resources
@@ -50,14 +50,7 @@ with DAG(
     ],
     tags=["mlops", "training", settings.model_name],
     user_defined_macros=STEP_MACROS,
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-        "on_failure_callback": task_failure_notifier(),
-    },
+    default_args=task_defaults(max_retry_delay=timedelta(minutes=10)),
     params={
         "source_uri": Param(
             "synthetic://churn",

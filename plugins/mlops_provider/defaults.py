@@ -1,0 +1,25 @@
+"""What every task of every pipeline DAG shares: retries and one alert when it fails for good."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from mlops_provider.notifications.notifier import task_failure_notifier
+
+
+def task_defaults(
+    *,
+    retry_delay: timedelta = timedelta(seconds=30),
+    max_retry_delay: timedelta = timedelta(minutes=5),
+) -> dict[str, Any]:
+    """``default_args``: two retries with exponential back-off (a crashed step is worth
+    retrying; a rejected one fails without retry), and the failure alert after the last try."""
+    return {
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": retry_delay,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": max_retry_delay,
+        "on_failure_callback": task_failure_notifier(),
+    }
