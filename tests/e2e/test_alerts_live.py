@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +33,13 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 ALERT_DAGS = Path(__file__).parent / "alert_dags" / "alert_dags.py"
+DAG_IDS = (
+    "alerts_retry_then_fail",
+    "alerts_queued_deadline",
+    "alerts_param_deadline",
+    "alerts_next_run_due",
+    "alerts_approval",
+)
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 WEBHOOK_TOKEN = "live-test-token-" + secrets.token_hex(8)
 
@@ -49,8 +57,10 @@ class LiveAirflow:
         headers = {"Authorization": f"Bearer {self.token}"}
         return requests.request(method, self.base_url + path, headers=headers, timeout=30, **kwargs)
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        body = {"logical_date": None, "conf": conf or {}}
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None
+    ) -> str:
+        body = {"logical_date": logical_date, "conf": conf or {}}
         response = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         assert response.status_code == 200, response.text
         return str(response.json()["dag_run_id"])
@@ -135,6 +145,10 @@ def live_airflow(tmp_path: Path) -> Iterator[LiveAirflow]:
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # Log servers of the scheduler and triggerer (8793/8794 by default): free ports, so
+                # another local Airflow does not collide with this one.
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "MLOPS_HOME": str(mlops_home),
                 "MLOPS_ALERT_CHANNELS": "file,webhook",
@@ -179,8 +193,8 @@ def live_airflow(tmp_path: Path) -> Iterator[LiveAirflow]:
             _wait(
                 "the test DAGs to be parsed",
                 lambda: (
-                    live.api("GET", "/api/v2/dags?dag_id_pattern=alerts_").json()["total_entries"]
-                    == 4
+                    {d["dag_id"] for d in live.api("GET", "/api/v2/dags").json()["dags"]}
+                    == set(DAG_IDS)
                 ),
                 120,
                 logs,
@@ -199,6 +213,10 @@ def test_failures_approvals_and_deadlines_alert_once_each(live_airflow: LiveAirf
         # Param default 60 min; this run's conf makes it 3 s.
         "alerts_param_deadline": live.trigger("alerts_param_deadline", {"deadline_minutes": 0.05}),
         "alerts_approval": live.trigger("alerts_approval"),
+        # A "scheduled" run: its deadline counts from the logical date.
+        "alerts_next_run_due": live.trigger(
+            "alerts_next_run_due", logical_date=datetime.now(UTC).isoformat()
+        ),
     }
 
     def of(dag_id: str, kind: str) -> list[dict[str, Any]]:
@@ -209,7 +227,11 @@ def test_failures_approvals_and_deadlines_alert_once_each(live_airflow: LiveAirf
         ]
 
     # A missed deadline alerts from the triggerer while the run is still going.
-    for dag_id, name in (("alerts_queued_deadline", "tiny"), ("alerts_param_deadline", "param")):
+    for dag_id, name in (
+        ("alerts_queued_deadline", "tiny"),
+        ("alerts_param_deadline", "param"),
+        ("alerts_next_run_due", "next_due"),
+    ):
         (alert,) = _wait(f"{dag_id}'s deadline alert", lambda d=dag_id: of(d, "deadline_missed"),
                          90, logs)  # fmt: skip
         assert alert["details"]["deadline"] == name
@@ -247,7 +269,7 @@ def test_failures_approvals_and_deadlines_alert_once_each(live_airflow: LiveAirf
 
     # Every alert went to both channels, once: the webhook got the same records, with the token.
     records = live.alerts()
-    assert len(records) == len({a["alert_id"] for a in records}) == 4
+    assert len(records) == len({a["alert_id"] for a in records}) == 5
     received = {r.json()["alert_id"]: r for r in live.webhook.requests}
     assert set(received) == {a["alert_id"] for a in records}
     for request in received.values():

@@ -220,7 +220,7 @@ class EmailChannel:
         msg["Subject"] = f"[airflow-mlops] {alert.title}"
         msg["From"] = sender
         msg["To"] = ", ".join(recipients)
-        msg["Message-ID"] = make_msgid(idstring=alert.alert_id)
+        msg["Message-ID"] = make_msgid(idstring=alert.alert_id, domain="airflow-mlops")  # no DNS
         msg["X-Mlops-Alert-Id"] = alert.alert_id
         msg["X-Mlops-Alert-Kind"] = alert.kind
         msg.set_content(alert.text())

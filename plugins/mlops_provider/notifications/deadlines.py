@@ -126,3 +126,15 @@ def param_deadline(name: str, param: str, default_minutes: float, message: str) 
         callback=_callback(name, message, None),
         name=name,
     )
+
+
+def before_next_run(name: str, period: timedelta, message: str) -> DeadlineAlert:
+    """Alert when a scheduled run is not finished when the next one is due (its logical date
+    plus the schedule's period). Runs without a logical date (manual, asset-triggered) get no
+    deadline from this: Airflow skips it with a warning."""
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=period,
+        callback=_callback(name, message, None),
+        name=name,
+    )

@@ -11,7 +11,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Param, task
 
-from mlops_provider.notifications.deadlines import param_deadline, queued_deadline
+from mlops_provider.notifications.deadlines import before_next_run, param_deadline, queued_deadline
 from mlops_provider.notifications.notifier import approval_notifier, task_failure_notifier
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -55,6 +55,15 @@ with DAG(
     default_args=ALERTING,
     params={"deadline_minutes": Param(60, type="number", exclusiveMinimum=0)},
     deadline=[param_deadline("param", "deadline_minutes", 60, "set by the run's Param")],
+):
+    sleep_for(25)
+
+with DAG(
+    "alerts_next_run_due",
+    schedule=None,
+    start_date=START,
+    default_args=ALERTING,
+    deadline=[before_next_run("next_due", timedelta(seconds=3), "the next run is due")],
 ):
     sleep_for(25)
 
