@@ -2,6 +2,8 @@
 
 ``ingest`` rejects it (exit 2, no retry), the run fails, and its failure callback writes exactly
 one alert naming the DAG, task, run and log URL; the tasks it blocks (upstream_failed) add none.
+The DAG keeps its DeadlineAlerts (unlike tests/dags/helpers.for_dag_test): the Airflow 3.3.2
+dag.test() crash is on a *successful* run, and here run creation evaluates the Param deadline.
 """
 
 from __future__ import annotations
