@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -134,8 +134,35 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
+class _ServedFake:
+    """A fake API served on loopback while in its ``with`` block; subclasses define ``handle``."""
+
+    server: LoopbackServer | None = None
+
+    def handle(self, request: Recorded) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.server = LoopbackServer(self.handle).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.__exit__(*exc)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def take(self) -> list[Recorded]:
+        """The requests so far (and forget them)."""
+        assert self.server is not None
+        return self.server.take()
+
+
 @dataclass
-class FakeKubernetes:
+class FakeKubernetes(_ServedFake):
     """Deployments (with a controller that converges their status at once, unless told not to),
     Jobs (which follow a per-Job script of statuses), pods and pod logs of one namespace."""
 
@@ -152,24 +179,6 @@ class FakeKubernetes:
         ]
     )
     _job_reads: dict[str, Iterator[dict[str, Any]]] = field(default_factory=dict)
-    server: LoopbackServer | None = None
-
-    def __enter__(self) -> FakeKubernetes:
-        self.server = LoopbackServer(self.handle).__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.__exit__(*exc)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
-
-    def take(self) -> list[Recorded]:
-        assert self.server is not None
-        return self.server.take()
 
     def add_deployment(self, manifest: dict[str, Any], ready: bool = True) -> None:
         deployment = copy.deepcopy(manifest)
@@ -283,7 +292,7 @@ class FakeKubernetes:
 
 
 @dataclass
-class FakeGitHub:
+class FakeGitHub(_ServedFake):
     """``workflow_dispatch`` of one workflow and its runs. A dispatched run is listed from the
     second listing on (GitHub takes a moment), then goes queued → in_progress → completed with
     ``conclusion`` on successive reads; ``never_completes`` keeps it running."""
@@ -295,20 +304,6 @@ class FakeGitHub:
     fail_next: list[int] = field(default_factory=list)  # status codes to answer first
     runs: list[dict[str, Any]] = field(default_factory=list)
     _hidden: list[dict[str, Any]] = field(default_factory=list)
-    server: LoopbackServer | None = None
-
-    def __enter__(self) -> FakeGitHub:
-        self.server = LoopbackServer(self.handle).__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.__exit__(*exc)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return self.server.url
 
     @property
     def workflow_path(self) -> str:
@@ -317,10 +312,6 @@ class FakeGitHub:
     @property
     def dispatch_url(self) -> str:
         return f"{self.url}{self.workflow_path}/dispatches"
-
-    def take(self) -> list[Recorded]:
-        assert self.server is not None
-        return self.server.take()
 
     def add_run(self, title: str, status: str, conclusion: str | None) -> dict[str, Any]:
         run = {
