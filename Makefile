@@ -1,4 +1,4 @@
-# airflow-mlops: `make demo` runs the training pipeline end to end; `make test` runs every check.
+# airflow-mlops: `make demo` runs the whole model lifecycle for real; `make test` runs every check.
 # Both install what they need first (a virtualenv in .venv from the pinned requirement files).
 
 PYTHON_BIN ?= $(shell command -v python3.11 || command -v python3)
@@ -9,8 +9,8 @@ STAMP      := $(VENV)/.installed
 REQS       := requirements.txt requirements-task.txt serving/requirements.txt requirements-dev.txt \
               constraints.txt pyproject.toml
 
-.PHONY: install demo test lint format typecheck pytest mlflow mlflow-stop serve register-webhook \
-        bench bench-serving bench-monitoring clean lock
+.PHONY: install demo up down train test lint format typecheck pytest mlflow mlflow-stop serve \
+        register-webhook bench bench-serving bench-monitoring clean lock
 
 install: $(STAMP)
 
@@ -23,8 +23,20 @@ $(STAMP): $(REQS)
 	$(VENV)/bin/uv pip install --python $(PY) --quiet --no-deps -e .
 	touch $(STAMP)
 
-## The main job: a local MLflow server + a real Airflow run of the training DAG.
+## The main job: MLflow, Airflow and the model service on loopback; train, approve, canary,
+## promote, a rejected drifted model, drift detected in served traffic, retraining; then stop.
 demo: install
+	$(PY) scripts/lifecycle.py $(ARGS)
+
+## The same, left running to explore the UIs; `make down` stops it.
+up: install
+	$(PY) scripts/lifecycle.py --keep-running $(ARGS)
+
+down:
+	$(PY) scripts/lifecycle.py --stop
+
+## Only the training DAG, through dag.test() (no scheduler): ~1 minute.
+train: install
 	$(PY) scripts/run_training.py $(ARGS)
 
 ## Every check CI runs: lint, format, types, then the test suite.

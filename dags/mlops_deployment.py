@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
+from airflow.sdk import DAG, Asset, Param, chain
 
-from mlops_provider.defaults import task_defaults
+from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
 from mlops_provider.notifications.notifier import approval_notifier
 from mlops_provider.operators.approval import CandidateApprovalOperator
@@ -68,10 +68,7 @@ with DAG(
     dag_id="mlops_deployment",
     description="Approve, canary, analyse and promote (or roll back) the churn challenger.",
     doc_md=__doc__,
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("*/30 * * * *", timezone="UTC"),
-        assets=(CHALLENGER_REGISTERED | REGISTRY_EVENT),
-    ),
+    schedule=cron_or_assets(settings.schedules.deployment_reconcile, (CHALLENGER_REGISTERED | REGISTRY_EVENT)),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

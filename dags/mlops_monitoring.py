@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from mlops_provider.defaults import task_defaults
+from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
 from mlops_provider.operators.step import STEP_MACROS, pipeline_step, step_operator
 from mlops_steps.config import get_settings
@@ -53,7 +53,7 @@ with DAG(
     dag_id="mlops_monitoring",
     description="Hourly drift and performance check of the serving champion.",
     doc_md=__doc__,
-    schedule=CronTriggerTimetable("15 * * * *", timezone="UTC"),
+    schedule=cron_or_assets(settings.schedules.monitoring),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
+from airflow.sdk import DAG, Asset, Param, chain
 
-from mlops_provider.defaults import task_defaults
+from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import param_deadline
 from mlops_provider.operators.step import PARTITION_KEY, STEP_MACROS, pipeline_step, step_operator
 from mlops_steps.config import get_settings
@@ -32,10 +32,7 @@ with DAG(
     dag_id="mlops_training",
     description="Ingest, validate, train, evaluate, gate and register a churn challenger.",
     doc_md=__doc__,
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"),
-        assets=(TRAINING_DATA | DRIFT_DETECTED),
-    ),
+    schedule=cron_or_assets(settings.schedules.training, (TRAINING_DATA | DRIFT_DETECTED)),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -7,10 +7,7 @@ free port through the same :func:`start_server`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +15,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from processes import free_port, stop_process_groups
+
+__all__ = ["MlflowServer", "free_port", "is_healthy", "start_server", "stop_pid"]
 
 STARTUP_TIMEOUT_S = 180.0
 #: Seconds the server caches its webhook list per event (MLflow's default is 60 s, so a webhook
@@ -30,12 +31,6 @@ class MlflowServer:
     url: str
     pid: int
     log_path: Path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def is_healthy(url: str, timeout: float = 2.0) -> bool:
@@ -102,19 +97,7 @@ def start_server(home: Path, port: int, *, python: str = sys.executable) -> Mlfl
 
 def stop_pid(pid: int, timeout: float = 20.0) -> None:
     """Stop the server's process group (uvicorn/gunicorn workers included) by its own PID."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    stop_process_groups([pid], timeout)
 
 
 def main() -> int:

@@ -21,6 +21,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
 
+# Settings a developer's shell (or `make up`) may export must not leak into the suite.
+for leaked in [k for k in os.environ if k.startswith(("MLOPS_", "AIRFLOW_VAR_MLOPS_"))]:
+    os.environ.pop(leaked)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_SESSION_DIR / "airflow"),
@@ -36,13 +39,7 @@ os.environ.update(
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
 )
-for leaked in (
-    "MLOPS_RUNNER",
-    "AIRFLOW_VAR_MLOPS_RUNNER",
-    "MLFLOW_TRACKING_URI",
-    "MLOPS_DATA_ROOT",
-):
-    os.environ.pop(leaked, None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 # The approver's password where SimpleAuthManager reads it (it only generates missing ones).
 (Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated").write_text(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -393,8 +394,20 @@ def _add_release_verbs(verb: Callable[..., Any], settings: Settings) -> None:
     restore.add_argument("--reason", default="")
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: XComs go through Airflow's API server (and the
+    pod's return.json through the KPO sidecar) as strict JSON, which has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def emit_result(result: dict[str, Any]) -> None:
-    payload = json.dumps(result, sort_keys=True, default=str)
+    payload = json.dumps(strict_json(result), sort_keys=True, default=str, allow_nan=False)
     if KUBERNETES_XCOM_DIR.is_dir():
         (KUBERNETES_XCOM_DIR / "return.json").write_text(payload)
     sys.stdout.write(f"{RESULT_MARKER}{payload}\n")

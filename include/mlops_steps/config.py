@@ -36,14 +36,30 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable and the fix."""
 
 
-def _env_str(name: str, default: str) -> str:
+def _lookup(name: str) -> tuple[str, str]:
+    """``MLOPS_X`` from the environment, else the Airflow Variable ``mlops_x`` set through the
+    environment (``AIRFLOW_VAR_MLOPS_X``): the one Variable form the DAG processor reads without
+    a metadata-database query per parse, and the form a task pod receives. Returns the name the
+    value came from (for error messages) and the value ("" when unset)."""
     value = os.environ.get(name, "").strip()
-    return value or default
+    if not value and name.startswith("MLOPS_"):
+        variable = f"AIRFLOW_VAR_{name}"
+        if os.environ.get(variable, "").strip():
+            return variable, os.environ[variable].strip()
+    return name, value
+
+
+def _raw(name: str) -> str:
+    return _lookup(name)[1]
+
+
+def _env_str(name: str, default: str) -> str:
+    return _raw(name) or default
 
 
 def _env_number(name: str, default: _Number) -> _Number:
     """An int or float setting (the type of ``default``), with an error naming the variable."""
-    raw = os.environ.get(name, "").strip()
+    name, raw = _lookup(name)
     if not raw:
         return default
     try:
@@ -85,6 +101,7 @@ class ImageBuildSettings:
 
     builder: ImageBuilder = "bundle"
     serving_image: str = "ghcr.io/airflow-mlops/serving"  # repository; the tag is per version
+    ci_conn_id: str = "ci_build"  # local runner: the CI token is this connection's password
     # CI backend (a workflow dispatch): the endpoint and poll cadence; the token is MLOPS_CI_TOKEN.
     ci_dispatch_url: str = ""
     ci_ref: str = "main"
@@ -104,6 +121,7 @@ class DeploySettings:
 
     target: DeployTargetKind = "service"
     service_url: str = "http://127.0.0.1:8000"  # the service's admin API (target "service")
+    serving_conn_id: str = "mlops_serving"  # local runner: the admin token is its password
     # Kubernetes target: the stable and canary Deployments of serving/k8s/ (split by replicas).
     stable_deployment: str = "churn-serving-stable"
     canary_deployment: str = "churn-serving-canary"
@@ -132,6 +150,16 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    """Time-based runs (UTC cron, or None for none) beside the asset events that also start
+    the DAGs; the local lifecycle demo turns them off so its story runs in order."""
+
+    training: str | None = "0 4 * * 1"  # weekly retraining, on top of new-data and drift events
+    monitoring: str | None = "15 * * * *"  # hourly, once the service's last flushes landed
+    deployment_reconcile: str | None = "*/30 * * * *"  # catches registry webhooks that were lost
+
+
+@dataclass(frozen=True)
 class Settings:
     """All pipeline settings. Build with :func:`load_settings`, read with :func:`get_settings`."""
 
@@ -141,6 +169,7 @@ class Settings:
     model_name: str = "churn"
     experiment_name: str = "churn-training"
     mlflow_conn_id: str = "mlflow_default"
+    aws_conn_id: str = "aws_default"  # local runner: S3 keys (login/password) for s3:// URIs
     default_rows: int = 50_000
     default_seed: int = 42
     min_rows: int = 1_000
@@ -149,6 +178,7 @@ class Settings:
     image_build: ImageBuildSettings = field(default_factory=ImageBuildSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
     # Monitoring: the service's prediction log (a directory or s3://bucket/prefix; load_settings
     # defaults it to $MLOPS_HOME/predictions, where `make serve` writes) and the MLflow experiment
     # holding one run per monitored window (default "<model>-monitoring").
@@ -187,7 +217,8 @@ class Settings:
 
 
 def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
-    raw = os.environ.get(name, "").strip() or default
+    name, raw = _lookup(name)
+    raw = raw or default
     for choice in choices:
         if raw == choice:
             return choice
@@ -196,7 +227,7 @@ def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _C
 
 def _alert_channels_from_env() -> tuple[AlertChannel, ...]:
     """``MLOPS_ALERT_CHANNELS``: a comma-separated subset of file, slack, email, webhook."""
-    raw = os.environ.get("MLOPS_ALERT_CHANNELS", "").strip()
+    raw = _raw("MLOPS_ALERT_CHANNELS")
     if not raw:
         return AlertSettings.channels
     channels: list[AlertChannel] = []
@@ -212,12 +243,19 @@ def _alert_channels_from_env() -> tuple[AlertChannel, ...]:
     return tuple(channels)
 
 
-def _runner_from_env() -> RunnerMode:
-    # AIRFLOW_VAR_MLOPS_RUNNER is how an Airflow Variable is set through the environment, which
-    # is the only form the DAG processor can read without a metadata-database query per parse.
-    if os.environ.get("MLOPS_RUNNER", "").strip():
-        return _env_choice("MLOPS_RUNNER", RUNNER_MODES, "local")
-    return _env_choice("AIRFLOW_VAR_MLOPS_RUNNER", RUNNER_MODES, "local")
+def _env_schedule(name: str, default: str | None) -> str | None:
+    """A cron expression, or ``off`` (also ``none``) for no time-based runs."""
+    name, raw = _lookup(name)
+    if not raw:
+        return default
+    if raw.lower() in {"off", "none"}:
+        return None
+    if len(raw.split()) not in {5, 6} and not raw.startswith("@"):
+        raise ConfigError(
+            f"{name}={raw!r} is not a cron expression; set e.g. {name}='{default or '0 4 * * 1'}' "
+            "or 'off'"
+        )
+    return raw
 
 
 def load_settings() -> Settings:
@@ -247,6 +285,7 @@ def load_settings() -> Settings:
     image_build = ImageBuildSettings(
         builder=_env_choice("MLOPS_IMAGE_BUILDER", IMAGE_BUILDERS, build_defaults.builder),
         serving_image=_env_str("MLOPS_SERVING_IMAGE", build_defaults.serving_image),
+        ci_conn_id=_env_str("MLOPS_CI_CONN_ID", build_defaults.ci_conn_id),
         ci_dispatch_url=_env_str("MLOPS_CI_DISPATCH_URL", build_defaults.ci_dispatch_url),
         ci_ref=_env_str("MLOPS_CI_REF", build_defaults.ci_ref),
         ci_poll_interval_s=_env_number(
@@ -261,6 +300,7 @@ def load_settings() -> Settings:
     deploy = DeploySettings(
         target=_env_choice("MLOPS_DEPLOY_TARGET", DEPLOY_TARGETS, deploy_defaults.target),
         service_url=_env_str("MLOPS_SERVICE_URL", deploy_defaults.service_url).rstrip("/"),
+        serving_conn_id=_env_str("MLOPS_SERVING_CONN_ID", deploy_defaults.serving_conn_id),
         stable_deployment=_env_str("MLOPS_STABLE_DEPLOYMENT", deploy_defaults.stable_deployment),
         canary_deployment=_env_str("MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment),
         stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
@@ -289,14 +329,23 @@ def load_settings() -> Settings:
             "MLOPS_ROLLBACK_DEADLINE_MINUTES", alert_defaults.rollback_deadline_minutes
         ),
     )
+    schedule_defaults = ScheduleSettings()
+    schedules = ScheduleSettings(
+        training=_env_schedule("MLOPS_TRAINING_SCHEDULE", schedule_defaults.training),
+        monitoring=_env_schedule("MLOPS_MONITORING_SCHEDULE", schedule_defaults.monitoring),
+        deployment_reconcile=_env_schedule(
+            "MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE", schedule_defaults.deployment_reconcile
+        ),
+    )
     model_name = _env_str("MLOPS_MODEL_NAME", Settings.model_name)
     return Settings(
         home=home,
         data_root=data_root,
-        runner=_runner_from_env(),
+        runner=_env_choice("MLOPS_RUNNER", RUNNER_MODES, Settings.runner),
         model_name=model_name,
         experiment_name=_env_str("MLOPS_EXPERIMENT", Settings.experiment_name),
         mlflow_conn_id=_env_str("MLOPS_MLFLOW_CONN_ID", Settings.mlflow_conn_id),
+        aws_conn_id=_env_str("MLOPS_AWS_CONN_ID", Settings.aws_conn_id),
         default_rows=_env_number("MLOPS_DEFAULT_ROWS", Settings.default_rows),
         default_seed=_env_number("MLOPS_DEFAULT_SEED", Settings.default_seed),
         min_rows=_env_number("MLOPS_MIN_ROWS", Settings.min_rows),
@@ -305,6 +354,7 @@ def load_settings() -> Settings:
         image_build=image_build,
         deploy=deploy,
         alerts=alerts,
+        schedules=schedules,
         prediction_log=_env_str("MLOPS_PREDICTION_LOG", str(home / "predictions")),
         monitoring_experiment=_env_str("MLOPS_MONITORING_EXPERIMENT", f"{model_name}-monitoring"),
     )

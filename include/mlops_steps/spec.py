@@ -20,12 +20,16 @@ class SecretEnv:
     """An environment variable whose value is a secret.
 
     In Kubernetes mode it is a ``secretKeyRef`` to ``secret``/``key`` (the value never appears in
-    the pod spec); in local mode the worker's own environment variable of that name supplies it.
+    the pod spec); in local mode the worker's own environment variable of that name supplies it,
+    else ``field`` (login, password, host or ``extra.<key>``) of the Airflow connection
+    ``connection``. Every secret is optional: absent, the variable is simply not set.
     """
 
     env: str
     secret: str
     key: str
+    connection: str = ""
+    field: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,3 +23,14 @@ def task_defaults(
         "max_retry_delay": max_retry_delay,
         "on_failure_callback": task_failure_notifier(),
     }
+
+
+def cron_or_assets(cron: str | None, assets: Any = None) -> Any:
+    """A DAG ``schedule``: the cron (UTC) or the asset condition, whichever comes first; only
+    the assets when the cron is off (``MLOPS_*_SCHEDULE=off``); None when both are absent."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    if cron is None:
+        return assets
+    timetable = CronTriggerTimetable(cron, timezone="UTC")
+    return timetable if assets is None else AssetOrTimeSchedule(timetable=timetable, assets=assets)

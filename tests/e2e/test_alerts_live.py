@@ -3,7 +3,8 @@ processes on loopback (SQLite, LocalExecutor), a temporary AIRFLOW_HOME and a DA
 only tests/e2e/alert_dags/. Deadline callbacks run where they run in production: the scheduler
 marks the deadline missed, the triggerer awaits the callback.
 
-One test, because starting the four processes is most of its cost (~30-60 s here).
+One test, because starting the four processes is most of its cost (~30-60 s here). The processes
+are started by the same harness as the lifecycle demo (scripts/local_airflow.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,7 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,8 +22,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import requests
 
+from local_airflow import ApiError, LiveAirflow
+from processes import free_port, wait_for
 from tests.alert_receivers import HttpReceiver, http_receiver
 
 pytestmark = pytest.mark.e2e
@@ -40,35 +38,35 @@ DAG_IDS = (
     "alerts_next_run_due",
     "alerts_approval",
 )
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 WEBHOOK_TOKEN = "live-test-token-" + secrets.token_hex(8)
 
 
 @dataclass
-class LiveAirflow:
-    base_url: str
-    home: Path
+class Live:
+    airflow: LiveAirflow
     alerts_file: Path
     webhook: HttpReceiver
-    logs: Path
-    token: str = ""
 
-    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return requests.request(method, self.base_url + path, headers=headers, timeout=30, **kwargs)
+    @property
+    def base_url(self) -> str:
+        return self.airflow.base_url
+
+    @property
+    def home(self) -> Path:
+        return self.airflow.home
+
+    @property
+    def logs(self) -> Path:
+        return self.airflow.logs
 
     def trigger(
         self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None
     ) -> str:
         body = {"logical_date": logical_date, "conf": conf or {}}
-        response = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
-        assert response.status_code == 200, response.text
-        return str(response.json()["dag_run_id"])
+        return str(self.airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"])
 
     def run_state(self, dag_id: str, run_id: str) -> str:
-        response = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-        response.raise_for_status()
-        return str(response.json()["state"])
+        return str(self.airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
     def alerts(self) -> list[dict[str, Any]]:
         if not self.alerts_file.exists():
@@ -82,129 +80,49 @@ class LiveAirflow:
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, logs: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except (requests.RequestException, sqlite3.Error):
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    tails = "\n".join(
-        f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs.glob("*.log")
-    )
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each component's own process group (it and its workers), then SIGKILL."""
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    end = time.monotonic() + 20
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    return wait_for(what, check, timeout, logs, errors=(OSError, ApiError, sqlite3.Error))
 
 
 @pytest.fixture
-def live_airflow(tmp_path: Path) -> Iterator[LiveAirflow]:
-    from mlflow_server import free_port
-
-    home, dags, logs, mlops_home = (tmp_path / d for d in ("airflow", "dags", "logs", "mlops"))
-    for directory in (home, dags, logs):
-        directory.mkdir()
+def live_airflow(tmp_path: Path) -> Iterator[Live]:
+    dags, mlops_home = tmp_path / "dags", tmp_path / "mlops"
+    dags.mkdir()
     shutil.copy(ALERT_DAGS, dags / ALERT_DAGS.name)
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    password = secrets.token_urlsafe(12)
-    (home / "simple_auth_manager_passwords.json.generated").write_text(
-        json.dumps({"admin": password})
-    )
     with http_receiver() as webhook:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_"))}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(home),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "8",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
-                "AIRFLOW__API__BASE_URL": base_url,
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(port),
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-                # Log servers of the scheduler and triggerer (8793/8794 by default): free ports, so
-                # another local Airflow does not collide with this one.
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_"))}
+        airflow = LiveAirflow.configure(
+            tmp_path / "airflow",
+            dags_folder=dags,
+            port=free_port(),
+            users={"admin": "admin"},
+            base_env=base_env,
+            extra_env={
                 "MLOPS_HOME": str(mlops_home),
                 "MLOPS_ALERT_CHANNELS": "file,webhook",
                 "AIRFLOW_CONN_ALERTS_WEBHOOK": json.dumps(
                     {"conn_type": "http", "host": f"{webhook.url}/hook", "password": WEBHOOK_TOKEN}
                 ),
-            }
+            },
         )
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        processes: list[subprocess.Popen[bytes]] = []
+        airflow.migrate()
         try:
-            for component in COMPONENTS:
-                with (logs / f"{component}.log").open("wb") as out:
-                    processes.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", "airflow", component],
-                            env=env,
-                            stdout=out,
-                            stderr=subprocess.STDOUT,
-                            start_new_session=True,  # its own group: stopped with its workers
-                        )
-                    )
-            live = LiveAirflow(
-                base_url, home, mlops_home / "alerts" / "alerts.jsonl", webhook, logs
-            )
-
-            def token() -> str:
-                response = requests.post(
-                    f"{base_url}/auth/token",
-                    json={"username": "admin", "password": password},
-                    timeout=10,
-                )
-                return str(response.json()["access_token"]) if response.ok else ""
-
-            live.token = _wait("the API server", token, 120, logs)
+            airflow.start()
+            airflow.wait_until_up(120)
             _wait(
                 "the test DAGs to be parsed",
                 lambda: (
-                    {d["dag_id"] for d in live.api("GET", "/api/v2/dags").json()["dags"]}
+                    {d["dag_id"] for d in airflow.api("GET", "/api/v2/dags")["dags"]}
                     == set(DAG_IDS)
                 ),
                 120,
-                logs,
+                airflow.logs,
             )
-            yield live
+            yield Live(airflow, mlops_home / "alerts" / "alerts.jsonl", webhook)
         finally:
-            _stop(processes)
+            airflow.stop()
 
 
-def test_failures_approvals_and_deadlines_alert_once_each(live_airflow: LiveAirflow) -> None:
+def test_failures_approvals_and_deadlines_alert_once_each(live_airflow: Live) -> None:
     live = live_airflow
     logs = live.logs
     runs = {

@@ -25,6 +25,34 @@ def test_runner_and_numbers_are_validated(monkeypatch: pytest.MonkeyPatch) -> No
         load_settings()
 
 
+def test_every_setting_can_be_an_airflow_variable_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TASK_IMAGE", "registry.example.com/task:1.2.3")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MIN_AUC", "0.9")
+    monkeypatch.setenv("MLOPS_GATE_MIN_AUC", "0.85")  # MLOPS_* wins over the Variable
+    settings = load_settings()
+    assert settings.kubernetes.task_image == "registry.example.com/task:1.2.3"
+    assert settings.gate.min_auc == 0.85
+    monkeypatch.delenv("MLOPS_GATE_MIN_AUC")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MIN_AUC", "high")
+    with pytest.raises(ConfigError, match="AIRFLOW_VAR_MLOPS_GATE_MIN_AUC='high'"):
+        load_settings()
+
+
+def test_schedules_are_cron_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().schedules.training == "0 4 * * 1"
+    monkeypatch.setenv("MLOPS_TRAINING_SCHEDULE", "off")
+    monkeypatch.setenv("MLOPS_MONITORING_SCHEDULE", "*/5 * * * *")
+    schedules = load_settings().schedules
+    assert (schedules.training, schedules.monitoring) == (None, "*/5 * * * *")
+    monkeypatch.setenv("MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE", "every hour")
+    with pytest.raises(
+        ConfigError, match=r"MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE='every hour'.*'off'"
+    ):
+        load_settings()
+
+
 def test_step_result_is_the_last_stdout_line(
     mlops_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,3 +118,14 @@ def test_missing_tracking_uri_is_named(
     assert cli.main(["ingest", "--partition", "p4", "--rows", "1000"]) == 0
     assert cli.main(["train", "--partition", "p4"]) == 2
     assert "MLFLOW_TRACKING_URI: is not set" in caplog.text
+
+
+def test_results_are_strict_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """XComs travel through Airflow's API server as strict JSON: no NaN or infinity."""
+    cli.emit_result({"psi": float("nan"), "rounds": [{"p99": float("inf"), "ok": 1.5}]})
+    line = capsys.readouterr().out.strip()
+    assert json.loads(line[len(cli.RESULT_MARKER) :]) == {
+        "psi": None,
+        "rounds": [{"p99": None, "ok": 1.5}],
+    }
+    assert "NaN" not in line and "Infinity" not in line

@@ -65,13 +65,14 @@ def step_environment(settings: Settings, extra: Mapping[str, str] | None = None)
 
 
 def step_secrets(settings: Settings) -> tuple[SecretEnv, ...]:
-    """Credentials a step may need; each optional (absent keys/vars are simply not set)."""
-    k8s = settings.kubernetes
+    """Credentials a step may need; each optional (absent keys/vars are simply not set). Pods
+    get them from Kubernetes Secrets, local steps from the worker's env or Airflow connections."""
+    k8s, mlflow, aws = settings.kubernetes, settings.mlflow_conn_id, settings.aws_conn_id
     return (
-        SecretEnv("MLFLOW_TRACKING_USERNAME", k8s.mlflow_secret, "username"),
-        SecretEnv("MLFLOW_TRACKING_PASSWORD", k8s.mlflow_secret, "password"),
-        SecretEnv("AWS_ACCESS_KEY_ID", k8s.s3_secret, "access_key_id"),
-        SecretEnv("AWS_SECRET_ACCESS_KEY", k8s.s3_secret, "secret_access_key"),
+        SecretEnv("MLFLOW_TRACKING_USERNAME", k8s.mlflow_secret, "username", mlflow, "login"),
+        SecretEnv("MLFLOW_TRACKING_PASSWORD", k8s.mlflow_secret, "password", mlflow, "password"),
+        SecretEnv("AWS_ACCESS_KEY_ID", k8s.s3_secret, "access_key_id", aws, "login"),
+        SecretEnv("AWS_SECRET_ACCESS_KEY", k8s.s3_secret, "secret_access_key", aws, "password"),
     )
 
 
@@ -113,9 +114,11 @@ def release_secrets(settings: Settings) -> tuple[SecretEnv, ...]:
     k8s = settings.kubernetes
     return (
         *step_secrets(settings),
-        SecretEnv("SERVING_ADMIN_TOKEN", k8s.serving_secret, "admin_token"),
-        SecretEnv("MLOPS_CI_TOKEN", k8s.ci_secret, "token"),
-    )
+        SecretEnv("SERVING_ADMIN_TOKEN", k8s.serving_secret, "admin_token",
+                  settings.deploy.serving_conn_id, "password"),
+        SecretEnv("MLOPS_CI_TOKEN", k8s.ci_secret, "token",
+                  settings.image_build.ci_conn_id, "password"),
+    )  # fmt: skip
 
 
 def release_step(
@@ -169,6 +172,8 @@ class LocalStepOperator(BaseOperator):
 
     Output streams into the task log; the step's result line becomes the task's XCom. Exit code 2
     (bad input or a negative decision) fails the task without retries: a retry would repeat it.
+    Secrets come from the worker's environment, else from the Airflow connection field each one
+    names (``secret_connections``: variable -> (conn_id, field)); values are never logged.
     """
 
     template_fields: Sequence[str] = ("arguments", "env_vars")
@@ -181,6 +186,7 @@ class LocalStepOperator(BaseOperator):
         arguments: list[str],
         env_vars: dict[str, str],
         secret_env: Sequence[str] = (),
+        secret_connections: Mapping[str, tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -188,6 +194,7 @@ class LocalStepOperator(BaseOperator):
         self.arguments = arguments
         self.env_vars = env_vars
         self.secret_env = tuple(secret_env)
+        self.secret_connections = dict(secret_connections or {})
         self._process: subprocess.Popen[str] | None = None
 
     def process_environment(self) -> dict[str, str]:
@@ -198,6 +205,12 @@ class LocalStepOperator(BaseOperator):
         env = {k: os.environ[k] for k in LOCAL_PASSTHROUGH_ENV if k in os.environ}
         env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")])
         env.update({name: os.environ[name] for name in self.secret_env if name in os.environ})
+        for name, (conn_id, field) in self.secret_connections.items():
+            if name not in env:
+                value = connection_field(conn_id, field)
+                if value:
+                    env[name] = value
+                    self.log.info("%s: from connection %s (%s)", name, conn_id, field)
         env.update(self.env_vars)
         return env
 
@@ -244,6 +257,23 @@ class LocalStepOperator(BaseOperator):
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+def connection_field(conn_id: str, field: str) -> str | None:
+    """``login``, ``password``, ``host`` or ``extra.<key>`` of an Airflow connection; None when
+    the connection or the field is absent (every step secret is optional)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    if field.startswith("extra."):
+        value = connection.extra_dejson.get(field.removeprefix("extra."))
+    else:
+        value = getattr(connection, field, None)
+    return str(value) if value not in (None, "") else None
+
+
 def build_local_operator(spec: StepSpec, **operator_kwargs: Any) -> LocalStepOperator:
     argv = spec.argv()
     return LocalStepOperator(
@@ -252,6 +282,7 @@ def build_local_operator(spec: StepSpec, **operator_kwargs: Any) -> LocalStepOpe
         arguments=argv[1:],
         env_vars=spec.environment(),
         secret_env=[s.env for s in spec.secrets],
+        secret_connections={s.env: (s.connection, s.field) for s in spec.secrets if s.connection},
         execution_timeout=spec.timeout,
         **operator_kwargs,
     )
