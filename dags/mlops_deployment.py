@@ -68,7 +68,9 @@ with DAG(
     dag_id="mlops_deployment",
     description="Approve, canary, analyse and promote (or roll back) the churn challenger.",
     doc_md=__doc__,
-    schedule=cron_or_assets(settings.schedules.deployment_reconcile, (CHALLENGER_REGISTERED | REGISTRY_EVENT)),
+    schedule=cron_or_assets(
+        settings.schedules.deployment_reconcile, (CHALLENGER_REGISTERED | REGISTRY_EVENT)
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

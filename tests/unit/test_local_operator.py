@@ -63,3 +63,36 @@ def test_on_kill_stops_the_child(tmp_path: Path) -> None:
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert errors and "exit code -15" in str(errors[0])
+
+
+def test_secrets_come_from_the_worker_env_else_the_named_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    op = LocalStepOperator(
+        task_id="t",
+        cmds=["true"],
+        arguments=["verb"],
+        env_vars={},
+        secret_env=["MLOPS_CI_TOKEN", "SERVING_ADMIN_TOKEN", "AWS_ACCESS_KEY_ID"],
+        secret_connections={
+            "MLOPS_CI_TOKEN": ("ci_build", "password"),
+            "SERVING_ADMIN_TOKEN": ("mlops_serving", "password"),
+            "AWS_ACCESS_KEY_ID": ("aws_default", "login"),
+        },
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CI_BUILD",
+        json.dumps({"conn_type": "http", "host": "https://api.github.com", "password": "ci-x"}),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLOPS_SERVING", json.dumps({"conn_type": "http", "password": "from-conn"})
+    )
+    monkeypatch.setenv("SERVING_ADMIN_TOKEN", "from-worker-env")  # the worker's own env wins
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    env = op.process_environment()
+    assert env["MLOPS_CI_TOKEN"] == "ci-x"
+    assert env["SERVING_ADMIN_TOKEN"] == "from-worker-env"
+    assert "AWS_ACCESS_KEY_ID" not in env  # no connection: optional, simply not set
