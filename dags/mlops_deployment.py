@@ -1,12 +1,13 @@
 """Deployment: registry event -> approval -> image -> canary -> analysis -> promote or roll back.
 
 Wakes when a challenger is registered (the training DAG's asset event, or an MLflow webhook turned
-into an asset event by the bridge plugin) and every 30 minutes as a reconciliation for webhooks
-that were lost: the first task waits (deferred) for an undecided ``challenger`` and skips the run
-when there is none. Every release step is one ``mlops-step`` verb (see include/mlops_steps); the
-canary, analysis, promotion and rollback share a one-slot pool, so releases never interleave.
-Either the candidate ends up ``champion`` at 100 % of traffic, or traffic and aliases are as they
-were and the candidate is tagged with the reason. This file is wiring only.
+into an asset event by the bridge plugin) and on a reconciliation cron for webhooks that were lost
+(every 30 minutes; MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE): the first task waits (deferred) for an
+undecided ``challenger`` and skips the run when there is none. Every release step is one
+``mlops-step`` verb (see include/mlops_steps); the canary, analysis, promotion and rollback share a
+one-slot pool, so releases never interleave. Either the candidate ends up ``champion`` at 100 % of
+traffic, or traffic and aliases are as they were and the candidate is tagged with the reason.
+This file is wiring only.
 """
 
 from __future__ import annotations

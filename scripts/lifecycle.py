@@ -118,7 +118,11 @@ def start_stack(args: argparse.Namespace) -> Stack:
             "MLOPS_HOME": str(home),
             "MLOPS_RUNNER": "local",
             "MLOPS_SERVICE_URL": service_url,
-            "SERVING_ADMIN_TOKEN": admin_token,
+            # The release steps find the service's admin token where production keeps such
+            # secrets: in an Airflow connection (its password), here given as AIRFLOW_CONN_*.
+            "AIRFLOW_CONN_MLOPS_SERVING": json.dumps(
+                {"conn_type": "http", "host": service_url, "password": admin_token}
+            ),
             "MLOPS_WEBHOOK_SECRET": secrets.token_hex(32),
             # The story runs in order: no cron ticks, only the events and triggers below.
             "MLOPS_TRAINING_SCHEDULE": "off",

@@ -1,5 +1,6 @@
-"""The main job on the embedded default: a real MLflow server and a real Airflow run of the
-training DAG (``airflow dags test``), then a summary of where to look.
+"""The training DAG alone (``make train``): a real MLflow server and a real Airflow run of the
+training DAG through ``dag.test()`` (no scheduler), then a summary of where to look. The whole
+lifecycle on a running scheduler is ``make demo`` (scripts/lifecycle.py).
 
 Everything lives under ``.mlops/`` in the checkout (MLflow store, Airflow home, data partitions,
 logs). Re-running the same day reuses that day's partition and training run: nothing is registered
