@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,12 @@ import urllib.request
 from pathlib import Path
 
 from local_airflow import local_airflow_env
-from mlflow_server import free_port, is_healthy, start_server, stop_pid
+from mlflow_server import is_healthy, start_server, stop_pid
+from processes import port_or_free
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = REPO / ".mlops"
 DAG_ID = "mlops_training"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def _run_dag(env: dict[str, str], logical_date: str, conf: dict[str, object]) -> int:
@@ -121,7 +116,7 @@ def main() -> int:
     if is_healthy(url):
         print(f"==> Using the MLflow server already answering at {url}")
     else:
-        port = args.port if _port_free(args.port) else free_port()
+        port = port_or_free(args.port)
         print(f"==> Starting MLflow on 127.0.0.1:{port} (store: {HOME / 'mlflow'})", flush=True)
         server = start_server(HOME / "mlflow", port)
         url = server.url
