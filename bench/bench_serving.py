@@ -49,6 +49,8 @@ from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# `mlops-step` of this interpreter (its venv need not be on PATH)
+MLOPS_STEP = (sys.executable, "-m", "mlops_steps")
 sys.path.insert(0, str(REPO / "scripts"))
 
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
@@ -60,6 +62,10 @@ BATCH_ROWS = 10_000
 WARMUP_S = 2
 MAX_DURATION_S = 20
 WRK_TIMEOUT_S = 10  # wrk's default (2 s) would drop slow mlflow responses as "timeouts"
+# wrk on a core of its own (the last one) when there are two or more: otherwise the scheduler
+# moves it onto the server's core mid-point and the numbers measure the two fighting.
+_CPUS = os.cpu_count() or 1
+WRK_CPU = _CPUS - 1 if _CPUS > 1 and shutil.which("taskset") else None
 READY_TIMEOUT_S = 300.0
 STEPS = (
     ("ingest", "--rows", "20000"),
@@ -160,7 +166,9 @@ def _uvicorn(port: int, *app: str) -> list[str]:
 def running_server(name: str, mlflow_url: str, home: Path) -> Iterator[str]:
     """Start server ``name`` on a free loopback port, yield its URL once ready, then stop it."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url}
+    # `mlflow models serve` starts its server by name (uvicorn): this interpreter's bin first.
+    path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "PATH": path}
     if name == "service":
         command = _uvicorn(port, "--factory", "mlops_serving.app:create_app")
         env.update(
@@ -257,6 +265,8 @@ def run_wrk(url: str, body: bytes, *, connections: int, duration: int, home: Pat
     script.write_text(_WRK_LUA.format(body=json.dumps(body.decode())))
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={WRK_TIMEOUT_S}s",
                "--latency", "-s", str(script), url]  # fmt: skip
+    if WRK_CPU is not None:
+        command = ["taskset", "-c", str(WRK_CPU), *command]
     # subprocess.run kills wrk if anything (timeout, Ctrl-C, SIGTERM) interrupts the wait.
     completed = subprocess.run(
         command, check=False, capture_output=True, text=True, timeout=duration + WRK_TIMEOUT_S + 60
@@ -278,7 +288,7 @@ def train_and_register(mlflow_url: str, home: Path) -> None:
     for verb, *flags in STEPS:
         started = time.monotonic()
         step = subprocess.run(
-            ["mlops-step", "--log-level", "WARNING", verb, "--partition", "bench", *flags],
+            [*MLOPS_STEP, "--log-level", "WARNING", verb, "--partition", "bench", *flags],
             env=env, check=False, capture_output=True, text=True,
         )  # fmt: skip
         if step.returncode != 0:
@@ -357,7 +367,8 @@ def run(servers: list[str], duration: int) -> dict[str, Any]:
         "model": f"models:/{MODEL}@champion (version 1)",
         "duration_s": duration,
         "warmup_s": WARMUP_S,
-        "wrk": f"-t1 --timeout {WRK_TIMEOUT_S}s --latency",
+        "wrk": f"-t1 --timeout {WRK_TIMEOUT_S}s --latency"
+        + (f", pinned to CPU {WRK_CPU}" if WRK_CPU is not None else ""),
         "servers": servers,
         "points": {},
         "batch": {},

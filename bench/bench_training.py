@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# `mlops-step` of this interpreter (its venv need not be on PATH)
+MLOPS_STEP = (sys.executable, "-m", "mlops_steps")
 sys.path.insert(0, str(REPO / "scripts"))
 
 from local_airflow import local_airflow_env  # noqa: E402
@@ -85,7 +87,7 @@ def measure_processes(home: Path, mlflow_url: str, rows: int) -> dict[str, float
     for verb in VERBS:
         started = time.perf_counter()
         subprocess.run(
-            ["mlops-step", "--log-level", "WARNING", verb, *_step_args(verb, rows, "process")],
+            [*MLOPS_STEP, "--log-level", "WARNING", verb, *_step_args(verb, rows, "process")],
             env=env,
             check=True,
             capture_output=True,

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,7 +33,7 @@ from pydantic import BaseModel, Field
 from mlops_serving.config import ServingSettings
 from mlops_serving.metrics import ServingMetrics
 from mlops_serving.model import InvalidInput, LoadedModel, ModelLoadError, load_model
-from mlops_serving.predlog import PredictionLog
+from mlops_serving.predlog import PredictionLog, RequestBody
 
 log = logging.getLogger("mlops_serving")
 STABLE, CANARY = "stable", "canary"
@@ -50,17 +49,6 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 def _invalid(errors: list[dict[str, Any]]) -> Response:
     return _json({"detail": errors}, 422)
-
-
-def observe_many(histogram_child: Any, values: np.ndarray) -> None:
-    """Observe many values at once (prometheus_client has no bulk API; per-value calls would
-    cost more than the prediction itself on a 10k-row batch)."""
-    bounds = np.asarray(histogram_child._upper_bounds)
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    for bucket, count in zip(histogram_child._buckets, counts, strict=False):
-        if count:
-            bucket.inc(int(count))
-    histogram_child._sum.inc(float(values.sum()))
 
 
 class ServingState:
@@ -210,6 +198,7 @@ def create_app(
         settings.prediction_log,
         flush_interval=settings.prediction_log_flush_s,
         on_drop=metrics.log_dropped.inc,
+        writer="process",
     )
 
     @contextlib.asynccontextmanager
@@ -244,20 +233,20 @@ def create_app(
             raise HTTPException(403, "invalid token")
 
     def _finish(endpoint: str, variant: str, version: str, status: int, started: float) -> None:
-        metrics.requests.labels(endpoint, variant, version, str(status)).inc()
-        metrics.latency.labels(endpoint, variant, version).observe(time.perf_counter() - started)
+        metrics.request(endpoint, variant, version, status, time.perf_counter() - started)
 
     async def _payload(
         request: Request, endpoint: str, started: float
-    ) -> dict[str, Any] | Response:
-        """The JSON object in the body, or the 422 to answer (already counted)."""
+    ) -> tuple[bytes, dict[str, Any]] | Response:
+        """The body and the JSON object in it, or the 422 to answer (already counted)."""
+        body = await request.body()
         try:
-            payload = orjson.loads(await request.body())
+            payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return _reject(endpoint, started, ["body"], f"Invalid JSON: {exc}", "json")
         if type(payload) is not dict:
             return _reject(endpoint, started, ["body"], "Expected a JSON object", "dict")
-        return payload
+        return body, payload
 
     def _reject(endpoint: str, started: float, loc: list[Any], msg: str, kind: str) -> Response:
         """A 422 for a body of the wrong shape, counted before a variant was chosen."""
@@ -272,10 +261,11 @@ def create_app(
         model: LoadedModel,
         payload: dict[str, Any],
         entity_ids: Any,
-        features: Any,
+        features: RequestBody,
         scores: Any,
     ) -> str:
-        """Log and count a successful prediction; returns its request id."""
+        """Log and count a successful prediction; returns its request id. The log gets the
+        body as it arrived (the writer decodes it again, in its own process)."""
         request_id = str(payload.get("request_id") or uuid.uuid4().hex)
         predictions.record(
             request_id=request_id,
@@ -286,7 +276,6 @@ def create_app(
             scores=scores,
             timestamp=time.time(),
         )
-        metrics.rows.labels(variant, model.version).inc(len(scores))
         _finish(endpoint, variant, model.version, 200, started)
         return request_id
 
@@ -299,9 +288,10 @@ def create_app(
     async def predict(request: Request) -> Response:
         """Score one customer."""
         started = time.perf_counter()
-        payload = await _payload(request, "predict", started)
-        if isinstance(payload, Response):
-            return payload
+        received = await _payload(request, "predict", started)
+        if isinstance(received, Response):
+            return received
+        body, payload = received
         entity_id = payload.get("entity_id")
         if entity_id is not None and type(entity_id) is not str:
             return _reject(
@@ -317,7 +307,7 @@ def create_app(
             _finish("predict", variant, model.version, 422, started)
             return _invalid(exc.errors)
         score = float(model.predict(row)[0])
-        metrics.scores.labels(variant, model.version).observe(score)
+        metrics.scored(variant, model.version, score)
         request_id = _served(
             "predict",
             started,
@@ -325,7 +315,7 @@ def create_app(
             model=model,
             payload=payload,
             entity_ids=(entity_id,),
-            features=(features,),
+            features=RequestBody(body, "features"),
             scores=(score,),
         )
         return _json(
@@ -341,9 +331,10 @@ def create_app(
     async def predict_batch(request: Request) -> Response:
         """Score many customers in one request (one variant answers the whole batch)."""
         started = time.perf_counter()
-        payload = await _payload(request, "batch", started)
-        if isinstance(payload, Response):
-            return payload
+        received = await _payload(request, "batch", started)
+        if isinstance(received, Response):
+            return received
+        body, payload = received
         instances = payload.get("instances")
         if type(instances) is not list or not instances:
             return _reject(
@@ -379,7 +370,7 @@ def create_app(
             _finish("batch", variant, model.version, 422, started)
             return _invalid(exc.errors)
         scores = model.predict(matrix)
-        observe_many(metrics.scores.labels(variant, model.version), scores)
+        metrics.scored(variant, model.version, scores)
         request_id = _served(
             "batch",
             started,
@@ -387,7 +378,7 @@ def create_app(
             model=model,
             payload=payload,
             entity_ids=entity_ids or (),
-            features=instances,
+            features=RequestBody(body, "instances"),
             scores=scores,
         )
         return _json(

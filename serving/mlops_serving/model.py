@@ -148,29 +148,31 @@ class FeatureCodec:
     def encode_many(self, records: list[Any], loc: list[Any]) -> np.ndarray:
         """Many records -> an (m, n) float64 matrix; errors name the row.
 
-        The fast path does C-level work per column (itemgetter, zip, map, set of types) and
-        only falls back to checking record by record, to report errors, when something is off.
+        The fast path does C-level work per column (itemgetter, zip, map) and only falls back
+        to checking record by record, to report errors, when something is off. A category
+        column needs no type check: the vocabulary's keys are strings, and no other JSON value
+        equals a string (an unhashable one raises TypeError, an unknown one KeyError).
         """
+        rows = len(records)
         try:
-            if any(type(r) is not dict or len(r) != len(self.fields) for r in records):
+            if set(map(type, records)) != {dict} or set(map(len, records)) != {len(self.fields)}:
                 raise TypeError
-            columns = list(zip(*map(self._getter, records), strict=True))
-            matrix = np.empty((len(records), len(self.fields)))
+            columns = zip(*map(self._getter, records), strict=True)
+            matrix = np.empty((rows, len(self.fields)))
             for i, (spec, column) in enumerate(zip(self.fields, columns, strict=True)):
                 if spec.vocabulary is not None:
-                    codes = list(map(spec.vocabulary.get, column))  # unknown -> None
-                    if None in codes or not set(map(type, column)) <= {str}:
-                        raise TypeError
-                    matrix[:, i] = codes
-                else:
-                    if not set(map(type, column)) <= _NUMBER_TYPE_SET:  # bools excluded
-                        raise TypeError
-                    values = np.asarray(column, dtype=np.float64)
-                    if not np.isfinite(values).all() or (
-                        spec.kind == "integer" and (values != np.floor(values)).any()
-                    ):
-                        raise TypeError
-                    matrix[:, i] = values
+                    matrix[:, i] = np.fromiter(
+                        map(spec.vocabulary.__getitem__, column), np.float64, rows
+                    )
+                    continue
+                if not set(map(type, column)) <= _NUMBER_TYPE_SET:  # bools excluded
+                    raise TypeError
+                values = np.fromiter(column, np.float64, rows)
+                if not np.isfinite(values).all() or (
+                    spec.kind == "integer" and (values != np.floor(values)).any()
+                ):
+                    raise TypeError
+                matrix[:, i] = values
         except (KeyError, TypeError, ValueError):
             errors: list[dict[str, Any]] = []
             for index, record in enumerate(records):

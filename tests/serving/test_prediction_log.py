@@ -1,13 +1,20 @@
-"""The prediction log sinks: a local directory, and S3 (an S3-compatible server on loopback)."""
+"""The prediction log: its sinks (a local directory, and S3 on an S3-compatible server on
+loopback) and its writers (the flush thread itself, and the child process the service uses)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
+import pytest
 
-from mlops_serving.predlog import PredictionLog
+from mlops_serving.predlog import PredictionLog, ProcessWriter, RequestBody
 
 
 def _fill(log: PredictionLog) -> None:
@@ -31,12 +38,19 @@ def _fill(log: PredictionLog) -> None:
     )
 
 
+def _lines(directory: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for path in sorted(directory.glob("date=*/predictions-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
 def test_local_sink_writes_one_line_per_prediction(tmp_path: Path) -> None:
     log = PredictionLog(str(tmp_path))
     _fill(log)
-    assert log.flush() == 3
-    (path,) = tmp_path.glob("date=*/predictions-*.jsonl")
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert log.flush() == 3 and log.written_rows == 3
+    lines = _lines(tmp_path)
     assert [
         (x["request_id"], x["row"], x["entity_id"], x["variant"], x["score"]) for x in lines
     ] == [
@@ -55,17 +69,137 @@ def test_a_full_buffer_drops_and_counts_instead_of_blocking(tmp_path: Path) -> N
     assert log.flush() == 1
 
 
-def test_s3_sink_puts_one_object_per_flush(s3_endpoint: str) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_s3_sink_puts_one_object_per_flush(s3_endpoint: str, writer: Any) -> None:
     import boto3
 
+    bucket = f"predictions-{writer}"  # moto keeps one store per test process
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="predictions")
-    log = PredictionLog("s3://predictions/churn/serving")
+    s3.create_bucket(Bucket=bucket)
+    log = PredictionLog(f"s3://{bucket}/churn/serving", writer=writer)
     _fill(log)
-    log.flush()
+    log.flush(wait=30)
     _fill(log)
-    log.flush()
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="predictions")["Contents"])
+    log.flush(wait=30)
+    log.close()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert len(keys) == 2 and all(k.startswith("churn/serving/date=") for k in keys)
-    body = s3.get_object(Bucket="predictions", Key=keys[0])["Body"].read().decode()
+    body = s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read().decode()
     assert len(body.splitlines()) == 3
+
+
+def _body_entries(log: PredictionLog, records: list[dict[str, Any]]) -> None:
+    """Entries as the service records them: the request body as it arrived."""
+    single = orjson.dumps({"features": records[0], "entity_id": "E1"})
+    log.record(request_id="one", entity_ids=("E1",), variant="stable", version="3",
+               features=RequestBody(single, "features"), scores=(0.25,),
+               timestamp=10.0)  # fmt: skip
+    batch = orjson.dumps({"instances": records[1:], "entity_ids": ["E2", "E3"]})
+    log.record(request_id="many", entity_ids=["E2", "E3"], variant="canary", version="4",
+               features=RequestBody(batch, "instances"), scores=np.array([0.5, 0.75]),
+               timestamp=11.0)  # fmt: skip
+
+
+RECORDS = [
+    {"plan": "basic", "tenure": 1},
+    {"plan": "pro", "tenure": 2.5},
+    {"plan": "x", "tenure": 7},
+]
+
+
+def test_the_writer_process_decodes_request_bodies_into_the_same_lines(tmp_path: Path) -> None:
+    log = PredictionLog(str(tmp_path), writer="process")
+    _body_entries(log, RECORDS)
+    assert log.flush(wait=30) == 3
+    assert log.written_rows == 3
+    lines = _lines(tmp_path)
+    assert [(x["request_id"], x["row"], x["entity_id"], x["variant"], x["model_version"],
+             x["score"], x["features"]) for x in lines] == [
+        ("one", 0, "E1", "stable", "3", 0.25, RECORDS[0]),
+        ("many", 0, "E2", "canary", "4", 0.5, RECORDS[1]),
+        ("many", 1, "E3", "canary", "4", 0.75, RECORDS[2]),
+    ]  # fmt: skip
+    # The same entries through the in-process writer give byte-identical lines.
+    inline = tmp_path / "inline"
+    same = PredictionLog(str(inline))
+    _body_entries(same, RECORDS)
+    same.flush()
+    assert _lines(inline) == lines
+    (path,) = tmp_path.glob("date=*/*.jsonl")
+    assert path.name.endswith(f"-{log._process.pid}.jsonl")  # type: ignore[union-attr]
+    log.close()
+
+
+def test_closing_writes_everything_still_buffered(tmp_path: Path) -> None:
+    log = PredictionLog(str(tmp_path), writer="process", flush_interval=60)
+    log.start()
+    _body_entries(log, RECORDS)
+    log.close()  # no flush before: close hands the buffer over and waits for the child
+    assert len(_lines(tmp_path)) == 3
+
+
+def test_the_writer_ignores_terminal_and_group_signals_until_its_pipe_closes(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C or a process-group SIGTERM reaches the child too; it must still write what the
+    service hands it while shutting down."""
+    log = PredictionLog(str(tmp_path), writer="process")
+    _body_entries(log, RECORDS)
+    log.flush(wait=30)
+    pid = log._process.pid  # type: ignore[union-attr]
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    _body_entries(log, RECORDS)
+    log.close()
+    assert len(_lines(tmp_path)) == 6 and log.written_rows == 6
+
+
+_ENTRY = (1.0, "r", ("E",), "stable", "1", RequestBody(b'{"features": {"a": 1}}', "features"),
+          (0.5,))  # fmt: skip
+
+
+def test_rows_a_dead_writer_never_answered_are_counted_and_a_new_writer_takes_over(
+    tmp_path: Path,
+) -> None:
+    dropped: list[int] = []
+    writer = ProcessWriter(str(tmp_path), dropped.append, restart_backoff_s=0.0)
+    assert writer.write([_ENTRY]) == 1 and writer.wait(30)
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGSTOP)
+    assert writer.write([_ENTRY, _ENTRY]) == 2  # in the pipe, never to be answered
+    os.kill(first, signal.SIGKILL)
+    assert writer.wait(30)  # the answer reader saw the child go
+    assert dropped == [2]
+    assert writer.write([_ENTRY]) == 1 and writer.wait(30)
+    assert writer.pid not in (None, first)
+    writer.close()
+    assert len(_lines(tmp_path)) == writer.written_rows == 2
+
+
+def test_a_writer_that_keeps_dying_is_not_restarted_on_every_flush(tmp_path: Path) -> None:
+    dropped: list[int] = []
+    writer = ProcessWriter(str(tmp_path), dropped.append, restart_backoff_s=3600.0)
+    assert writer.write([_ENTRY]) == 1 and writer.wait(30)
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while writer._child.process.poll() is None and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.05)
+    assert writer.write([_ENTRY, _ENTRY]) == 0  # within the backoff: dropped, counted
+    assert dropped == [2] and writer.pid == first
+    writer.close()
+
+
+def test_a_body_that_cannot_be_decoded_is_counted_not_fatal(tmp_path: Path) -> None:
+    dropped: list[int] = []
+    log = PredictionLog(str(tmp_path), writer="process", on_drop=dropped.append)
+    log.record(request_id="bad", entity_ids=(), variant="stable", version="1",
+               features=RequestBody(b"{not json", "instances"), scores=np.zeros(4),
+               timestamp=1.0)  # fmt: skip
+    _body_entries(log, RECORDS)
+    log.flush(wait=30)
+    log.close()
+    assert dropped == [4] and len(_lines(tmp_path)) == 3

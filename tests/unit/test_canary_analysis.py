@@ -131,10 +131,9 @@ def test_parses_the_services_own_metrics_text() -> None:
         ("canary", "500", 1),
     ):
         for _ in range(count):
-            metrics.requests.labels("predict", variant, "7", status).inc()
-            metrics.latency.labels("predict", variant, "7").observe(0.002)
-    metrics.requests.labels("batch", "canary", "7", "200").inc()  # another endpoint: ignored
-    metrics.scores.labels("canary", "7").observe(0.35)
+            metrics.request("predict", variant, "7", int(status), 0.002)
+    metrics.request("batch", "canary", "7", 200, 0.002)  # another endpoint: ignored
+    metrics.scored("canary", "7", 0.35)
     parsed = parse_metrics(generate_latest(metrics.registry).decode())
     assert parsed["stable"].requests == {"200": 9.0}
     assert parsed["canary"].requests == {"200": 2.0, "500": 1.0}
