@@ -302,11 +302,11 @@ def create_app(
             return _not_ready("predict", started)
         features = payload.get("features")
         try:
-            row = model.codec.encode_one(features, ["body", "features"])
+            values = model.codec.encode_one(features, ["body", "features"])
         except InvalidInput as exc:
             _finish("predict", variant, model.version, 422, started)
             return _invalid(exc.errors)
-        score = float(model.predict(row)[0])
+        score = model.predict_one(values)
         metrics.scored(variant, model.version, score)
         request_id = _served(
             "predict",

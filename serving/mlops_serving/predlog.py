@@ -180,7 +180,6 @@ class _Child:
         self.in_flight: collections.deque[int] = collections.deque()
 
 
-
 class ProcessWriter:
     """Hands entries to a child process that writes them (see the module docstring)."""
 
