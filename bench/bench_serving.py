@@ -339,6 +339,27 @@ def measure(
     _progress(f"{server:8} batch of {BATCH_ROWS}", result)
 
 
+def service_log_counters(url: str) -> dict[str, int]:
+    """Rows the service scored and prediction-log rows it dropped, from its /metrics: "all
+    features on" only counts if the log kept up with the load."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:  # loopback only
+        text = response.read().decode()
+    totals = {"rows_scored": 0.0, "log_rows_dropped": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "serving_predicted_rows_total":
+                totals["rows_scored"] += sample.value
+            elif sample.name == "serving_prediction_log_dropped_rows_total":
+                totals["log_rows_dropped"] += sample.value
+    return {key: int(value) for key, value in totals.items()}
+
+
+def count_lines(directory: Path) -> int:
+    return sum(path.read_bytes().count(b"\n") for path in directory.glob("date=*/*.jsonl"))
+
+
 def _progress(label: str, r: WrkResult) -> None:
     flag = f"  !! FLAGGED: non-2xx {r.non_2xx}, socket {r.socket_errors}" if r.flagged else ""
     print(f"{label}: {r.rps:>9,.1f} req/s  p50 {r.p50_ms} ms  p99 {r.p99_ms} ms{flag}", flush=True)
@@ -385,6 +406,14 @@ def run(servers: list[str], duration: int) -> dict[str, Any]:
                 with running_server(server, mlflow_server.url, home) as url:
                     checks[server] = check_answers(server, url, bodies)
                     measure(server, url, bodies, duration=duration, home=home, report=report)
+                    if server == "service":
+                        counters = service_log_counters(url)
+                if server == "service":  # stopped: its log writer has written all it was given
+                    report["prediction_log"] = {
+                        **counters,
+                        "lines_written": count_lines(home / "predictions"),
+                    }
+                    print(f"service prediction log: {report['prediction_log']}", flush=True)
         finally:
             stop_pid(mlflow_server.pid)
     report["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -436,6 +465,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if flagged:
         lines += ["", "⚠ points with non-2xx responses or socket errors: " + ", ".join(flagged)]
+    log = report.get("prediction_log")
+    if log:
+        lines += [
+            "",
+            f"Prediction log under that load: {log['rows_scored']:,} rows scored, "
+            f"{log['lines_written']:,} lines written, {log['log_rows_dropped']:,} dropped.",
+        ]
     if report.get("same_scores") is False:
         lines += ["", "⚠ the servers returned different scores for the same rows"]
     return "\n".join(lines)

@@ -53,6 +53,7 @@ _FRAME_HEADER = struct.Struct("<Q")  # byte length of the pickled flush that fol
 _RESTART_BACKOFF_S = 5.0  # a child that keeps dying is restarted at most this often
 _WRITER_NICENESS = 10  # the writer is background work: requests get the CPU first
 _ENTRIES_PER_FRAME = 64  # requests per pipe frame: ~0.1 ms of pickling
+_ROWS_PER_FRAME = 10_000  # and rows (a 10,000-row request body is ~4 MB)
 
 
 class RequestBody(NamedTuple):
@@ -363,11 +364,15 @@ class PredictionLog:
         with self._flush_lock:
             if self._process is not None:
                 # Small frames: pickling one holds the interpreter lock, sending it lets go.
-                handed, pending = 0, len(self._buffer)
+                handed, pending, frame, rows = 0, len(self._buffer), [], 0
                 while pending:
-                    size = min(pending, _ENTRIES_PER_FRAME)
-                    handed += self._process.write([self._buffer.popleft() for _ in range(size)])
-                    pending -= size
+                    entry = self._buffer.popleft()
+                    pending -= 1
+                    frame.append(entry)
+                    rows += len(entry[6])
+                    if not pending or len(frame) == _ENTRIES_PER_FRAME or rows >= _ROWS_PER_FRAME:
+                        handed += self._process.write(frame)
+                        frame, rows = [], 0
                 if wait:
                     self._process.wait(wait)
                 return handed

@@ -203,3 +203,28 @@ def test_a_body_that_cannot_be_decoded_is_counted_not_fatal(tmp_path: Path) -> N
     log.flush(wait=30)
     log.close()
     assert dropped == [4] and len(_lines(tmp_path)) == 3
+
+
+def test_flushes_go_to_the_writer_in_bounded_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each frame is pickled holding the interpreter lock: at most 64 requests or ~10,000 rows."""
+    log = PredictionLog(str(tmp_path), writer="process")
+    assert log._process is not None
+    frames: list[int] = []
+    send = log._process.write
+    monkeypatch.setattr(
+        log._process, "write", lambda entries: frames.append(len(entries)) or send(entries)
+    )
+    body = RequestBody(orjson.dumps({"instances": [{"a": i} for i in range(6_000)]}), "instances")
+    for i in range(3):
+        log.record(request_id=f"big{i}", entity_ids=(), variant="stable", version="1",
+                   features=body, scores=np.zeros(6_000), timestamp=1.0)  # fmt: skip
+    for i in range(100):
+        log.record(request_id=f"small{i}", entity_ids=("E",), variant="stable", version="1",
+                   features=RequestBody(b'{"features": {"a": 1}}', "features"), scores=(0.5,),
+                   timestamp=1.0)  # fmt: skip
+    assert log.flush(wait=60) == 18_100
+    assert frames == [2, 64, 37]  # 12,000 rows; the third big one and 63 small; the rest
+    log.close()
+    assert len(_lines(tmp_path)) == log.written_rows == 18_100
