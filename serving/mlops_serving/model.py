@@ -215,7 +215,8 @@ class SingleRowPredictor:
                 booster._handle,
                 ctypes.c_int(_PREDICT_NORMAL),
                 ctypes.c_int(0),  # start iteration
-                ctypes.c_int(-1),  # all iterations (the best one, if saved with early stopping)
+                # As Booster.predict: up to the best iteration if the model has one, else all.
+                ctypes.c_int(int(getattr(booster, "best_iteration", 0) or -1)),
                 ctypes.c_int(_DTYPE_FLOAT64),
                 ctypes.c_int32(n_features),
                 ctypes.c_char_p(b"num_threads=1"),
@@ -235,8 +236,10 @@ class SingleRowPredictor:
             return float(self._score[0])
 
     def __del__(self) -> None:
-        if getattr(self, "_config", None) and self._config.value:
-            self._lib.LGBM_FastConfigFree(self._config)
+        config = getattr(self, "_config", None)
+        if config is not None and config.value:
+            with contextlib.suppress(Exception):  # the library may be gone at interpreter exit
+                self._lib.LGBM_FastConfigFree(config)
 
 
 _PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL: probabilities for a binary objective
