@@ -344,9 +344,10 @@ class FakeGitHub(_ServedFake):
         prefix = f"/repos/{self.owner_repo}/actions/runs/"
         if request.method == "GET" and request.path.startswith(prefix):
             run_id = int(request.path.removeprefix(prefix))
-            run = next((r for r in self.runs if r["id"] == run_id), None)
-            if run is None:
+            found = [r for r in self.runs if r["id"] == run_id]
+            if not found:
                 return 404, {"message": "Not Found"}
+            run = found[0]
             if not self.never_completes and run["status"] != "completed":
                 run["status"] = "in_progress" if run["status"] == "queued" else "completed"
                 if run["status"] == "completed":

@@ -179,6 +179,7 @@ class _Child:
             env={**os.environ, "PYTHONPATH": path},
         )
         self.in_flight: collections.deque[int] = collections.deque()
+        self.reader: threading.Thread | None = None  # reads its answers (ProcessWriter)
 
 
 class ProcessWriter:
@@ -214,9 +215,10 @@ class ProcessWriter:
             return None
         self._started_at = time.monotonic()
         self._child = child = _Child(self.sink)
-        threading.Thread(
+        child.reader = threading.Thread(
             target=self._read_answers, args=(child,), name="prediction-log-answers", daemon=True
-        ).start()
+        )
+        child.reader.start()
         return child
 
     def write(self, entries: Sequence[Entry]) -> int:
@@ -245,22 +247,24 @@ class ProcessWriter:
         """One line per flush from the child: rows written, rows failed; at its exit, whatever
         it never answered is dropped."""
         assert child.process.stdout is not None
+        # Counters are updated before a flush counts as answered, so whoever waits sees them.
         for line in child.process.stdout:
             written, failed = (int(x) for x in line.split())
+            if failed:
+                self._drop(failed, "the writer could not write them")
             with self._lock:
                 if child.in_flight:
                     child.in_flight.popleft()
                 self.written_rows += written
                 self._answered.notify_all()
-            if failed:
-                self._drop(failed, "the writer could not write them")
-        child.process.wait()
+        child.process.wait()  # once reaped, write() starts a new child instead of using this one
         with self._lock:
             lost = sum(child.in_flight)
-            child.in_flight.clear()
-            self._answered.notify_all()
         if lost:
             self._drop(lost, f"the writer process exited with {child.process.returncode}")
+        with self._lock:
+            child.in_flight.clear()
+            self._answered.notify_all()
 
     def _drop(self, rows: int, why: str) -> None:
         log.error("prediction log: %d rows not written: %s", rows, why)
@@ -290,6 +294,8 @@ class ProcessWriter:
             log.error("prediction log writer did not finish in %.0fs; killing it", timeout)
             child.process.kill()
             child.process.wait()
+        if child.reader is not None:
+            child.reader.join(timeout)  # its last answers counted before close returns
 
 
 class PredictionLog:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_training_dag_shape_schedule_and_params(monkeypatch: pytest.MonkeyPatch)
     assert dag.dagrun_timeout == timedelta(hours=3)
 
 
-def _parse_in_fresh_process(extra_env: dict[str, str]) -> dict[str, object]:
+def _parse_in_fresh_process(extra_env: dict[str, str]) -> dict[str, Any]:
     """Parse the DAG folder in a new interpreter and report what the DAG files imported."""
     code = f"""
 import json, sys

@@ -9,6 +9,7 @@ are started by the same harness as the lifecycle demo (scripts/local_airflow.py)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -150,8 +151,8 @@ def test_failures_approvals_and_deadlines_alert_once_each(live_airflow: Live) ->
         ("alerts_param_deadline", "param"),
         ("alerts_next_run_due", "next_due"),
     ):
-        (alert,) = _wait(f"{dag_id}'s deadline alert", lambda d=dag_id: of(d, "deadline_missed"),
-                         90, logs)  # fmt: skip
+        missed = functools.partial(of, dag_id, "deadline_missed")
+        (alert,) = _wait(f"{dag_id}'s deadline alert", missed, 90, logs)
         assert alert["details"]["deadline"] == name
         assert alert["details"]["run_state"] in ("running", "queued")
         assert alert["log_url"] == f"{live.base_url}/dags/{dag_id}/runs/{quote(runs[dag_id])}"

@@ -42,7 +42,9 @@ def _registry(client: MlflowClient, name: str) -> dict[str, Any]:
     }
 
 
-def test_training_dag_registers_a_challenger_once(training_dag: tuple[Any, MlflowClient, str]):
+def test_training_dag_registers_a_challenger_once(
+    training_dag: tuple[Any, MlflowClient, str],
+) -> None:
     dag, client, model_name = training_dag
     logical_date = pendulum.datetime(2026, 11, 16, tz="UTC")
     run = dag.test(logical_date=logical_date, run_conf=CONF)
@@ -53,6 +55,7 @@ def test_training_dag_registers_a_challenger_once(training_dag: tuple[Any, Mlflo
     version = client.get_model_version(model_name, "1")
     assert version.tags["mlops.gate.decision"] == "passed"
     assert version.tags["mlops.partition"] == "20261116T000000"
+    assert version.run_id
     mlflow_run = client.get_run(version.run_id)
     assert mlflow_run.data.tags["mlops.airflow_dag_id"] == "mlops_training"
     assert mlflow_run.data.tags["mlops.airflow_run_id"] == run.run_id
@@ -104,8 +107,10 @@ def test_failing_gate_fails_the_run_and_registers_nothing(
     assert str(run.state) == "failed", states
     assert states["gate"] == "failed" and states["register"] == "upstream_failed", states
     assert _registry(client, model_name) == {"versions": [], "aliases": {}}
+    experiment = client.get_experiment_by_name(f"exp-{model_name}")
+    assert experiment is not None
     failed_runs = client.search_runs(
-        [client.get_experiment_by_name(f"exp-{model_name}").experiment_id],
+        [experiment.experiment_id],
         filter_string="tags.`mlops.gate.decision` = 'failed'",
     )
     assert len(failed_runs) == 1

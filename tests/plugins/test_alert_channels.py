@@ -162,7 +162,9 @@ def test_every_channel_gets_exactly_one_record(
     assert message["Subject"] == "[airflow-mlops] Task failed: mlops_training.train"
     assert message["To"] == "oncall@example.com, ml@example.com"
     assert message["X-Mlops-Alert-Id"] == alert.alert_id
-    body = message.get_payload(decode=True).decode()
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    body = payload.decode()
     assert f"Log: {LOG_URL}" in body and f"Run: {RUN_ID}" in body and "Task: train (try 3)" in body
     assert smtp.commands[:2] == ["EHLO", "AUTH"]  # no STARTTLS: the connection switched it off
 

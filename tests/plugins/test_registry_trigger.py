@@ -28,7 +28,11 @@ async def _first_event(trigger: MlflowModelVersionTrigger, within: float) -> dic
 
 
 def _later(delay: float, action: Any) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(delay), action()), daemon=True)
+    def run() -> None:
+        time.sleep(delay)
+        action()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
 

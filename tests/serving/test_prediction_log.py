@@ -213,9 +213,12 @@ def test_flushes_go_to_the_writer_in_bounded_frames(
     assert log._process is not None
     frames: list[int] = []
     send = log._process.write
-    monkeypatch.setattr(
-        log._process, "write", lambda entries: frames.append(len(entries)) or send(entries)
-    )
+
+    def counted(entries: list[Any]) -> int:
+        frames.append(len(entries))
+        return send(entries)
+
+    monkeypatch.setattr(log._process, "write", counted)
     body = RequestBody(orjson.dumps({"instances": [{"a": i} for i in range(6_000)]}), "instances")
     for i in range(3):
         log.record(request_id=f"big{i}", entity_ids=(), variant="stable", version="1",

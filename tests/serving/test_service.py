@@ -13,8 +13,10 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.pyfunc.model import PythonModel
 from prometheus_client.parser import text_string_to_metric_families
-from tests.serving.conftest import MODEL, Service
+from tests.service_process import Service
+from tests.serving.conftest import MODEL
 
 from mlops_steps.schema import FEATURE_NAMES
 from mlops_steps.synthetic import generate_churn
@@ -180,7 +182,7 @@ def test_canary_split_stickiness_promote_and_rollback(
         assert admin.post("/admin/canary/weight", json={"weight": 1.5}).status_code == 422
 
 
-class _NotABooster(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class _NotABooster(PythonModel):
     """A registered model the service cannot serve (no booster artifact)."""
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
@@ -298,7 +300,9 @@ def test_metrics_and_prediction_log(registry: str, start_service: Callable[..., 
 
 
 def _run_id(registry: str) -> str:
-    return MlflowClient(registry).get_model_version(MODEL, "1").run_id
+    run_id = MlflowClient(registry).get_model_version(MODEL, "1").run_id
+    assert run_id
+    return run_id
 
 
 def _wait_for_log_lines(directory: Path, count: int) -> list[dict[str, Any]]:

@@ -32,7 +32,9 @@ def _cumulative(bounds: list[float], counts: list[float]) -> dict[float, float]:
     return out
 
 
-def _snapshot(ok: float, errors: float = 0, slow: float = 0, scores: list[float] | None = None):
+def _snapshot(
+    ok: float, errors: float = 0, slow: float = 0, scores: list[float] | None = None
+) -> Snapshot:
     return Snapshot(
         requests={"200": ok, "500": errors},
         latency_buckets=_cumulative(LATENCY_BOUNDS, [ok + errors - slow, 0, 0, slow, 0]),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -58,7 +60,7 @@ def test_classification_metrics_need_both_classes() -> None:
 
 
 def _evaluation(auc: float, accuracy: float, latency: float, champion_auc: float | None) -> dict:
-    evaluation = {
+    evaluation: dict[str, Any] = {
         "challenger": {"auc": auc, "accuracy": accuracy, "latency_p95_ms": latency},
         "champion": None,
     }

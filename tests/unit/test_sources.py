@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -56,7 +56,9 @@ def test_synthetic_source_is_the_generator() -> None:
         (lambda p: p / "data.json", "unknown file format"),
     ],
 )
-def test_unreadable_local_files_name_the_file(tmp_path: Path, make, message: str) -> None:
+def test_unreadable_local_files_name_the_file(
+    tmp_path: Path, make: Callable[[Path], Path], message: str
+) -> None:
     path = make(tmp_path)
     with pytest.raises(SourceError, match=message) as info:
         read_source(_request(str(path)))
