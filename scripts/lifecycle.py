@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -269,33 +270,39 @@ def woken_by(stack: Stack, dag_id: str, run_id: str) -> list[str]:
                        for e in events})  # fmt: skip
 
 
-def pending_approval(stack: Stack) -> dict[str, Any] | None:
+def pending_approval(stack: Stack, version: str) -> dict[str, Any] | None:
+    """The unanswered approval request for ``version``, from whichever run asks for it."""
     details = stack.airflow.api("GET", f"/api/v2/dags/{DEPLOYMENT}/dagRuns/~/hitlDetails")
-    waiting = [d for d in details["hitl_details"] if not d.get("response_received")]
+    waiting = [
+        d
+        for d in details["hitl_details"]
+        if not d.get("response_received") and re.search(rf"\bv{version}\b", d["subject"])
+    ]
     return waiting[0] if waiting else None
 
 
-def release(stack: Stack, known_runs: set[str], version: str) -> str:
+def release(stack: Stack, version: str) -> str:
     """Follow the deployment run that picks up ``version``: approve it through the REST API as a
-    person would in the UI, then follow it to the end. Returns the run id."""
-    run = wait_for(
-        "the deployment DAG to wake up",
-        lambda: newest_run(stack, DEPLOYMENT, known_runs),
-        180,
+    person would in the UI, then follow it to the end. Returns the run id.
+
+    The run is found by its approval request, not as "the newest run": a run woken earlier (by
+    the previous promotion's alias event) that is still waiting for a candidate picks up a new
+    challenger too, and while it runs ``max_active_runs=1`` keeps the new events' run queued.
+    """
+    detail = wait_for(
+        f"a deployment run to ask for the approval of v{version}",
+        lambda: pending_approval(stack, version),
+        RUN_TIMEOUT_S,
         stack.airflow.logs,
     )
-    run_id = run["dag_run_id"]
-    say(f"woke up: run {run_id}, on asset events:", indent=4)
+    run_id = detail["task_instance"]["dag_run_id"]
+    say(f"deployment run {run_id} picked up v{version}; it woke on asset events:", indent=4)
     for event in woken_by(stack, DEPLOYMENT, run_id) or ["(none recorded)"]:
         say(f"- {event}", indent=6)
-    detail = wait_for("the approval request", lambda: pending_approval(stack), RUN_TIMEOUT_S,
-                      stack.airflow.logs)  # fmt: skip
     ti = detail["task_instance"]
     say(f"approval requested: {detail['subject']}", indent=4)
     say(f"UI: {run_url(stack, DEPLOYMENT, ti['dag_run_id'])}/tasks/approve/required_actions",
         indent=6)  # fmt: skip
-    if f"v{version}" not in detail["subject"]:
-        raise RuntimeError(f"expected the approval of v{version}: {detail['subject']!r}")
     # A person reads the request first. Answering within a second of the task parking itself
     # races Airflow 3.3.2's scheduler: the parked process's exit is then seen after the task was
     # already resumed, and the scheduler fails the task ("state changed externally").
@@ -382,7 +389,6 @@ def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
 def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     stage("2/5  Train, register a challenger, release it (approval, canary, promotion)", started)
-    deployments = run_ids(stack, DEPLOYMENT)
     trained = trigger(stack, TRAINING, "demo_1_reference_data", {"rows": args.rows})
     if follow(stack, TRAINING, trained) != "success":
         raise RuntimeError(
@@ -391,8 +397,7 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     aliases, _ = registry(stack)
     first = aliases["challenger"]
     say(f"registered {MODEL} v{first} as @challenger", indent=4)
-    facts["release_1"] = release(stack, deployments, first)
-    deployments = run_ids(stack, DEPLOYMENT)
+    facts["release_1"] = release(stack, first)
     aliases, _ = registry(stack)
     say(f"aliases {aliases}; the service: {serving(stack)}", indent=4)
 
@@ -443,7 +448,7 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     retrained = aliases["challenger"]
     say(f"registered {MODEL} v{retrained} as @challenger", indent=4)
     facts["retrain"] = retrain_id
-    facts["release_2"] = release(stack, deployments, retrained)
+    facts["release_2"] = release(stack, retrained)
     return facts
 
 
