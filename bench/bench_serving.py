@@ -357,7 +357,13 @@ def service_log_counters(url: str) -> dict[str, int]:
 
 
 def count_lines(directory: Path) -> int:
-    return sum(path.read_bytes().count(b"\n") for path in directory.glob("date=*/*.jsonl"))
+    """Lines in the prediction log (read in blocks: a run writes gigabytes)."""
+    lines = 0
+    for path in directory.glob("date=*/*.jsonl"):
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+    return lines
 
 
 def _progress(label: str, r: WrkResult) -> None:

@@ -257,17 +257,17 @@ def woken_by(stack: Stack, dag_id: str, run_id: str) -> list[str]:
     can queue a second deployment run behind ``max_active_runs=1``. Retry briefly, then say so.
     """
     path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/upstreamAssetEvents"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            events = stack.airflow.api("GET", path)["asset_events"]
-        except ApiError as exc:
-            if time.monotonic() > deadline:
-                return [f"(not listed: {str(exc)[:120]}...)"]
-            time.sleep(1)
-            continue
-        return sorted({f"{e['uri']} (from {e.get('source_dag_id') or 'the webhook bridge'})"
-                       for e in events})  # fmt: skip
+    try:  # a 1-tuple: an empty list of events is an answer too
+        (events,) = wait_for(
+            "the run's asset events",
+            lambda: (stack.airflow.api("GET", path)["asset_events"],),
+            15,
+            errors=(ApiError,),
+        )
+    except TimeoutError:
+        return ["(not listed: Airflow answered an error for 15 s)"]
+    return sorted({f"{e['uri']} (from {e.get('source_dag_id') or 'the webhook bridge'})"
+                   for e in events})  # fmt: skip
 
 
 def pending_approval(stack: Stack, version: str) -> dict[str, Any] | None:

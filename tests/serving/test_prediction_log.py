@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import orjson
 import pytest
 
 from mlops_serving.predlog import PredictionLog, ProcessWriter, RequestBody
+from processes import wait_for
 
 
 def _fill(log: PredictionLog) -> None:
@@ -159,14 +159,21 @@ _ENTRY = (1.0, "r", ("E",), "stable", "1", RequestBody(b'{"features": {"a": 1}}'
           (0.5,))  # fmt: skip
 
 
+def _writer_with_a_child(
+    tmp_path: Path, restart_backoff_s: float
+) -> tuple[ProcessWriter, list[int], int]:
+    """A process writer whose child has written one flush: (writer, rows dropped, child pid)."""
+    dropped: list[int] = []
+    writer = ProcessWriter(str(tmp_path), dropped.append, restart_backoff_s=restart_backoff_s)
+    assert writer.write([_ENTRY]) == 1 and writer.wait(30)
+    assert writer.pid is not None
+    return writer, dropped, writer.pid
+
+
 def test_rows_a_dead_writer_never_answered_are_counted_and_a_new_writer_takes_over(
     tmp_path: Path,
 ) -> None:
-    dropped: list[int] = []
-    writer = ProcessWriter(str(tmp_path), dropped.append, restart_backoff_s=0.0)
-    assert writer.write([_ENTRY]) == 1 and writer.wait(30)
-    first = writer.pid
-    assert first is not None
+    writer, dropped, first = _writer_with_a_child(tmp_path, restart_backoff_s=0.0)
     os.kill(first, signal.SIGSTOP)
     assert writer.write([_ENTRY, _ENTRY]) == 2  # in the pipe, never to be answered
     os.kill(first, signal.SIGKILL)
@@ -179,15 +186,11 @@ def test_rows_a_dead_writer_never_answered_are_counted_and_a_new_writer_takes_ov
 
 
 def test_a_writer_that_keeps_dying_is_not_restarted_on_every_flush(tmp_path: Path) -> None:
-    dropped: list[int] = []
-    writer = ProcessWriter(str(tmp_path), dropped.append, restart_backoff_s=3600.0)
-    assert writer.write([_ENTRY]) == 1 and writer.wait(30)
-    first = writer.pid
-    assert first is not None
+    writer, dropped, first = _writer_with_a_child(tmp_path, restart_backoff_s=3600.0)
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while writer._child.process.poll() is None and time.monotonic() < deadline:  # type: ignore[union-attr]
-        time.sleep(0.05)
+    child = writer._child
+    assert child is not None
+    wait_for("the killed writer to be reaped", lambda: child.process.poll() is not None, 30)
     assert writer.write([_ENTRY, _ENTRY]) == 0  # within the backoff: dropped, counted
     assert dropped == [2] and writer.pid == first
     writer.close()
