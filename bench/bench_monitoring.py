@@ -37,9 +37,9 @@ sys.path[:0] = [str(REPO / "include"), str(REPO / "serving")]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mlops_steps.predictions import FeatureKind, Window, check_features, read_window  # noqa: E402
-from mlops_steps.schema import FEATURES  # noqa: E402
-from mlops_steps.synthetic import generate_churn  # noqa: E402
+from mlops_steps.contract.schema import FEATURES  # noqa: E402
+from mlops_steps.contract.synthetic import generate_churn  # noqa: E402
+from mlops_steps.monitoring.predictions import FeatureKind, Window, check_features, read_window  # noqa: E402
 
 EXTRAS = 4
 
@@ -139,7 +139,7 @@ def main() -> int:
 
     print("monitor step phases:")
     clock("import", __import__, "evidently.presets")
-    from mlops_steps import drift
+    from mlops_steps.monitoring import drift
 
     policy = drift.DriftPolicy(report_sample_rows=args.report_sample_rows)
     with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as tmp:

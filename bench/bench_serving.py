@@ -92,8 +92,8 @@ class BenchError(RuntimeError):
 
 def make_records(rows: int, seed: int = 7) -> list[dict[str, Any]]:
     """``rows`` fixed feature rows as plain JSON values (numpy types converted by json)."""
-    from mlops_steps.schema import FEATURE_NAMES
-    from mlops_steps.synthetic import generate_churn
+    from mlops_steps.contract.schema import FEATURE_NAMES
+    from mlops_steps.contract.synthetic import generate_churn
 
     frame = generate_churn(rows, seed=seed).loc[:, list(FEATURE_NAMES)]
     records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))

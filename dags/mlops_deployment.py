@@ -24,7 +24,7 @@ from mlops_provider.operators.approval import CandidateApprovalOperator
 from mlops_provider.operators.outcome import ReleaseRolledBackOperator
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
 from mlops_provider.sensors.registry import MlflowModelVersionSensor
-from mlops_steps.config import get_settings
+from mlops_steps.core.settings import get_settings
 
 settings = get_settings()
 model = settings.model_name

@@ -1,12 +1,12 @@
 """Monitoring: every hour, judge the last window of served predictions against the champion.
 
-``monitor`` runs ``mlops-step monitor`` (include/mlops_steps/monitor.py) on the window that ends
-at the run's logical date; the cron fires at :15 so the service's last flushes have landed. It
-compares the champion's served rows with the champion's own training data: data drift per feature
-(Evidently), drift of the served scores, and AUC/accuracy where delayed labels arrived. It is
-skipped while no version is champion, and fails without retrying when the window cannot be
-judged (no or too few rows, a missing, extra, mistyped or null feature): drift is never reported
-as absent for data nobody looked at.
+``monitor`` runs ``mlops-step monitor`` (include/mlops_steps/monitoring/monitor.py) on the window
+that ends at the run's logical date; the cron fires at :15 so the service's last flushes have
+landed. It compares the champion's served rows with the champion's own training data: data drift per
+feature (Evidently), drift of the served scores, and AUC/accuracy where delayed labels arrived. It
+is skipped while no version is champion, and fails without retrying when the window cannot be judged
+(no or too few rows, a missing, extra, mistyped or null feature): drift is never reported as absent
+for data nobody looked at.
 
 When drift or degradation crosses the thresholds, ``announce_drift`` emits an asset event on
 ``mlops://<model>/drift-detected``, which schedules the training DAG; its extra carries the
@@ -26,8 +26,8 @@ from airflow.sdk.exceptions import AirflowSkipException
 from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
 from mlops_provider.operators.step import STEP_MACROS, pipeline_step, step_operator
-from mlops_steps.config import get_settings
-from mlops_steps.spec import Resources
+from mlops_steps.core.settings import get_settings
+from mlops_steps.core.spec import Resources
 
 settings = get_settings()
 model = settings.model_name
@@ -37,8 +37,9 @@ DRIFT_DETECTED = Asset(name=f"{model}_drift_detected", uri=f"mlops://{model}/dri
 WINDOW_END = "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}"
 RUN_TIMEOUT = timedelta(minutes=50)  # before the next hourly run is due
 
-# Evidently 0.7 stattest names (tests/monitoring checks them against its registry); "auto" lets
-# Evidently choose per column (Wasserstein / Jensen-Shannon above 1,000 reference rows).
+# Evidently 0.7 stattest names (tests/dags/test_monitoring_dag_shape.py checks them against its
+# registry); "auto" lets Evidently choose per column (Wasserstein / Jensen-Shannon above 1,000
+# reference rows).
 NUM_METHODS = ["auto", "wasserstein", "ks", "psi", "jensenshannon", "kl_div", "hellinger", "ed",
                "cramer_von_mises", "anderson", "mannw"]  # fmt: skip
 CAT_METHODS = ["auto", "jensenshannon", "psi", "kl_div", "hellinger", "chisquare", "TVD"]

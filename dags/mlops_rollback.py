@@ -15,7 +15,7 @@ from airflow.sdk import DAG, Asset, Param
 from mlops_provider.defaults import task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
-from mlops_steps.config import get_settings
+from mlops_steps.core.settings import get_settings
 
 settings = get_settings()
 model = settings.model_name

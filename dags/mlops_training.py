@@ -14,8 +14,8 @@ from airflow.sdk import DAG, Asset, Param, chain
 from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import param_deadline
 from mlops_provider.operators.step import PARTITION_KEY, STEP_MACROS, pipeline_step, step_operator
-from mlops_steps.config import get_settings
-from mlops_steps.spec import Resources
+from mlops_steps.core.settings import get_settings
+from mlops_steps.core.spec import Resources
 
 settings = get_settings()
 gate = settings.gate

@@ -365,7 +365,7 @@ def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
     """The drifted period's customers reach the service, 100 per /predict/batch request."""
     import pandas as pd
 
-    from mlops_steps.schema import FEATURE_NAMES, ID_COLUMN
+    from mlops_steps.contract.schema import FEATURE_NAMES, ID_COLUMN
 
     def logged() -> int:
         log_dir = stack.home / "predictions"

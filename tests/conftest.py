@@ -50,6 +50,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 from tests import service_process  # noqa: E402
 
+pytest_plugins = ["tests.fixtures.champion"]
+
 service_starter = pytest.fixture(scope="session")(service_process.service_starter)
 
 
@@ -66,7 +68,7 @@ def mlflow_server() -> Iterator[str]:
 @pytest.fixture
 def mlops_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh MLOPS home for one test (data partitions are per test)."""
-    from mlops_steps.config import get_settings
+    from mlops_steps.core.settings import get_settings
 
     home = tmp_path / "mlops"
     monkeypatch.setenv("MLOPS_HOME", str(home))

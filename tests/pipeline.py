@@ -11,7 +11,7 @@ def train_and_register(
 ) -> None:
     """ingest → validate → train → evaluate → gate → register for one partition, under the
     MLOPS_* / MLFLOW_* environment the caller set."""
-    from mlops_steps import cli
+    from mlops_steps.cli import main as cli
 
     for argv in (
         ["ingest", "--rows", str(rows), *ingest_args],

@@ -2,6 +2,6 @@
 
 import sys
 
-from mlops_steps.cli import main
+from mlops_steps.cli.main import main
 
 sys.exit(main())

@@ -17,7 +17,7 @@ RUN_ID = "manual__2026-11-16T00:00:00+00:00"
 def load_dags(monkeypatch: pytest.MonkeyPatch, runner: str) -> dict[str, Any]:
     from airflow.dag_processing.dagbag import DagBag
 
-    from mlops_steps.config import get_settings
+    from mlops_steps.core.settings import get_settings
 
     monkeypatch.setenv("MLOPS_RUNNER", runner)
     get_settings.cache_clear()

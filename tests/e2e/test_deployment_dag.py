@@ -43,7 +43,7 @@ class Template:
 
 @pytest.fixture(scope="module")
 def template(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
-    from mlops_steps.synthetic import generate_churn
+    from mlops_steps.contract.synthetic import generate_churn
 
     home = tmp_path_factory.mktemp("deploy-template")
     with pytest.MonkeyPatch.context() as env:
@@ -81,8 +81,8 @@ class Deployment:
         return dict(self.client.get_model_version(self.name, version).tags)
 
     def ledger(self) -> list[dict[str, Any]]:
-        from mlops_steps.config import load_settings
-        from mlops_steps.deploy import read_ledger
+        from mlops_steps.core.settings import load_settings
+        from mlops_steps.release.deploy import read_ledger
 
         return read_ledger(load_settings())
 
@@ -98,7 +98,7 @@ def deployment(  # noqa: PLR0917
     request: pytest.FixtureRequest,
 ) -> Deployment:
     """A model of this test's own: v1 champion (serving), v2 good, v3 flipped; no challenger."""
-    from mlops_steps.config import get_settings
+    from mlops_steps.core.settings import get_settings
 
     client = MlflowClient(mlflow_server)
     name = "deploy_" + request.node.name[5:45]

@@ -21,7 +21,7 @@ CONF = {"rows": ROWS, "max_latency_ms": 500}
 def training_dag(
     airflow_db: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Any, MlflowClient, str]:
-    from mlops_steps.config import load_settings
+    from mlops_steps.core.settings import load_settings
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", tracking)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the tasks must get it from the connection

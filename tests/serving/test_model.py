@@ -10,8 +10,8 @@ from tests.serving.conftest import MODEL
 
 from mlops_serving import model as served
 from mlops_serving.model import InvalidInput, LoadedModel, load_model
-from mlops_steps.schema import FEATURE_NAMES
-from mlops_steps.synthetic import generate_churn
+from mlops_steps.contract.schema import FEATURE_NAMES
+from mlops_steps.contract.synthetic import generate_churn
 
 
 def _records(rows: int) -> list[dict[str, object]]:

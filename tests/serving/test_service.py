@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.service_process import Service
 from tests.serving.conftest import MODEL
 
-from mlops_steps.schema import FEATURE_NAMES
-from mlops_steps.synthetic import generate_churn
+from mlops_steps.contract.schema import FEATURE_NAMES
+from mlops_steps.contract.synthetic import generate_churn
 
 pytestmark = pytest.mark.serving
 

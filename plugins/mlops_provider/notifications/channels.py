@@ -36,7 +36,7 @@ from mlops_provider.notifications.alerts import Alert
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-    from mlops_steps.config import Settings
+    from mlops_steps.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def deliver(alert: Alert, channels: Sequence[str] | None = None) -> dict[str, st
 
     :return: channel -> ``"sent"`` or ``"failed: <reason>"``.
     """
-    from mlops_steps.config import ConfigError, get_settings
+    from mlops_steps.core.settings import ConfigError, get_settings
 
     results: dict[str, str] = {}
     try:

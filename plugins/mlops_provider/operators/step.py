@@ -26,9 +26,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from mlops_provider.hooks.mlflow import mlflow_tracking_uri
-from mlops_steps.config import RunnerMode, Settings, get_settings
-from mlops_steps.errors import EXIT_REJECTED, EXIT_SKIPPED
-from mlops_steps.spec import RESULT_MARKER, Resources, SecretEnv, StepSpec
+from mlops_steps.core.errors import EXIT_REJECTED, EXIT_SKIPPED
+from mlops_steps.core.settings import RunnerMode, Settings, get_settings
+from mlops_steps.core.spec import RESULT_MARKER, Resources, SecretEnv, StepSpec
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator

@@ -1,0 +1,2 @@
+"""Helpers the training, release and monitoring stages share: partition storage, the MLflow
+client, deterministic splits and classification metrics."""

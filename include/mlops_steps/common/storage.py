@@ -1,0 +1,152 @@
+"""Where a logical run's files live, and atomic, checksummed reads and writes of them.
+
+One directory per partition (one per logical date) holds the ingested data, its manifest, the
+validation results and Data Docs, and each later step's JSON result. Re-running a logical date
+rewrites the same directory, and every file is written to a temporary name and renamed into place,
+so a crash never leaves a half-written file that a later step would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops_steps.core.errors import StepError
+
+_PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_partition_key(key: str) -> str:
+    if not _PARTITION_KEY.fullmatch(key):
+        raise StepError(
+            f"{key!r} is not a valid partition key",
+            subject="--partition",
+            fix="use letters, digits, '.', '_' or '-' (e.g. 20261123T000000)",
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class Partition:
+    """The files of one logical run of the training pipeline."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, dataset_root: Path, key: str) -> Partition:
+        return cls(dataset_root / f"partition={check_partition_key(key)}")
+
+    @property
+    def key(self) -> str:
+        return self.root.name.removeprefix("partition=")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data.parquet"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.root / "validation"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.validation_dir / "data_docs"
+
+    def result(self, step: str) -> Path:
+        """Where a step's JSON result for this partition is kept."""
+        return self.root / "results" / f"{step}.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """A content hash of a frame: same columns, dtypes and values give the same hash,
+    whatever file format or library version wrote it."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[c, str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path, *, produced_by: str) -> dict[str, Any]:
+    """Read a step result; a missing one names the step that should have written it."""
+    if not path.is_file():
+        raise StepError(
+            "not found",
+            subject=str(path),
+            fix=f"run the '{produced_by}' step for this partition first",
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StepError(
+            f"is not valid JSON ({exc})",
+            subject=str(path),
+            fix=f"re-run the '{produced_by}' step for this partition",
+        ) from None
+    if not isinstance(data, dict):
+        raise StepError("does not hold a JSON object", subject=str(path))
+    return data
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False, compression="zstd")
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_partition_frame(partition: Partition) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a partition's data after checking it against the checksum its manifest recorded."""
+    manifest = read_json(partition.manifest, produced_by="ingest")
+    if not partition.data.is_file():
+        raise StepError("data file missing", subject=str(partition.data), fix="re-run 'ingest'")
+    actual = sha256_file(partition.data)
+    if actual != manifest.get("file_sha256"):
+        raise StepError(
+            f"checksum mismatch: manifest says {manifest.get('file_sha256')}, file is {actual}",
+            subject=str(partition.data),
+            fix="the file changed after ingestion; re-run 'ingest' for this partition",
+        )
+    return pd.read_parquet(partition.data), manifest

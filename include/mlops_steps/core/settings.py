@@ -1,0 +1,394 @@
+"""Typed settings for the pipeline, read once from the environment.
+
+Everything a deployment tunes (where data lives, which registry model, which runner, which image,
+the default gate thresholds) is here and nowhere else. Values come from ``MLOPS_*`` environment
+variables so the same code runs on a laptop, in a task pod and inside the Airflow DAG processor;
+this module is stdlib-only so DAG files can import it without slowing parsing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+RunnerMode = Literal["local", "kubernetes"]
+RUNNER_MODES: tuple[RunnerMode, ...] = ("local", "kubernetes")
+ImageBuilder = Literal["bundle", "ci", "kaniko"]
+IMAGE_BUILDERS: tuple[ImageBuilder, ...] = ("bundle", "ci", "kaniko")
+DeployTargetKind = Literal["service", "kubernetes"]
+DEPLOY_TARGETS: tuple[DeployTargetKind, ...] = ("service", "kubernetes")
+AlertChannel = Literal["file", "slack", "email", "webhook"]
+ALERT_CHANNELS: tuple[AlertChannel, ...] = ("file", "slack", "email", "webhook")
+
+# include/mlops_steps/core/settings.py -> the project root, when running from a checkout.
+_CHECKOUT_ROOT = Path(__file__).resolve().parents[3]
+
+
+_Number = TypeVar("_Number", int, float)
+_Choice = TypeVar("_Choice", bound=str)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+def _lookup(name: str) -> tuple[str, str]:
+    """``MLOPS_X`` from the environment, else the Airflow Variable ``mlops_x`` set through the
+    environment (``AIRFLOW_VAR_MLOPS_X``): the one Variable form the DAG processor reads without
+    a metadata-database query per parse, and the form a task pod receives. Returns the name the
+    value came from (for error messages) and the value ("" when unset)."""
+    value = os.environ.get(name, "").strip()
+    if not value and name.startswith("MLOPS_"):
+        variable = f"AIRFLOW_VAR_{name}"
+        if os.environ.get(variable, "").strip():
+            return variable, os.environ[variable].strip()
+    return name, value
+
+
+def _raw(name: str) -> str:
+    return _lookup(name)[1]
+
+
+def _env_str(name: str, default: str) -> str:
+    return _raw(name) or default
+
+
+def _env_number(name: str, default: _Number) -> _Number:
+    """An int or float setting (the type of ``default``), with an error naming the variable."""
+    name, raw = _lookup(name)
+    if not raw:
+        return default
+    try:
+        return type(default)(raw)
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {kind}; set it to e.g. {default}") from None
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """Default quality-gate thresholds; each DAG run can override them through its Params."""
+
+    min_auc: float = 0.80
+    min_accuracy: float = 0.75
+    max_latency_ms: float = 25.0
+    max_auc_drop: float = 0.01
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """How step pods are rendered in Kubernetes mode."""
+
+    namespace: str = "mlops"
+    task_image: str = "ghcr.io/airflow-mlops/task:latest"
+    service_account: str = "mlops-steps"
+    data_pvc: str = "mlops-data"
+    kubernetes_conn_id: str = "kubernetes_default"
+    # Names of Kubernetes Secrets (references, not values).
+    mlflow_secret: str = "mlops-mlflow"  # noqa: S105
+    s3_secret: str = "mlops-s3"  # noqa: S105
+    serving_secret: str = "mlops-serving"  # noqa: S105 (admin_token)
+    ci_secret: str = "mlops-ci"  # noqa: S105 (token)
+
+
+@dataclass(frozen=True)
+class ImageBuildSettings:
+    """How a model version becomes a serving image (or, locally, a model-store bundle)."""
+
+    builder: ImageBuilder = "bundle"
+    serving_image: str = "ghcr.io/airflow-mlops/serving"  # repository; the tag is per version
+    ci_conn_id: str = "ci_build"  # local runner: the CI token is this connection's password
+    # CI backend (a workflow dispatch): the endpoint and poll cadence; the token is MLOPS_CI_TOKEN.
+    ci_dispatch_url: str = ""
+    ci_ref: str = "main"
+    ci_poll_interval_s: float = 15.0
+    ci_timeout_s: float = 3600.0
+    # Kaniko backend: the executor image and the build context (a git URL of this repository).
+    kaniko_image: str = "gcr.io/kaniko-project/executor:v1.23.2"
+    build_context: str = "git://github.com/airflow-mlops/airflow-mlops.git#refs/heads/main"
+    # A kubernetes.io/dockerconfigjson Secret with push credentials (a reference, not a value).
+    kaniko_push_secret: str = "mlops-registry-push"  # noqa: S105
+    kaniko_timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """Where releases go: the local service's admin API, or Deployments in Kubernetes."""
+
+    target: DeployTargetKind = "service"
+    service_url: str = "http://127.0.0.1:8000"  # the service's admin API (target "service")
+    serving_conn_id: str = "mlops_serving"  # local runner: the admin token is its password
+    # Kubernetes target: the stable and canary Deployments of serving/k8s/ (split by replicas).
+    stable_deployment: str = "churn-serving-stable"
+    canary_deployment: str = "churn-serving-canary"
+    stable_replicas: int = 3
+    canary_weight: float = 0.1
+    rollout_timeout_s: float = 600.0  # a Deployment rollout that takes longer fails the step
+    promotion_pool: str = "mlops_promotion"  # one slot: releases and rollbacks never interleave
+    approval_timeout_hours: float = 24.0  # then the approval defaults to Reject
+    candidate_wait_s: float = 1500.0  # a run with no undecided challenger skips after this
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go and when a run counts as late. Secrets live in the Airflow connections
+    (Slack webhook URL, SMTP password, webhook token), never here."""
+
+    channels: tuple[AlertChannel, ...] = ("file",)
+    slack_conn_id: str = "slack_alerts"
+    smtp_conn_id: str = "smtp_alerts"
+    webhook_conn_id: str = "alerts_webhook"
+    timeout_s: float = 10.0  # per channel and alert: a dead receiver must not hold a callback
+    # Deadlines (DeadlineAlert; Airflow 3 has no SLA): minutes/hours after the run was queued.
+    training_deadline_minutes: float = 120.0  # default of the training DAG's Param
+    approval_deadline_hours: float = 4.0  # a release still unfinished (approval unanswered?)
+    rollback_deadline_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """Time-based runs (UTC cron, or None for none) beside the asset events that also start
+    the DAGs; the local lifecycle demo turns them off so its story runs in order."""
+
+    training: str | None = "0 4 * * 1"  # weekly retraining, on top of new-data and drift events
+    monitoring: str | None = "15 * * * *"  # hourly, once the service's last flushes landed
+    deployment_reconcile: str | None = "*/30 * * * *"  # catches registry webhooks that were lost
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All pipeline settings. Build with :func:`load_settings`, read with :func:`get_settings`."""
+
+    home: Path
+    data_root: Path
+    runner: RunnerMode = "local"
+    model_name: str = "churn"
+    experiment_name: str = "churn-training"
+    mlflow_conn_id: str = "mlflow_default"
+    aws_conn_id: str = "aws_default"  # local runner: S3 keys (login/password) for s3:// URIs
+    default_rows: int = 50_000
+    default_seed: int = 42
+    min_rows: int = 1_000
+    gate: GateThresholds = field(default_factory=GateThresholds)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    image_build: ImageBuildSettings = field(default_factory=ImageBuildSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
+    # Monitoring: the service's prediction log (a directory or s3://bucket/prefix; load_settings
+    # defaults it to $MLOPS_HOME/predictions, where `make serve` writes) and the MLflow experiment
+    # holding one run per monitored window (default "<model>-monitoring").
+    prediction_log: str = ""
+    monitoring_experiment: str = ""
+
+    @property
+    def dataset_root(self) -> Path:
+        """Where the partitions of the model's training data live."""
+        return self.data_root / self.model_name
+
+    @property
+    def model_store(self) -> Path:
+        """Local bundles of model versions (the embedded stand-in for serving images)."""
+        return self.home / "model-store" / self.model_name
+
+    @property
+    def ledger_path(self) -> Path:
+        """The deployment audit ledger (JSON lines), beside the registry tags it mirrors."""
+        return self.data_root / "ledger" / f"{self.model_name}-deployments.jsonl"
+
+    @property
+    def monitoring_root(self) -> Path:
+        """Drift reports, one directory per monitored window."""
+        return self.data_root / "monitoring" / self.model_name
+
+    @property
+    def labels_dir(self) -> Path:
+        """Delayed ground truth (CSV/Parquet with entity_id or request_id, and the label)."""
+        return self.data_root / "labels"
+
+    @property
+    def alerts_path(self) -> Path:
+        """The local alert channel's JSON lines (one record per alert)."""
+        return self.home / "alerts" / "alerts.jsonl"
+
+
+def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
+    name, raw = _lookup(name)
+    raw = raw or default
+    for choice in choices:
+        if raw == choice:
+            return choice
+    raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+
+
+def _alert_channels_from_env() -> tuple[AlertChannel, ...]:
+    """``MLOPS_ALERT_CHANNELS``: a comma-separated subset of file, slack, email, webhook."""
+    raw = _raw("MLOPS_ALERT_CHANNELS")
+    if not raw:
+        return AlertSettings.channels
+    channels: list[AlertChannel] = []
+    for name in (part.strip().lower() for part in raw.split(",")):
+        match = next((choice for choice in ALERT_CHANNELS if choice == name), None)
+        if match is None:
+            raise ConfigError(
+                f"MLOPS_ALERT_CHANNELS={raw!r}: {name!r} is not one of "
+                f"{', '.join(ALERT_CHANNELS)}; e.g. MLOPS_ALERT_CHANNELS=file,slack"
+            )
+        if match not in channels:
+            channels.append(match)
+    return tuple(channels)
+
+
+def _env_schedule(name: str, default: str | None) -> str | None:
+    """A cron expression, or ``off`` (also ``none``) for no time-based runs."""
+    name, raw = _lookup(name)
+    if not raw:
+        return default
+    if raw.lower() in {"off", "none"}:
+        return None
+    if len(raw.split()) not in {5, 6} and not raw.startswith("@"):
+        raise ConfigError(
+            f"{name}={raw!r} is not a cron expression; set e.g. {name}='{default or '0 4 * * 1'}' "
+            "or 'off'"
+        )
+    return raw
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment (no caching; tests call this after changing env)."""
+    default_home = _CHECKOUT_ROOT / ".mlops" if (_CHECKOUT_ROOT / "include").is_dir() else None
+    home = Path(_env_str("MLOPS_HOME", str(default_home or Path.cwd() / ".mlops")))
+    data_root = Path(_env_str("MLOPS_DATA_ROOT", str(home / "data")))
+    gate = GateThresholds(
+        min_auc=_env_number("MLOPS_GATE_MIN_AUC", GateThresholds.min_auc),
+        min_accuracy=_env_number("MLOPS_GATE_MIN_ACCURACY", GateThresholds.min_accuracy),
+        max_latency_ms=_env_number("MLOPS_GATE_MAX_LATENCY_MS", GateThresholds.max_latency_ms),
+        max_auc_drop=_env_number("MLOPS_GATE_MAX_AUC_DROP", GateThresholds.max_auc_drop),
+    )
+    k8s_defaults = KubernetesSettings()
+    kubernetes = KubernetesSettings(
+        namespace=_env_str("MLOPS_K8S_NAMESPACE", k8s_defaults.namespace),
+        task_image=_env_str("MLOPS_TASK_IMAGE", k8s_defaults.task_image),
+        service_account=_env_str("MLOPS_K8S_SERVICE_ACCOUNT", k8s_defaults.service_account),
+        data_pvc=_env_str("MLOPS_K8S_DATA_PVC", k8s_defaults.data_pvc),
+        kubernetes_conn_id=_env_str("MLOPS_K8S_CONN_ID", k8s_defaults.kubernetes_conn_id),
+        mlflow_secret=_env_str("MLOPS_K8S_MLFLOW_SECRET", k8s_defaults.mlflow_secret),
+        s3_secret=_env_str("MLOPS_K8S_S3_SECRET", k8s_defaults.s3_secret),
+        serving_secret=_env_str("MLOPS_K8S_SERVING_SECRET", k8s_defaults.serving_secret),
+        ci_secret=_env_str("MLOPS_K8S_CI_SECRET", k8s_defaults.ci_secret),
+    )
+    build_defaults, deploy_defaults = ImageBuildSettings(), DeploySettings()
+    image_build = ImageBuildSettings(
+        builder=_env_choice("MLOPS_IMAGE_BUILDER", IMAGE_BUILDERS, build_defaults.builder),
+        serving_image=_env_str("MLOPS_SERVING_IMAGE", build_defaults.serving_image),
+        ci_conn_id=_env_str("MLOPS_CI_CONN_ID", build_defaults.ci_conn_id),
+        ci_dispatch_url=_env_str("MLOPS_CI_DISPATCH_URL", build_defaults.ci_dispatch_url),
+        ci_ref=_env_str("MLOPS_CI_REF", build_defaults.ci_ref),
+        ci_poll_interval_s=_env_number(
+            "MLOPS_CI_POLL_INTERVAL_S", build_defaults.ci_poll_interval_s
+        ),
+        ci_timeout_s=_env_number("MLOPS_CI_TIMEOUT_S", build_defaults.ci_timeout_s),
+        kaniko_image=_env_str("MLOPS_KANIKO_IMAGE", build_defaults.kaniko_image),
+        build_context=_env_str("MLOPS_BUILD_CONTEXT", build_defaults.build_context),
+        kaniko_push_secret=_env_str("MLOPS_KANIKO_PUSH_SECRET", build_defaults.kaniko_push_secret),
+        kaniko_timeout_s=_env_number("MLOPS_KANIKO_TIMEOUT_S", build_defaults.kaniko_timeout_s),
+    )
+    deploy = DeploySettings(
+        target=_env_choice("MLOPS_DEPLOY_TARGET", DEPLOY_TARGETS, deploy_defaults.target),
+        service_url=_env_str("MLOPS_SERVICE_URL", deploy_defaults.service_url).rstrip("/"),
+        serving_conn_id=_env_str("MLOPS_SERVING_CONN_ID", deploy_defaults.serving_conn_id),
+        stable_deployment=_env_str("MLOPS_STABLE_DEPLOYMENT", deploy_defaults.stable_deployment),
+        canary_deployment=_env_str("MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment),
+        stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
+        canary_weight=_env_number("MLOPS_CANARY_WEIGHT", deploy_defaults.canary_weight),
+        rollout_timeout_s=_env_number("MLOPS_ROLLOUT_TIMEOUT_S", deploy_defaults.rollout_timeout_s),
+        promotion_pool=_env_str("MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool),
+        approval_timeout_hours=_env_number(
+            "MLOPS_APPROVAL_TIMEOUT_HOURS", deploy_defaults.approval_timeout_hours
+        ),
+        candidate_wait_s=_env_number("MLOPS_CANDIDATE_WAIT_S", deploy_defaults.candidate_wait_s),
+    )
+    alert_defaults = AlertSettings()
+    alerts = AlertSettings(
+        channels=_alert_channels_from_env(),
+        slack_conn_id=_env_str("MLOPS_ALERT_SLACK_CONN_ID", alert_defaults.slack_conn_id),
+        smtp_conn_id=_env_str("MLOPS_ALERT_SMTP_CONN_ID", alert_defaults.smtp_conn_id),
+        webhook_conn_id=_env_str("MLOPS_ALERT_WEBHOOK_CONN_ID", alert_defaults.webhook_conn_id),
+        timeout_s=_env_number("MLOPS_ALERT_TIMEOUT_S", alert_defaults.timeout_s),
+        training_deadline_minutes=_env_number(
+            "MLOPS_TRAINING_DEADLINE_MINUTES", alert_defaults.training_deadline_minutes
+        ),
+        approval_deadline_hours=_env_number(
+            "MLOPS_APPROVAL_DEADLINE_HOURS", alert_defaults.approval_deadline_hours
+        ),
+        rollback_deadline_minutes=_env_number(
+            "MLOPS_ROLLBACK_DEADLINE_MINUTES", alert_defaults.rollback_deadline_minutes
+        ),
+    )
+    schedule_defaults = ScheduleSettings()
+    schedules = ScheduleSettings(
+        training=_env_schedule("MLOPS_TRAINING_SCHEDULE", schedule_defaults.training),
+        monitoring=_env_schedule("MLOPS_MONITORING_SCHEDULE", schedule_defaults.monitoring),
+        deployment_reconcile=_env_schedule(
+            "MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE", schedule_defaults.deployment_reconcile
+        ),
+    )
+    model_name = _env_str("MLOPS_MODEL_NAME", Settings.model_name)
+    return Settings(
+        home=home,
+        data_root=data_root,
+        runner=_env_choice("MLOPS_RUNNER", RUNNER_MODES, Settings.runner),
+        model_name=model_name,
+        experiment_name=_env_str("MLOPS_EXPERIMENT", Settings.experiment_name),
+        mlflow_conn_id=_env_str("MLOPS_MLFLOW_CONN_ID", Settings.mlflow_conn_id),
+        aws_conn_id=_env_str("MLOPS_AWS_CONN_ID", Settings.aws_conn_id),
+        default_rows=_env_number("MLOPS_DEFAULT_ROWS", Settings.default_rows),
+        default_seed=_env_number("MLOPS_DEFAULT_SEED", Settings.default_seed),
+        min_rows=_env_number("MLOPS_MIN_ROWS", Settings.min_rows),
+        gate=gate,
+        kubernetes=kubernetes,
+        image_build=image_build,
+        deploy=deploy,
+        alerts=alerts,
+        schedules=schedules,
+        prediction_log=_env_str("MLOPS_PREDICTION_LOG", str(home / "predictions")),
+        monitoring_experiment=_env_str("MLOPS_MONITORING_EXPERIMENT", f"{model_name}-monitoring"),
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Process-wide settings (read once)."""
+    return load_settings()
+
+
+@functools.cache
+def code_version() -> str:
+    """The git sha of the code that runs: baked into images as MLOPS_CODE_SHA, else from git."""
+    baked = os.environ.get("MLOPS_CODE_SHA", "").strip()
+    if baked:
+        return baked
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=_CHECKOUT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_CHECKOUT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha

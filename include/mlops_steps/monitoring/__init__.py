@@ -1,0 +1,1 @@
+"""The monitoring stage: served predictions, drift, reference data, labels and performance."""

@@ -1,0 +1,359 @@
+"""The release steps: resolve a candidate, start its canary, promote it, or roll it back.
+
+The registry aliases are the source of truth: ``champion`` is what serves, ``previous_champion``
+what served before it, ``challenger`` the newest gated candidate. A candidate's fate is written on
+its model version (``mlops.deploy.*`` tags) and appended to the audit ledger (JSON lines), so a
+re-run finds a decided candidate and does nothing twice.
+
+Ordering keeps every failure safe: promotion moves the traffic first and the aliases last, after
+re-reading ``champion``; a rollback retires the canary and puts the service back on whatever
+``champion`` names, so a half-finished promotion can always be rolled back to a consistent state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlops_steps.common.storage import Partition, atomic_write_bytes
+from mlops_steps.common.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    connect,
+    tracking_uri,
+    version_by_alias,
+)
+from mlops_steps.core.errors import NothingToDo, StepError
+from mlops_steps.core.settings import Settings
+from mlops_steps.release.targets import open_target
+from mlops_steps.release.targets.base import Release
+
+PREVIOUS_CHAMPION = "previous_champion"
+STATUS_TAG = "mlops.deploy.status"
+PROMOTED, REJECTED, ROLLED_BACK = "promoted", "rejected", "rolled_back"
+
+
+def deployment_dir(settings: Settings, version: str) -> Path:
+    """Per-version working files of the release steps (canary analysis, decisions)."""
+    return settings.data_root / "deployments" / settings.model_name / f"v{version}"
+
+
+def _get_version(client: Any, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise StepError(
+            f"model version does not exist ({exc.error_code})",
+            subject=f"{name} v{version}",
+            fix="pass an existing version (or leave it empty to deploy the challenger)",
+        ) from None
+
+
+def _links(settings: Settings, client: Any, version: Any) -> dict[str, str | None]:
+    tags = dict(version.tags or {})
+    uri = tracking_uri().rstrip("/")
+    run_link = None
+    if version.run_id and uri.startswith("http"):
+        experiment = client.get_run(version.run_id).info.experiment_id
+        run_link = f"{uri}/#/experiments/{experiment}/runs/{version.run_id}"
+    docs = None
+    if tags.get("mlops.partition"):
+        partition = Partition.of(settings.dataset_root, tags["mlops.partition"])
+        index = partition.data_docs_dir / "index.html"
+        docs = index.as_uri() if index.is_file() else str(partition.data_docs_dir)
+    return {"mlflow_run": run_link, "data_docs": docs}
+
+
+def run_resolve(settings: Settings, version: str | None) -> dict[str, Any]:
+    """The candidate (``version``, else the challenger), gate re-checked, and what approvers
+    see: its metrics, the champion it was compared with, links to its run and Data Docs."""
+    client = connect()
+    name = settings.model_name
+    if version:
+        candidate = _get_version(client, name, version)
+    else:
+        candidate = version_by_alias(client, name, CHALLENGER)
+        if candidate is None:
+            raise NothingToDo(f"no version has the alias {CHALLENGER!r}", subject=f"model {name}")
+    number = str(candidate.version)
+    tags = dict(candidate.tags or {})
+    subject = f"{name} v{number}"
+    if candidate.status != "READY":
+        raise StepError(f"is {candidate.status}, not READY", subject=subject)
+    champion = version_by_alias(client, name, CHAMPION)
+    champion_version = str(champion.version) if champion is not None else None
+    if champion_version == number:
+        raise NothingToDo("is already the champion", subject=subject)
+    if tags.get(STATUS_TAG):
+        raise NothingToDo(
+            f"was already decided ({STATUS_TAG}={tags[STATUS_TAG]}: "
+            f"{tags.get('mlops.deploy.reason', '')})",
+            subject=subject,
+        )
+    if tags.get("mlops.gate.decision") != "passed":
+        raise StepError(
+            f"has no passed quality gate (mlops.gate.decision={tags.get('mlops.gate.decision')!r})",
+            subject=subject,
+            fix="only versions registered by the training pipeline's gate can be deployed",
+        )
+    evaluated_against = tags.get("mlops.compared_to_champion") or None
+    if evaluated_against != champion_version:
+        raise StepError(
+            f"was evaluated against champion v{evaluated_against}, but the champion is now "
+            f"v{champion_version}",
+            subject=subject,
+            fix="retrain or re-evaluate against the current champion",
+        )
+    return {
+        "model_name": name,
+        "version": number,
+        "run_id": candidate.run_id,
+        "champion_version": champion_version,
+        "data_sha256": tags.get("mlops.data_sha256"),
+        "partition": tags.get("mlops.partition"),
+        "metrics": {
+            "holdout_auc": _number(tags.get("mlops.holdout_auc")),
+            "holdout_accuracy": _number(tags.get("mlops.holdout_accuracy")),
+            "latency_p95_ms": _number(tags.get("mlops.latency_p95_ms")),
+            "auc_delta_vs_champion": _number(tags.get("mlops.auc_delta")),
+        },
+        "gate_reason": tags.get("mlops.gate.reason"),
+        "links": _links(settings, client, candidate),
+    }
+
+
+def _number(text: str | None) -> float | None:
+    return None if text in (None, "") else float(text)
+
+
+def run_canary(settings: Settings, release: Release, weight: float) -> dict[str, Any]:
+    """Put the release live beside the stable version at ``weight`` of the traffic.
+
+    With no stable version serving yet (the first release ever) the canary takes all traffic:
+    there is nothing to compare against, so the analysis judges it on absolute thresholds.
+    """
+    target = open_target(settings)
+    before = target.state()
+    share = weight if before.stable_version is not None else 1.0
+    after = target.start_canary(release, share)
+    if after.canary_version != release.version:
+        raise StepError(
+            f"the target serves canary v{after.canary_version} after the update",
+            subject=f"{release.model_name} v{release.version}",
+        )
+    return {"before": before.as_dict(), "after": after.as_dict(), "image_ref": release.image_ref}
+
+
+def _ledger_append(settings: Settings, entry: dict[str, Any]) -> None:
+    """Append one decision; O_APPEND keeps concurrent writers' lines whole."""
+    path = settings.ledger_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_ledger(settings: Settings) -> list[dict[str, Any]]:
+    path = settings.ledger_path
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _record(
+    settings: Settings,
+    client: Any,
+    *,
+    version: str,
+    status: str,
+    reason: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the decision as version tags and a ledger line (once per version and status)."""
+    name = settings.model_name
+    candidate = client.get_model_version(name, version)
+    tags = dict(candidate.tags or {})
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model_name": name,
+        "version": version,
+        "decision": status,
+        "reason": reason,
+        "dag_id": os.environ.get("MLOPS_AIRFLOW_DAG_ID"),
+        "dag_run_id": os.environ.get("MLOPS_AIRFLOW_RUN_ID"),
+        "data_sha256": tags.get("mlops.data_sha256"),
+        "image_ref": tags.get("mlops.image.ref"),
+        **extra,
+    }
+    already = any(
+        e.get("version") == version and e.get("decision") == status for e in read_ledger(settings)
+    )
+    if not already:
+        _ledger_append(settings, entry)
+    for key, value in {
+        STATUS_TAG: status,
+        "mlops.deploy.reason": reason[:4000],
+        "mlops.deploy.approved_by": str(extra.get("approved_by") or ""),
+        "mlops.deploy.dag_run_id": str(entry["dag_run_id"] or ""),
+        "mlops.deploy.decided_at": entry["time"],
+    }.items():
+        client.set_model_version_tag(name, version, key, value)
+    return entry
+
+
+def _analysis(settings: Settings, version: str) -> dict[str, Any] | None:
+    path = deployment_dir(settings, version) / "analysis.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_promote(
+    settings: Settings, release: Release, expected_champion: str | None, approved_by: str
+) -> dict[str, Any]:
+    """Canary → stable at 100 %, then ``previous_champion`` and ``champion`` move."""
+    client = connect()
+    name, version = settings.model_name, release.version
+    champion = version_by_alias(client, name, CHAMPION)
+    current = str(champion.version) if champion is not None else None
+    if current == version:  # a retry after the aliases moved: finish the bookkeeping only
+        previous = expected_champion
+    elif current != (expected_champion or None):
+        raise StepError(
+            f"the champion moved to v{current} since the candidate was evaluated against "
+            f"v{expected_champion}; nothing promoted",
+            subject=f"{name}@{CHAMPION}",
+            fix="let the rollback run, then retrain against the new champion",
+        )
+    else:
+        previous = current
+    state = open_target(settings).promote(release)
+    if state.stable_version != version or state.canary_version is not None:
+        raise StepError(
+            f"after promotion the target serves stable v{state.stable_version}, "
+            f"canary v{state.canary_version}",
+            subject=f"{name} v{version}",
+        )
+    if previous is not None and current != version:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    challenger = version_by_alias(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    entry = _record(
+        settings,
+        client,
+        version=version,
+        status=PROMOTED,
+        reason=f"canary analysis passed; v{version} replaces v{previous}",
+        extra={
+            "approved_by": approved_by,
+            "previous_champion": previous,
+            "traffic": state.as_dict(),
+            "analysis": _analysis(settings, version),
+        },
+    )
+    return {"decision": PROMOTED, "version": version, "previous_champion": previous, **entry}
+
+
+def run_rollback(
+    settings: Settings, version: str, reason: str, approved_by: str, status: str
+) -> dict[str, Any]:
+    """Canary off, the service back on ``champion``, the candidate tagged with the reason.
+
+    The aliases are not touched: whatever ``champion`` names is what serves afterwards.
+    """
+    client = connect()
+    name = settings.model_name
+    champion = version_by_alias(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == version:
+        raise StepError(
+            "is the champion; a promotion already completed, nothing to roll back",
+            subject=f"{name} v{version}",
+            fix="use the mlops_rollback DAG to restore the previous champion",
+        )
+    stable = (
+        Release(name, str(champion.version), str(champion.tags.get("mlops.image.ref", "")))
+        if champion is not None
+        else None
+    )
+    state = open_target(settings).rollback(stable)
+    if state.canary_version is not None or state.canary_weight:
+        raise StepError(
+            f"the canary still serves (v{state.canary_version} at {state.canary_weight})",
+            subject=f"{name} v{version}",
+        )
+    analysis = _analysis(settings, version)
+    if analysis and not analysis.get("passed"):
+        reason = f"{reason}: {', '.join(analysis.get('failed_checks') or ['analysis failed'])}"
+    entry = _record(
+        settings,
+        client,
+        version=version,
+        status=status,
+        reason=reason,
+        extra={
+            "approved_by": approved_by,
+            "champion": stable.version if stable else None,
+            "traffic": state.as_dict(),
+            "analysis": analysis,
+        },
+    )
+    return {"decision": status, "version": version, **entry}
+
+
+def run_restore_previous(settings: Settings, requested_by: str, reason: str) -> dict[str, Any]:
+    """The manual rollback: ``previous_champion`` becomes ``champion`` again and serves.
+
+    The demoted version is tagged ``rolled_back``; ``previous_champion`` is cleared so a second
+    rollback cannot bring the demoted version back. A retry of the same DAG run finds its own
+    ledger line and only re-applies the traffic.
+    """
+    client = connect()
+    name = settings.model_name
+    run_id = os.environ.get("MLOPS_AIRFLOW_RUN_ID")
+    done = [
+        e
+        for e in read_ledger(settings)
+        if run_id and e.get("dag_run_id") == run_id and e.get("decision") == ROLLED_BACK
+    ]
+    champion = version_by_alias(client, name, CHAMPION)
+    if done:
+        restored, demoted = done[-1]["restored"], done[-1]["version"]
+    else:
+        previous = version_by_alias(client, name, PREVIOUS_CHAMPION)
+        if previous is None:
+            raise StepError(
+                f"no version has the alias {PREVIOUS_CHAMPION!r}; nothing to restore",
+                subject=f"model {name}",
+                fix="a rollback needs an earlier promotion by the deployment DAG",
+            )
+        restored = str(previous.version)
+        demoted = str(champion.version) if champion is not None else restored
+        client.set_registered_model_alias(name, CHAMPION, restored)
+        client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    stable = client.get_model_version(name, restored)
+    release = Release(name, restored, str((stable.tags or {}).get("mlops.image.ref", "")))
+    state = open_target(settings).rollback(release)
+    if done:
+        return {"decision": ROLLED_BACK, **done[-1], "traffic": state.as_dict()}
+    entry = _record(
+        settings,
+        client,
+        version=demoted,
+        status=ROLLED_BACK,
+        reason=reason or f"manual rollback to v{restored}",
+        extra={"approved_by": requested_by, "restored": restored, "traffic": state.as_dict()},
+    )
+    return {"decision": ROLLED_BACK, **entry}
+
+
+def write_result(settings: Settings, version: str, step: str, result: dict[str, Any]) -> None:
+    path = deployment_dir(settings, version) / f"{step}.json"
+    atomic_write_bytes(path, json.dumps(result, sort_keys=True, indent=2, default=str).encode())

@@ -1,0 +1,117 @@
+"""register: make the gated challenger a model version with the alias ``challenger``.
+
+One version per training run: a retry looks the version up by run id before registering. The
+``champion`` alias is never touched here; promotion belongs to the deployment pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mlops_steps.common.storage import Partition, read_json, write_json
+from mlops_steps.common.tracking import CHALLENGER, CHAMPION, connect, version_by_alias
+from mlops_steps.core.errors import GateFailed, StepError
+from mlops_steps.core.settings import Settings
+
+_READY_TIMEOUT_S = 300.0
+
+
+def _existing_version(client: Any, model_name: str, run_id: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def _wait_ready(client: Any, model_name: str, version: str) -> Any:
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while True:
+        current = client.get_model_version(model_name, version)
+        if current.status == "READY":
+            return current
+        if current.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise StepError(
+                f"model version did not become READY (status {current.status})",
+                subject=f"{model_name} v{version}",
+            )
+        time.sleep(1.0)
+
+
+def version_tags(gate: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, str]:
+    """Tags that let the deployment pipeline re-check the gate without reading local files."""
+    challenger = evaluation["challenger"]
+    tags = {
+        "mlops.gate.decision": gate["decision"],
+        "mlops.gate.reason": gate["reason"][:4000],
+        "mlops.gate.checks": json.dumps(gate["checks"], sort_keys=True)[:7000],
+        "mlops.data_sha256": gate["data_sha256"],
+        "mlops.partition": gate["partition"],
+        "mlops.holdout_auc": f"{challenger['auc']:.6f}",
+        "mlops.holdout_accuracy": f"{challenger['accuracy']:.6f}",
+        "mlops.latency_p95_ms": f"{challenger['latency_p95_ms']:.4f}",
+    }
+    if evaluation.get("champion"):
+        tags["mlops.compared_to_champion"] = str(evaluation["champion"]["version"])
+        tags["mlops.auc_delta"] = f"{evaluation['comparison']['auc_delta']:.6f}"
+    return tags
+
+
+def run_register(settings: Settings, partition_key: str) -> dict[str, Any]:
+    import mlflow
+
+    partition = Partition.of(settings.dataset_root, partition_key)
+    trained = read_json(partition.result("train"), produced_by="train")
+    evaluation = read_json(partition.result("evaluate"), produced_by="evaluate")
+    gate = read_json(partition.result("gate"), produced_by="gate")
+    if gate.get("decision") != "passed":
+        raise GateFailed(
+            f"gate decision is {gate.get('decision')!r}; nothing registered",
+            subject=str(partition.result("gate")),
+        )
+    if not gate["run_id"] == evaluation["run_id"] == trained["run_id"]:
+        raise StepError(
+            f"results disagree: train {trained['run_id']}, evaluate {evaluation['run_id']}, "
+            f"gate {gate['run_id']}",
+            subject=str(partition.root),
+            fix="re-run evaluate and gate for this partition",
+        )
+
+    client = connect()
+    model_name, run_id = settings.model_name, trained["run_id"]
+    existing = _existing_version(client, model_name, run_id)
+    created = existing is None
+    if existing is None:
+        registered = mlflow.register_model(
+            trained["model_uri"], model_name, await_registration_for=int(_READY_TIMEOUT_S)
+        )
+        version_number = str(registered.version)
+    else:
+        version_number = str(existing.version)
+    version = _wait_ready(client, model_name, version_number)
+    for key, value in version_tags(gate, evaluation).items():
+        client.set_model_version_tag(model_name, version_number, key, value)
+
+    champion = version_by_alias(client, model_name, CHAMPION)
+    is_champion = champion is not None and str(champion.version) == version_number
+    if not is_champion:
+        # A version already serving as champion (a re-run after promotion) is not a challenger.
+        client.set_registered_model_alias(model_name, CHALLENGER, version_number)
+    result = {
+        "model_name": model_name,
+        "version": version_number,
+        "alias": CHAMPION if is_champion else CHALLENGER,
+        "run_id": run_id,
+        "model_uri": f"models:/{model_name}/{version_number}",
+        "status": version.status,
+        "created": created,
+        "champion_version": str(champion.version) if champion is not None else None,
+    }
+    write_json(partition.result("register"), result)
+    return result

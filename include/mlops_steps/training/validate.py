@@ -1,0 +1,157 @@
+"""validate: check the partition against the data contract with Great Expectations.
+
+The suite is built from :mod:`mlops_steps.schema` (so the contract has one source), run through a
+checkpoint that also renders Data Docs beside the partition, and summarised into
+``validation/result.json``. Any failed expectation fails the step with each failure named.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlops_steps.common.storage import Partition, load_partition_frame, write_json
+from mlops_steps.contract.schema import ALL_COLUMNS, FEATURES, ID_COLUMN, LABEL_COLUMN
+from mlops_steps.core.errors import ValidationFailed
+from mlops_steps.core.settings import Settings
+
+_INT_TYPES = ["int64", "int32", "int16", "int8", "Int64", "Int32"]
+_FLOAT_TYPES = ["float64", "float32", "Float64", *_INT_TYPES]
+_STRING_TYPES = ["object", "str", "string", "StringDtype"]
+_SITE = "partition_site"
+
+
+def build_expectations(min_rows: int) -> list[Any]:
+    """The expectation suite for churn data (GX objects; imported lazily, GX is slow to load)."""
+    import great_expectations.expectations as gxe
+
+    suite: list[Any] = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(ALL_COLUMNS), exact_match=True),
+        # Map expectations pass on an empty table, so the row count guards against empty data.
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        gxe.ExpectColumnValuesToBeUnique(column=ID_COLUMN),
+        gxe.ExpectColumnValuesToBeInTypeList(column=ID_COLUMN, type_list=_STRING_TYPES),
+        gxe.ExpectColumnValuesToBeInTypeList(column=LABEL_COLUMN, type_list=_INT_TYPES),
+        gxe.ExpectColumnValuesToBeInSet(column=LABEL_COLUMN, value_set=[0, 1]),
+    ]
+    for column in ALL_COLUMNS:
+        suite.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    for feature in FEATURES:
+        if feature.kind == "category":
+            suite.append(
+                gxe.ExpectColumnValuesToBeInTypeList(column=feature.name, type_list=_STRING_TYPES)
+            )
+            suite.append(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=feature.name, value_set=list(feature.categories)
+                )
+            )
+        else:
+            types = _INT_TYPES if feature.kind == "integer" else _FLOAT_TYPES
+            suite.append(gxe.ExpectColumnValuesToBeInTypeList(column=feature.name, type_list=types))
+            suite.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=feature.name, min_value=feature.minimum, max_value=feature.maximum
+                )
+            )
+    return suite
+
+
+def _describe_failure(result: Any) -> str:
+    config = result.expectation_config
+    column = config.kwargs.get("column")
+    name = f"{config.type}({column})" if column else config.type
+    exception = (result.exception_info or {}).get("exception_message")
+    if exception:
+        return f"{name}: could not be evaluated ({exception.splitlines()[0][:200]})"
+    details = result.result or {}
+    if "unexpected_count" in details:
+        sample = details.get("partial_unexpected_list", [])[:5]
+        return f"{name}: {details['unexpected_count']} unexpected values, e.g. {sample}"
+    if "observed_value" in details:
+        return f"{name}: observed {details['observed_value']!r}"
+    return name
+
+
+def _drop_default_docs_site(context: Any) -> None:
+    """An ephemeral context comes with a docs site in a fresh temp directory; remove both, so
+    a long-lived worker does not collect one empty directory per validation."""
+    sites = dict(context.variables.data_docs_sites or {})
+    default = sites.pop("local_site", None)
+    context.variables.data_docs_sites = sites
+    if default:
+        base = Path(default.get("store_backend", {}).get("base_directory", ""))
+        if base.parent == Path(tempfile.gettempdir()) and base.name.startswith("tmp"):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def run_validate(settings: Settings, partition_key: str, min_rows: int) -> dict[str, Any]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from task pods
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # chatty at INFO on import
+    import great_expectations as gx
+
+    partition = Partition.of(settings.dataset_root, partition_key)
+    frame, manifest = load_partition_frame(partition)
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
+    _drop_default_docs_site(context)
+    context.add_data_docs_site(
+        site_name=_SITE,
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(partition.data_docs_dir),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    batch_definition = (
+        context.data_sources.add_pandas(name="churn")
+        .add_dataframe_asset(name=f"partition_{partition.key}")
+        .add_batch_definition_whole_dataframe(name="whole_partition")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name="churn_contract"))
+    for expectation in build_expectations(min_rows):
+        suite.add_expectation(expectation)
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name="churn_partition", data=batch_definition, suite=suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name="churn_checkpoint",
+            validation_definitions=[validation],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[_SITE])],
+        )
+    )
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    suite_result = next(iter(outcome.run_results.values()))
+    failures = [_describe_failure(r) for r in suite_result.results if not r.success]
+
+    partition.validation_dir.mkdir(parents=True, exist_ok=True)
+    write_json(partition.validation_dir / "gx_result.json", suite_result.to_json_dict())
+    summary: dict[str, Any] = {
+        "partition": partition.key,
+        "data_sha256": manifest["data_sha256"],
+        "success": bool(suite_result.success),
+        "evaluated_expectations": suite_result.statistics["evaluated_expectations"],
+        "successful_expectations": suite_result.statistics["successful_expectations"],
+        "failed_expectations": failures,
+        "data_docs_index": str(partition.data_docs_dir / "index.html"),
+        "rows": len(frame),
+    }
+    write_json(partition.result("validate"), summary)
+    if failures:
+        raise ValidationFailed(
+            f"{len(failures)} expectation(s) failed: " + "; ".join(failures),
+            subject=str(partition.data),
+            fix=f"fix the source data; Data Docs: {summary['data_docs_index']}",
+        )
+    return summary
