@@ -17,8 +17,8 @@ from typing import Literal, TypeVar
 
 RunnerMode = Literal["local", "kubernetes"]
 RUNNER_MODES: tuple[RunnerMode, ...] = ("local", "kubernetes")
-ImageBuilder = Literal["bundle", "ci", "kaniko"]
-IMAGE_BUILDERS: tuple[ImageBuilder, ...] = ("bundle", "ci", "kaniko")
+ImageBuilderKind = Literal["bundle", "ci", "kaniko"]
+IMAGE_BUILDERS: tuple[ImageBuilderKind, ...] = ("bundle", "ci", "kaniko")
 DeployTargetKind = Literal["service", "kubernetes"]
 DEPLOY_TARGETS: tuple[DeployTargetKind, ...] = ("service", "kubernetes")
 AlertChannel = Literal["file", "slack", "email", "webhook"]
@@ -99,7 +99,7 @@ class KubernetesSettings:
 class ImageBuildSettings:
     """How a model version becomes a serving image (or, locally, a model-store bundle)."""
 
-    builder: ImageBuilder = "bundle"
+    builder: ImageBuilderKind = "bundle"
     serving_image: str = "ghcr.io/airflow-mlops/serving"  # repository; the tag is per version
     ci_conn_id: str = "ci_build"  # local runner: the CI token is this connection's password
     # CI backend (a workflow dispatch): the endpoint and poll cadence; the token is MLOPS_CI_TOKEN.
