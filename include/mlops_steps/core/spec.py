@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 STEP_COMMAND = "mlops-step"
-RESULT_MARKER = "MLOPS_RESULT "
 
 
 @dataclass(frozen=True)
