@@ -14,13 +14,13 @@ REQS       := requirements.txt requirements-task.txt serving/requirements.txt re
 
 install: $(STAMP)
 
-$(STAMP): $(REQS)
+$(STAMP): $(REQS) provider/pyproject.toml
 	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(VENV)/bin/uv pip install --python $(PY) --quiet \
 		-r requirements.txt -r requirements-task.txt -r serving/requirements.txt \
 		-r requirements-dev.txt -c constraints.txt
-	$(VENV)/bin/uv pip install --python $(PY) --quiet --no-deps -e .
+	$(VENV)/bin/uv pip install --python $(PY) --quiet --no-deps -e . -e provider
 	touch $(STAMP)
 
 ## The main job: MLflow, Airflow and the model service on loopback; train, approve, canary,
@@ -39,12 +39,13 @@ down:
 train: install
 	$(PY) scripts/run_training.py $(ARGS)
 
-## Every check CI runs: lint, format, types, then the test suite.
+## Every check CI runs: lint, format, package contracts (import-linter), types, then the tests.
 test: install lint typecheck pytest
 
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -39,7 +39,8 @@ import pandas as pd  # noqa: E402
 
 from mlops_steps.contract.schema import FEATURES  # noqa: E402
 from mlops_steps.contract.synthetic import generate_churn  # noqa: E402
-from mlops_steps.monitoring.predictions import FeatureKind, Window, check_features, read_window  # noqa: E402
+from mlops_steps.monitoring.predictions import check_features, read_window  # noqa: E402
+from mlops_steps.monitoring.window import FeatureKind, Window  # noqa: E402
 
 EXTRAS = 4
 
@@ -139,9 +140,10 @@ def main() -> int:
 
     print("monitor step phases:")
     clock("import", __import__, "evidently.presets")
+    from mlops_steps.core.policies import DriftPolicy
     from mlops_steps.monitoring import drift
 
-    policy = drift.DriftPolicy(report_sample_rows=args.report_sample_rows)
+    policy = DriftPolicy(report_sample_rows=args.report_sample_rows)
     with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as tmp:
         if not args.skip_log:
             window = clock("write_log (service)", write_log, Path(tmp) / "log", current_raw, kinds)

@@ -23,7 +23,9 @@ from mlops_provider.notifications.notifier import approval_notifier
 from mlops_provider.operators.approval import CandidateApprovalOperator
 from mlops_provider.operators.outcome import ReleaseRolledBackOperator
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
+from mlops_provider.params import dag_params, step_args
 from mlops_provider.sensors.registry import MlflowModelVersionSensor
+from mlops_steps.core.policies import AnalysisPolicy, CanaryPolicy
 from mlops_steps.core.settings import get_settings
 
 settings = get_settings()
@@ -34,6 +36,17 @@ REGISTRY_EVENT = Asset(name=f"{model}_registry_event", uri=f"mlops://{model}/reg
 DEPLOYMENTS = Asset(name=f"{model}_deployments", uri=f"mlops://{model}/deployments")
 PROMOTION_POOL = settings.deploy.promotion_pool
 RUN_TIMEOUT = timedelta(hours=settings.deploy.approval_timeout_hours + 2)
+# The analysis settings a trigger may change (the first release's min accuracy is the gate's).
+ANALYSIS_PARAMS = [
+    "rounds",
+    "requests_per_round",
+    "interval_s",
+    "max_failed_rounds",
+    "max_error_rate",
+    "max_p99_ms",
+    "max_psi",
+    "max_accuracy_drop",
+]
 
 CANDIDATE = "ti.xcom_pull(task_ids='resolve')"
 IMAGE = "ti.xcom_pull(task_ids='build_image')"
@@ -110,25 +123,8 @@ with DAG(
             title="Require human approval",
             description="Switch off only for non-production targets.",
         ),
-        "canary_weight": Param(
-            settings.deploy.canary_weight,
-            type="number",
-            exclusiveMinimum=0,
-            maximum=0.5,
-            title="Canary traffic share",
-        ),
-        "analysis_rounds": Param(3, type="integer", minimum=1, maximum=100, title="Rounds"),
-        "requests_per_round": Param(
-            300, type="integer", minimum=20, maximum=100_000, title="Replayed requests per round"
-        ),
-        "round_interval_s": Param(5, type="number", minimum=0, title="Seconds between rounds"),
-        "max_failed_rounds": Param(
-            2, type="integer", minimum=1, title="Roll back after this many failed rounds"
-        ),
-        "max_error_rate": Param(0.01, type="number", minimum=0, maximum=1),
-        "max_p99_ms": Param(100.0, type="number", exclusiveMinimum=0),
-        "max_psi": Param(0.25, type="number", exclusiveMinimum=0, title="Max score PSI"),
-        "max_accuracy_drop": Param(0.05, type="number", minimum=0, maximum=1),
+        **dag_params(CanaryPolicy, settings.canary),
+        **dag_params(AnalysisPolicy, settings.analysis, only=ANALYSIS_PARAMS),
     },
 ) as dag:
     wait_for_candidate = MlflowModelVersionSensor(
@@ -174,9 +170,7 @@ with DAG(
     )  # fmt: skip
     build_image = step_operator(release_step("build_image", "build-image", VERSION))
     canary = step_operator(
-        release_step(
-            "canary", "canary", (*VERSION, *RELEASE, "--weight", "{{ params.canary_weight }}")
-        ),
+        release_step("canary", "canary", (*VERSION, *RELEASE, *step_args(CanaryPolicy))),
         pool=PROMOTION_POOL,
     )
     analyze = step_operator(
@@ -186,14 +180,7 @@ with DAG(
             (
                 *VERSION,
                 "--data-partition", f"{{{{ {CANDIDATE}['partition'] }}}}",
-                "--rounds", "{{ params.analysis_rounds }}",
-                "--requests-per-round", "{{ params.requests_per_round }}",
-                "--interval-s", "{{ params.round_interval_s }}",
-                "--max-failures", "{{ params.max_failed_rounds }}",
-                "--max-error-rate", "{{ params.max_error_rate }}",
-                "--max-p99-ms", "{{ params.max_p99_ms }}",
-                "--max-psi", "{{ params.max_psi }}",
-                "--max-accuracy-drop", "{{ params.max_accuracy_drop }}",
+                *step_args(AnalysisPolicy, only=ANALYSIS_PARAMS),
             ),
             timeout=timedelta(hours=2),
         ),

@@ -20,12 +20,14 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
 from mlops_provider.operators.step import STEP_MACROS, pipeline_step, step_operator
+from mlops_provider.params import dag_params, step_args
+from mlops_steps.core.policies import DriftPolicy, PerformancePolicy, ServedWindowPolicy
 from mlops_steps.core.settings import get_settings
 from mlops_steps.core.spec import Resources
 
@@ -36,19 +38,17 @@ model = settings.model_name
 DRIFT_DETECTED = Asset(name=f"{model}_drift_detected", uri=f"mlops://{model}/drift-detected")
 WINDOW_END = "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}"
 RUN_TIMEOUT = timedelta(minutes=50)  # before the next hourly run is due
-
-# Evidently 0.7 stattest names (tests/dags/test_monitoring_dag_shape.py checks them against its
-# registry); "auto" lets Evidently choose per column (Wasserstein / Jensen-Shannon above 1,000
-# reference rows).
-NUM_METHODS = ["auto", "wasserstein", "ks", "psi", "jensenshannon", "kl_div", "hellinger", "ed",
-               "cramer_von_mises", "anderson", "mannw"]  # fmt: skip
-CAT_METHODS = ["auto", "jensenshannon", "psi", "kl_div", "hellinger", "chisquare", "TVD"]
-SCORE_METHODS = [m for m in NUM_METHODS if m != "auto"]
-
-
-def _or_auto(param: str) -> str:
-    return f"{{{{ params.{param} if params.{param} is not none else 'auto' }}}}"
-
+# What a trigger may change (per-column methods and the null share stay command-line matters).
+WINDOW_PARAMS = ["window_hours", "min_rows"]
+PERFORMANCE_PARAMS = ["max_auc_drop", "max_accuracy_drop"]
+DRIFT_PARAMS = [
+    "num_stattest",
+    "cat_stattest",
+    "threshold",
+    "drift_share",
+    "prediction_stattest",
+    "prediction_threshold",
+]
 
 with DAG(
     dag_id="mlops_monitoring",
@@ -70,53 +70,9 @@ with DAG(
     user_defined_macros=STEP_MACROS,
     default_args=task_defaults(),
     params={
-        "window_hours": Param(
-            1,
-            type="number",
-            exclusiveMinimum=0,
-            maximum=168,
-            title="Window (hours)",
-            description="Predictions served in this many hours before the run's logical date.",
-        ),
-        "min_rows": Param(
-            200,
-            type="integer",
-            minimum=1,
-            title="Minimum champion rows",
-            description="Fewer fail the run: too little traffic is never reported as no drift.",
-        ),
-        "num_stattest": Param(
-            "auto", type="string", enum=NUM_METHODS, title="Drift test for numeric features"
-        ),
-        "cat_stattest": Param(
-            "auto", type="string", enum=CAT_METHODS, title="Drift test for categorical features"
-        ),
-        "stattest_threshold": Param(
-            None,
-            type=["null", "number"],
-            exclusiveMinimum=0,
-            title="Drift test threshold",
-            description="Empty: the method's own (0.1 for distances, 0.05 for p-values).",
-        ),
-        "drift_share": Param(
-            0.1,
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Share of drifted features that is dataset drift",
-        ),
-        "prediction_stattest": Param(
-            "psi", type="string", enum=SCORE_METHODS, title="Drift test for the served scores"
-        ),
-        "prediction_threshold": Param(
-            None, type=["null", "number"], exclusiveMinimum=0, title="Score drift threshold"
-        ),
-        "max_auc_drop": Param(
-            0.05, type="number", minimum=0, maximum=1, title="Max AUC drop on labelled traffic"
-        ),
-        "max_accuracy_drop": Param(
-            0.05, type="number", minimum=0, maximum=1, title="Max accuracy drop"
-        ),
+        **dag_params(ServedWindowPolicy, only=WINDOW_PARAMS),
+        **dag_params(DriftPolicy, only=DRIFT_PARAMS),
+        **dag_params(PerformancePolicy, only=PERFORMANCE_PARAMS),
     },
 ) as dag:
     monitor = step_operator(
@@ -125,16 +81,9 @@ with DAG(
             "monitor",
             (
                 "--until", WINDOW_END,
-                "--window-hours", "{{ params.window_hours }}",
-                "--min-rows", "{{ params.min_rows }}",
-                "--num-stattest", "{{ params.num_stattest }}",
-                "--cat-stattest", "{{ params.cat_stattest }}",
-                "--stattest-threshold", _or_auto("stattest_threshold"),
-                "--drift-share", "{{ params.drift_share }}",
-                "--prediction-stattest", "{{ params.prediction_stattest }}",
-                "--prediction-threshold", _or_auto("prediction_threshold"),
-                "--max-auc-drop", "{{ params.max_auc_drop }}",
-                "--max-accuracy-drop", "{{ params.max_accuracy_drop }}",
+                *step_args(ServedWindowPolicy, only=WINDOW_PARAMS),
+                *step_args(DriftPolicy, only=DRIFT_PARAMS),
+                *step_args(PerformancePolicy, only=PERFORMANCE_PARAMS),
             ),
             env={
                 "MLOPS_PREDICTION_LOG": settings.prediction_log,

@@ -14,11 +14,12 @@ from airflow.sdk import DAG, Asset, Param, chain
 from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import param_deadline
 from mlops_provider.operators.step import PARTITION_KEY, STEP_MACROS, pipeline_step, step_operator
+from mlops_provider.params import dag_params, step_args
+from mlops_steps.core.policies import GateThresholds, SourceRequest, TrainParams, ValidationPolicy
 from mlops_steps.core.settings import get_settings
 from mlops_steps.core.spec import Resources
 
 settings = get_settings()
-gate = settings.gate
 RUN_TIMEOUT = timedelta(hours=3)
 
 # New raw data landed, or monitoring saw drift: either one retrains, on top of the weekly cron.
@@ -49,29 +50,8 @@ with DAG(
     user_defined_macros=STEP_MACROS,
     default_args=task_defaults(max_retry_delay=timedelta(minutes=10)),
     params={
-        "source_uri": Param(
-            "synthetic://churn",
-            type="string",
-            title="Data source",
-            description="synthetic://churn, a path, s3:// or https:// URI of a CSV/Parquet file.",
-        ),
-        "rows": Param(
-            settings.default_rows,
-            type="integer",
-            minimum=1_000,
-            maximum=20_000_000,
-            title="Rows (synthetic source)",
-        ),
-        "seed": Param(settings.default_seed, type="integer", title="Random seed"),
-        "drift": Param(
-            0.0,
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Injected drift (synthetic source)",
-            description="0 = the reference distribution; 1 = strongly shifted and noisier labels.",
-        ),
-        "min_rows": Param(settings.min_rows, type="integer", minimum=1, title="Minimum rows"),
+        **dag_params(SourceRequest, settings.ingest),
+        **dag_params(ValidationPolicy, settings.validation),
         "deadline_minutes": Param(
             settings.alerts.training_deadline_minutes,
             type="number",
@@ -80,65 +60,30 @@ with DAG(
             title="Deadline (minutes)",
             description="Alert when the run is not finished this long after it was queued.",
         ),
-        "min_auc": Param(gate.min_auc, type="number", minimum=0, maximum=1, title="Gate: min AUC"),
-        "min_accuracy": Param(
-            gate.min_accuracy, type="number", minimum=0, maximum=1, title="Gate: min accuracy"
-        ),
-        "max_latency_ms": Param(
-            gate.max_latency_ms,
-            type="number",
-            exclusiveMinimum=0,
-            title="Gate: max p95 latency per row (ms)",
-        ),
-        "max_auc_drop": Param(
-            gate.max_auc_drop,
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Gate: max AUC drop vs champion",
-        ),
+        **dag_params(GateThresholds, settings.gate),
     },
 ) as dag:
     partition = ("--partition", PARTITION_KEY)
     ingest = step_operator(
-        pipeline_step(
-            "ingest",
-            "ingest",
-            (
-                *partition,
-                "--source", "{{ params.source_uri }}",
-                "--rows", "{{ params.rows }}",
-                "--seed", "{{ params.seed }}",
-                "--drift", "{{ params.drift }}",
-            ),
-        )
-    )  # fmt: skip
+        pipeline_step("ingest", "ingest", (*partition, *step_args(SourceRequest)))
+    )
     validate = step_operator(
-        pipeline_step("validate", "validate", (*partition, "--min-rows", "{{ params.min_rows }}"))
+        pipeline_step("validate", "validate", (*partition, *step_args(ValidationPolicy)))
     )
     train = step_operator(
         pipeline_step(
             "train",
             "train",
-            (*partition, "--seed", "{{ params.seed }}"),
+            # The ingest seed also seeds LightGBM: one Param for the run's randomness.
+            (*partition, *step_args(TrainParams, only=["seed"])),
             resources=Resources(cpu="2", memory="4Gi", cpu_limit="4", memory_limit="8Gi"),
             timeout=timedelta(hours=2),
         )
     )
     evaluate = step_operator(pipeline_step("evaluate", "evaluate", partition))
     quality_gate = step_operator(
-        pipeline_step(
-            "gate",
-            "gate",
-            (
-                *partition,
-                "--min-auc", "{{ params.min_auc }}",
-                "--min-accuracy", "{{ params.min_accuracy }}",
-                "--max-latency-ms", "{{ params.max_latency_ms }}",
-                "--max-auc-drop", "{{ params.max_auc_drop }}",
-            ),
-        )
-    )  # fmt: skip
+        pipeline_step("gate", "gate", (*partition, *step_args(GateThresholds)))
+    )
     register = step_operator(
         pipeline_step("register", "register", partition), outlets=[CHALLENGER_REGISTERED]
     )

@@ -1,7 +1,8 @@
 """Typed settings for the pipeline, read once from the environment.
 
 Everything a deployment tunes (where data lives, which registry model, which runner, which image,
-the default gate thresholds) is here and nowhere else. Values come from ``MLOPS_*`` environment
+the step defaults it changes) is here; the step policies themselves are declared in
+:mod:`mlops_steps.core.policies`. Values come from ``MLOPS_*`` environment
 variables so the same code runs on a laptop, in a task pod and inside the Airflow DAG processor;
 this module is stdlib-only so DAG files can import it without slowing parsing.
 """
@@ -14,6 +15,16 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
+
+from mlops_steps.core.options import from_env, lookup_env
+from mlops_steps.core.policies import (
+    AnalysisPolicy,
+    CanaryPolicy,
+    GateThresholds,
+    SourceRequest,
+    TrainParams,
+    ValidationPolicy,
+)
 
 RunnerMode = Literal["local", "kubernetes"]
 RUNNER_MODES: tuple[RunnerMode, ...] = ("local", "kubernetes")
@@ -37,16 +48,9 @@ class ConfigError(ValueError):
 
 
 def _lookup(name: str) -> tuple[str, str]:
-    """``MLOPS_X`` from the environment, else the Airflow Variable ``mlops_x`` set through the
-    environment (``AIRFLOW_VAR_MLOPS_X``): the one Variable form the DAG processor reads without
-    a metadata-database query per parse, and the form a task pod receives. Returns the name the
-    value came from (for error messages) and the value ("" when unset)."""
-    value = os.environ.get(name, "").strip()
-    if not value and name.startswith("MLOPS_"):
-        variable = f"AIRFLOW_VAR_{name}"
-        if os.environ.get(variable, "").strip():
-            return variable, os.environ[variable].strip()
-    return name, value
+    """``MLOPS_X`` from the environment, else the env-backed Airflow Variable
+    ``AIRFLOW_VAR_MLOPS_X`` (see :func:`mlops_steps.core.options.lookup_env`)."""
+    return lookup_env(name)
 
 
 def _raw(name: str) -> str:
@@ -67,16 +71,6 @@ def _env_number(name: str, default: _Number) -> _Number:
     except ValueError:
         kind = "an integer" if isinstance(default, int) else "a number"
         raise ConfigError(f"{name}={raw!r} is not {kind}; set it to e.g. {default}") from None
-
-
-@dataclass(frozen=True)
-class GateThresholds:
-    """Default quality-gate thresholds; each DAG run can override them through its Params."""
-
-    min_auc: float = 0.80
-    min_accuracy: float = 0.75
-    max_latency_ms: float = 25.0
-    max_auc_drop: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -126,7 +120,6 @@ class DeploySettings:
     stable_deployment: str = "churn-serving-stable"
     canary_deployment: str = "churn-serving-canary"
     stable_replicas: int = 3
-    canary_weight: float = 0.1
     rollout_timeout_s: float = 600.0  # a Deployment rollout that takes longer fails the step
     promotion_pool: str = "mlops_promotion"  # one slot: releases and rollbacks never interleave
     approval_timeout_hours: float = 24.0  # then the approval defaults to Reject
@@ -170,10 +163,13 @@ class Settings:
     experiment_name: str = "churn-training"
     mlflow_conn_id: str = "mlflow_default"
     aws_conn_id: str = "aws_default"  # local runner: S3 keys (login/password) for s3:// URIs
-    default_rows: int = 50_000
-    default_seed: int = 42
-    min_rows: int = 1_000
+    # Step defaults a deployment may change (core/policies.py declares each with its variable).
+    ingest: SourceRequest = field(default_factory=SourceRequest)
+    validation: ValidationPolicy = field(default_factory=ValidationPolicy)
+    training: TrainParams = field(default_factory=TrainParams)
     gate: GateThresholds = field(default_factory=GateThresholds)
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    analysis: AnalysisPolicy = field(default_factory=AnalysisPolicy)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     image_build: ImageBuildSettings = field(default_factory=ImageBuildSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
@@ -263,12 +259,6 @@ def load_settings() -> Settings:
     default_home = _CHECKOUT_ROOT / ".mlops" if (_CHECKOUT_ROOT / "include").is_dir() else None
     home = Path(_env_str("MLOPS_HOME", str(default_home or Path.cwd() / ".mlops")))
     data_root = Path(_env_str("MLOPS_DATA_ROOT", str(home / "data")))
-    gate = GateThresholds(
-        min_auc=_env_number("MLOPS_GATE_MIN_AUC", GateThresholds.min_auc),
-        min_accuracy=_env_number("MLOPS_GATE_MIN_ACCURACY", GateThresholds.min_accuracy),
-        max_latency_ms=_env_number("MLOPS_GATE_MAX_LATENCY_MS", GateThresholds.max_latency_ms),
-        max_auc_drop=_env_number("MLOPS_GATE_MAX_AUC_DROP", GateThresholds.max_auc_drop),
-    )
     k8s_defaults = KubernetesSettings()
     kubernetes = KubernetesSettings(
         namespace=_env_str("MLOPS_K8S_NAMESPACE", k8s_defaults.namespace),
@@ -304,7 +294,6 @@ def load_settings() -> Settings:
         stable_deployment=_env_str("MLOPS_STABLE_DEPLOYMENT", deploy_defaults.stable_deployment),
         canary_deployment=_env_str("MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment),
         stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
-        canary_weight=_env_number("MLOPS_CANARY_WEIGHT", deploy_defaults.canary_weight),
         rollout_timeout_s=_env_number("MLOPS_ROLLOUT_TIMEOUT_S", deploy_defaults.rollout_timeout_s),
         promotion_pool=_env_str("MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool),
         approval_timeout_hours=_env_number(
@@ -346,10 +335,12 @@ def load_settings() -> Settings:
         experiment_name=_env_str("MLOPS_EXPERIMENT", Settings.experiment_name),
         mlflow_conn_id=_env_str("MLOPS_MLFLOW_CONN_ID", Settings.mlflow_conn_id),
         aws_conn_id=_env_str("MLOPS_AWS_CONN_ID", Settings.aws_conn_id),
-        default_rows=_env_number("MLOPS_DEFAULT_ROWS", Settings.default_rows),
-        default_seed=_env_number("MLOPS_DEFAULT_SEED", Settings.default_seed),
-        min_rows=_env_number("MLOPS_MIN_ROWS", Settings.min_rows),
-        gate=gate,
+        ingest=from_env(SourceRequest, ConfigError),
+        validation=from_env(ValidationPolicy, ConfigError),
+        training=from_env(TrainParams, ConfigError),
+        gate=from_env(GateThresholds, ConfigError),
+        canary=from_env(CanaryPolicy, ConfigError),
+        analysis=from_env(AnalysisPolicy, ConfigError),
         kubernetes=kubernetes,
         image_build=image_build,
         deploy=deploy,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +23,10 @@ import numpy as np
 import pandas as pd
 
 from mlops_steps.core.errors import StepError
-from mlops_steps.monitoring.predictions import AllNullFeature, FeatureKind
+from mlops_steps.core.policies import DriftPolicy
+from mlops_steps.monitoring.window import AllNullFeature, FeatureKind
 
 SCORE_COLUMN = "score"
-
-
-@dataclass(frozen=True)
-class DriftPolicy:
-    """How drift is tested and when it counts (a ``None`` method is Evidently's per-column
-    choice: Wasserstein / Jensen-Shannon above 1,000 reference rows, K-S / chi-square below)."""
-
-    stattest: str | None = None
-    num_stattest: str | None = None
-    cat_stattest: str | None = None
-    threshold: float | None = None
-    per_column_stattest: Mapping[str, str] = field(default_factory=dict)
-    per_column_threshold: Mapping[str, float] = field(default_factory=dict)
-    # Dataset drift when at least this share of the features drifted. Evidently's default is
-    # 0.5; a churn model is driven by a handful of features, so two of 16 moving matters (a
-    # distance test at its default threshold almost never flags a column by chance).
-    drift_share: float = 0.1
-    prediction_stattest: str | None = "psi"
-    prediction_threshold: float | None = None  # None: the method's default (psi: 0.1)
-    report_sample_rows: int = 100_000
-    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
 """Automated canary analysis: replay labelled hold-out rows through the service and judge.
 
 Each round sends ``requests_per_round`` real rows of the candidate's own hold-out (customer id as
-the routing key, so the canary gets its share) and reads the service's Prometheus metrics before
-and after. The judgement compares the canary with the stable variant on what the service itself
-measured (error rate, p99 latency, score distribution) and on accuracy against the replayed labels.
-Rates and latency are judged per round; distribution and accuracy on everything seen so far (a
-round of a few dozen canary rows is too noisy on its own), and the PSI limit grows by what two
-samples of that size reach by chance, so a small canary is not rejected for sampling noise.
+the routing key, so the canary gets its share) and reads the service's Prometheus metrics before and
+after. The judgement compares the canary with the stable variant on what the service itself measured
+(error rate, p99 latency, score distribution) and on accuracy against the replayed labels. Rates and
+latency are judged per round; distribution and accuracy on everything seen so far (a round of a few
+dozen canary rows is too noisy on its own), and the PSI limit grows by what two samples of that size
+reach by chance, so a small canary is not rejected for sampling noise.
 
 Fail closed: a round with no canary traffic, no stable traffic while a stable version serves,
-missing series or a NaN is a failed round. ``max_failures`` failed rounds end the analysis early
-with a rejection; the verdict and every round's numbers go to ``analysis.json``.
+missing series or a NaN is a failed round. ``max_failed_rounds`` failed rounds end the analysis
+early with a rejection; the verdict and every round's numbers go to ``analysis.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mlops_steps.core.errors import StepError
+from mlops_steps.core.policies import AnalysisPolicy
 from mlops_steps.core.settings import Settings
 from mlops_steps.release.targets import open_target
 from mlops_steps.release.targets.base import TrafficState
@@ -37,23 +38,6 @@ STABLE, CANARY = "stable", "canary"
 
 class CanaryFailed(StepError):
     """The canary did worse than allowed; the deployment DAG rolls it back."""
-
-
-@dataclass(frozen=True)
-class AnalysisPolicy:
-    """How much traffic to drive and what the canary must meet."""
-
-    rounds: int = 3
-    requests_per_round: int = 300
-    interval_s: float = 5.0
-    max_failures: int = 2
-    concurrency: int = 4
-    min_canary_requests: int = 20
-    max_error_rate: float = 0.01
-    max_p99_ms: float = 100.0
-    max_psi: float = 0.2
-    max_accuracy_drop: float = 0.05
-    min_accuracy: float = 0.75  # used alone when no stable version serves (the first release)
 
 
 @dataclass
@@ -367,11 +351,11 @@ def run_analysis(
         verdict["round"] = number
         rounds.append(verdict)
         failures += not verdict["passed"]
-        if failures >= policy.max_failures:
+        if failures >= policy.max_failed_rounds:
             break
         if number < policy.rounds:
             time.sleep(policy.interval_s)
-    passed = failures < policy.max_failures
+    passed = failures < policy.max_failed_rounds
     failed_checks = sorted(
         {c["check"] for r in rounds if not r["passed"] for c in r["checks"] if not c["passed"]}
     )

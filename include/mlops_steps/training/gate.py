@@ -9,7 +9,8 @@ from typing import Any
 from mlops_steps.common.storage import Partition, read_json, write_json
 from mlops_steps.common.tracking import connect
 from mlops_steps.core.errors import GateFailed
-from mlops_steps.core.settings import GateThresholds, Settings
+from mlops_steps.core.policies import GateThresholds
+from mlops_steps.core.settings import Settings
 
 
 def evaluate_gate(evaluation: dict[str, Any], thresholds: GateThresholds) -> list[dict[str, Any]]:

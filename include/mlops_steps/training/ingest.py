@@ -16,8 +16,9 @@ from mlops_steps.common.storage import (
     write_parquet,
 )
 from mlops_steps.contract.schema import LABEL_COLUMN
+from mlops_steps.core.policies import SourceRequest
 from mlops_steps.core.settings import Settings
-from mlops_steps.training.sources import SourceRequest, read_source
+from mlops_steps.training.sources import read_source
 
 
 def _summary(frame: pd.DataFrame) -> dict[str, Any]:

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
 
 from mlops_steps.core.errors import SourceError
+from mlops_steps.core.policies import SourceRequest
 
-SYNTHETIC_SOURCE = "synthetic://churn"
 _HTTP_TIMEOUT_S = 60.0
 _SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
-
-
-@dataclass(frozen=True)
-class SourceRequest:
-    uri: str
-    rows: int
-    seed: int
-    drift: float = 0.0
-
-    @property
-    def is_synthetic(self) -> bool:
-        return self.uri in {"synthetic", SYNTHETIC_SOURCE}
 
 
 def _format_of(uri: str) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,27 +30,11 @@ from mlops_steps.contract.schema import (
     SLICE_COLUMNS,
     feature_spec,
 )
+from mlops_steps.core.policies import TrainParams
 from mlops_steps.core.settings import Settings, code_version
 from mlops_steps.training import pyfunc_model as churn_pyfunc
 
 _MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "pandas", "numpy")
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """LightGBM hyper-parameters (also part of the training key)."""
-
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 40
-    feature_fraction: float = 0.9
-    bagging_fraction: float = 0.9
-    bagging_freq: int = 1
-    lambda_l2: float = 1.0
-    max_rounds: int = 1000
-    early_stopping_rounds: int = 30
-    seed: int = 42
-    num_threads: int = 2
 
 
 def _categories() -> dict[str, list[str]]:

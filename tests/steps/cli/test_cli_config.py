@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlops_steps.cli import main as cli
+from mlops_steps.core import results
 from mlops_steps.core.settings import ConfigError, load_settings
 
 
@@ -59,14 +60,14 @@ def test_step_result_is_the_last_stdout_line(
     code = cli.main(["ingest", "--partition", "p1", "--rows", "1500", "--seed", "3"])
     assert code == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith(cli.RESULT_MARKER)
-    assert json.loads(last[len(cli.RESULT_MARKER) :])["summary"]["rows"] == 1500
+    assert last.startswith(results.RESULT_MARKER)
+    assert json.loads(last[len(results.RESULT_MARKER) :])["summary"]["rows"] == 1500
 
 
 def test_result_also_goes_to_the_kubernetes_xcom_file(
     mlops_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "KUBERNETES_XCOM_DIR", tmp_path)
+    monkeypatch.setattr(results, "KUBERNETES_XCOM_DIR", tmp_path)
     assert cli.main(["ingest", "--partition", "p2", "--rows", "1000"]) == 0
     assert json.loads((tmp_path / "return.json").read_text())["partition"] == "p2"
 
@@ -122,9 +123,9 @@ def test_missing_tracking_uri_is_named(
 
 def test_results_are_strict_json(capsys: pytest.CaptureFixture[str]) -> None:
     """XComs travel through Airflow's API server as strict JSON: no NaN or infinity."""
-    cli.emit_result({"psi": float("nan"), "rounds": [{"p99": float("inf"), "ok": 1.5}]})
+    results.emit_result({"psi": float("nan"), "rounds": [{"p99": float("inf"), "ok": 1.5}]})
     line = capsys.readouterr().out.strip()
-    assert json.loads(line[len(cli.RESULT_MARKER) :]) == {
+    assert json.loads(line[len(results.RESULT_MARKER) :]) == {
         "psi": None,
         "rounds": [{"p99": None, "ok": 1.5}],
     }

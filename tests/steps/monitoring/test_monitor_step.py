@@ -20,14 +20,15 @@ from mlflow import MlflowClient
 from mlops_steps.cli import main as cli
 from mlops_steps.contract.schema import FEATURES, ID_COLUMN, LABEL_COLUMN
 from mlops_steps.contract.synthetic import generate_churn
-from mlops_steps.monitoring.predictions import (
+from mlops_steps.core import results
+from mlops_steps.monitoring.predictions import read_window
+from mlops_steps.monitoring.window import (
     AllNullFeature,
     EmptyWindow,
     FeatureKind,
     NullFeatureValues,
     SchemaMismatch,
     Window,
-    read_window,
 )
 from tests.fixtures.champion import Champion
 from tests.steps.monitoring.helpers import monitor_args, score, window, write_log
@@ -38,8 +39,8 @@ SEEDS = 10
 
 def _result(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith(cli.RESULT_MARKER), last
-    return json.loads(last[len(cli.RESULT_MARKER) :])
+    assert last.startswith(results.RESULT_MARKER), last
+    return json.loads(last[len(results.RESULT_MARKER) :])
 
 
 def test_injected_drift_is_detected_reported_and_logged(
@@ -119,15 +120,16 @@ def test_false_alarm_rate_on_fresh_samples_is_low(monitoring_env: Champion) -> N
     """Ten fresh samples of the training distribution and ten drifted ones, judged with the
     default policy by the same functions the step uses (scores from the champion)."""
     from mlops_steps.common.tracking import connect
+    from mlops_steps.core.policies import DriftPolicy
     from mlops_steps.core.settings import load_settings
-    from mlops_steps.monitoring.drift import DriftPolicy, data_drift, prediction_drift
-    from mlops_steps.monitoring.monitor import (
+    from mlops_steps.monitoring.drift import data_drift, prediction_drift
+    from mlops_steps.monitoring.predictions import check_features
+    from mlops_steps.monitoring.reference import (
         champion_features,
         load_champion,
         reference_data,
         reference_scores,
     )
-    from mlops_steps.monitoring.predictions import check_features
 
     settings, client = load_settings(), connect()
     champion = load_champion(client, settings.model_name)
@@ -303,7 +305,7 @@ def test_missing_reference_data_is_named(
     monitoring_env: Champion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlops_steps.core.settings import load_settings
-    from mlops_steps.monitoring.monitor import ReferenceDataError
+    from mlops_steps.monitoring.reference import ReferenceDataError
 
     monkeypatch.setenv("MLOPS_DATA_ROOT", str(tmp_path / "elsewhere"))
     settings = load_settings()

@@ -8,8 +8,8 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from mlops_steps.core.policies import AnalysisPolicy
 from mlops_steps.release.analysis import (
-    AnalysisPolicy,
     Replay,
     Snapshot,
     histogram_quantile,

@@ -12,9 +12,9 @@ import pytest
 from mlops_steps.common.storage import Partition, load_partition_frame, sha256_file
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.errors import StepError, ValidationFailed
+from mlops_steps.core.policies import SourceRequest
 from mlops_steps.core.settings import load_settings
 from mlops_steps.training.ingest import run_ingest
-from mlops_steps.training.sources import SourceRequest
 from mlops_steps.training.validate import run_validate
 
 KEY = "20261116T000000"

@@ -13,7 +13,7 @@ from mlops_steps.common.metrics import (
     split_frame,
 )
 from mlops_steps.contract.synthetic import generate_churn
-from mlops_steps.core.settings import GateThresholds
+from mlops_steps.core.policies import GateThresholds
 from mlops_steps.training.gate import evaluate_gate
 
 

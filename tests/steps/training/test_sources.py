@@ -14,7 +14,8 @@ import pytest
 
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.errors import SourceError
-from mlops_steps.training.sources import SourceRequest, read_source
+from mlops_steps.core.policies import SourceRequest
+from mlops_steps.training.sources import read_source
 
 
 @pytest.fixture(scope="module")

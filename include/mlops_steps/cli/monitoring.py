@@ -1,0 +1,100 @@
+"""The monitoring pipeline's verb: it acts on a time window of served predictions."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from mlops_steps.cli.base import AddVerb
+from mlops_steps.core.errors import StepError
+from mlops_steps.core.options import add_cli_options, from_args
+from mlops_steps.core.policies import DriftPolicy, PerformancePolicy, ServedWindowPolicy
+from mlops_steps.core.settings import Settings
+
+
+def _column_setting(text: str) -> tuple[str, str]:
+    column, sep, value = text.partition("=")
+    if not sep or not column.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not COLUMN=VALUE")
+    return column.strip(), value.strip()
+
+
+def _window(args: argparse.Namespace) -> Any:
+    from mlops_steps.monitoring.window import Window, parse_time
+
+    if args.window_start or args.window_end:
+        if not (args.window_start and args.window_end) or args.window_hours is not None:
+            raise StepError(
+                "give both --window-start and --window-end, or --window-hours [--until]",
+                subject="window",
+            )
+        return Window(
+            parse_time(args.window_start, "--window-start"),
+            parse_time(args.window_end, "--window-end"),
+        )
+    until = parse_time(args.until, "--until") if args.until else dt.datetime.now(dt.UTC)
+    return Window.ending(until, args.window_hours or ServedWindowPolicy().window_hours)
+
+
+def _drift_policy(args: argparse.Namespace) -> DriftPolicy:
+    thresholds = {}
+    for column, value in args.column_threshold:
+        try:
+            thresholds[column] = float(value)
+        except ValueError:
+            raise StepError(
+                f"{value!r} is not a number", subject=f"--column-threshold {column}"
+            ) from None
+    return from_args(
+        DriftPolicy,
+        args,
+        per_column_stattest=dict(args.column_stattest),
+        per_column_threshold=thresholds,
+    )
+
+
+def _monitor(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.monitoring.monitor import MonitorRequest, run_monitor
+
+    request = MonitorRequest(
+        window=_window(args),
+        prediction_log=args.prediction_log or settings.prediction_log,
+        labels_dir=Path(args.labels) if args.labels else settings.labels_dir,
+        drift=_drift_policy(args),
+        performance=from_args(PerformancePolicy, args),
+        min_rows=args.min_rows,
+        max_null_share=args.max_null_share,
+    )
+    return run_monitor(settings, request)
+
+
+def add_verbs(verb: AddVerb, settings: Settings) -> None:
+    monitor = verb(
+        "monitor",
+        _monitor,
+        "Judge a window of served predictions for data drift, prediction drift and "
+        "performance against the champion's training data.",
+        partition=False,
+    )
+    window = monitor.add_argument_group("window (either start and end, or hours until a time)")
+    window.add_argument("--window-start", default="", help="ISO 8601 (no zone = UTC)")
+    window.add_argument("--window-end", default="", help="ISO 8601, exclusive")
+    window.add_argument("--until", default="", help="end of an --window-hours window; now")
+    inputs = monitor.add_argument_group("inputs")
+    inputs.add_argument(
+        "--prediction-log", default="", help="dir or s3:// prefix; default MLOPS_PREDICTION_LOG"
+    )
+    inputs.add_argument("--labels", default="", help="labels dir; default $MLOPS_DATA_ROOT/labels")
+    add_cli_options(inputs, ServedWindowPolicy)
+    # Unset tells "--window-hours given" apart from its default, which a start/end window forbids.
+    monitor.set_defaults(window_hours=None)
+    drift = monitor.add_argument_group("drift (Evidently stattest names, or auto)")
+    add_cli_options(drift, DriftPolicy)
+    drift.add_argument("--column-stattest", type=_column_setting, action="append", default=[],
+                       metavar="COLUMN=METHOD")  # fmt: skip
+    drift.add_argument("--column-threshold", type=_column_setting, action="append", default=[],
+                       metavar="COLUMN=VALUE")  # fmt: skip
+    perf = monitor.add_argument_group("performance (where delayed labels exist)")
+    add_cli_options(perf, PerformancePolicy)

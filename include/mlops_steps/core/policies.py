@@ -1,0 +1,298 @@
+"""Every step's tunable defaults, each declared once with its bounds and help.
+
+The step verbs derive their flags from these classes and the DAGs their Params
+(:mod:`mlops_steps.core.options`), so a default cannot disagree between the policy, the command
+line and the trigger form. A field that names ``env`` can be changed per deployment through that
+variable (``MLOPS_X`` or the Airflow Variable ``AIRFLOW_VAR_MLOPS_X``); the settings read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mlops_steps.core.options import option
+
+SYNTHETIC_SOURCE = "synthetic://churn"
+DEFAULT_SEED = 42
+_SEED_ENV = "MLOPS_DEFAULT_SEED"
+
+# Evidently 0.7 stattest names (tests/dags/test_monitoring_dag_shape.py checks them against its
+# registry; listed literally so DAG parsing never imports Evidently). Leaving a method unset
+# ("auto") lets Evidently choose per column: Wasserstein / Jensen-Shannon above 1,000 rows.
+NUMERIC_METHODS = (
+    "wasserstein",
+    "ks",
+    "psi",
+    "jensenshannon",
+    "kl_div",
+    "hellinger",
+    "ed",
+    "cramer_von_mises",
+    "anderson",
+    "mannw",
+)
+CATEGORY_METHODS = ("jensenshannon", "psi", "kl_div", "hellinger", "chisquare", "TVD")
+ANY_METHODS = tuple(dict.fromkeys(NUMERIC_METHODS + CATEGORY_METHODS))
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """What ``ingest`` reads: a URI, and for the synthetic source its size, seed and drift."""
+
+    uri: str = option(
+        SYNTHETIC_SOURCE,
+        help="synthetic://churn, a path, file://, s3:// or https:// URI of a .csv, .csv.gz or "
+        ".parquet file",
+        title="Data source",
+        description="synthetic://churn, a path, s3:// or https:// URI of a CSV/Parquet file.",
+        flag="--source",
+        param="source_uri",
+    )
+    rows: int = option(
+        50_000,
+        help="rows to generate (synthetic source)",
+        title="Rows (synthetic source)",
+        minimum=1_000,
+        maximum=20_000_000,
+        env="MLOPS_DEFAULT_ROWS",
+    )
+    seed: int = option(DEFAULT_SEED, help="random seed", title="Random seed", env=_SEED_ENV)
+    drift: float = option(
+        0.0,
+        help="synthetic drift, 0..1",
+        title="Injected drift (synthetic source)",
+        description="0 = the reference distribution; 1 = strongly shifted and noisier labels.",
+        minimum=0,
+        maximum=1,
+    )
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.uri in {"synthetic", SYNTHETIC_SOURCE}
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """What ``validate`` requires beyond the data contract."""
+
+    min_rows: int = option(
+        1_000,
+        help="fewer rows fail validation",
+        title="Minimum rows",
+        minimum=1,
+        env="MLOPS_MIN_ROWS",
+    )
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """LightGBM hyper-parameters (also part of the training key)."""
+
+    learning_rate: float = option(0.05, help="LightGBM learning rate", exclusive_minimum=0)
+    num_leaves: int = option(31, help="LightGBM leaves per tree", minimum=2)
+    min_data_in_leaf: int = 40
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.9
+    bagging_freq: int = 1
+    lambda_l2: float = 1.0
+    max_rounds: int = option(1000, help="boosting rounds at most (early stopping)", minimum=1)
+    early_stopping_rounds: int = 30
+    seed: int = option(DEFAULT_SEED, help="random seed", title="Random seed", env=_SEED_ENV)
+    num_threads: int = 2
+
+
+@dataclass(frozen=True)
+class EvaluationPolicy:
+    """How ``evaluate`` compares challenger and champion."""
+
+    bootstrap_resamples: int = option(
+        1000, help="paired bootstrap resamples of the AUC delta", minimum=1
+    )
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """The quality gate; each DAG run can override them through its Params."""
+
+    min_auc: float = option(
+        0.80, help="Gate: min AUC", minimum=0, maximum=1, env="MLOPS_GATE_MIN_AUC"
+    )
+    min_accuracy: float = option(
+        0.75, help="Gate: min accuracy", minimum=0, maximum=1, env="MLOPS_GATE_MIN_ACCURACY"
+    )
+    max_latency_ms: float = option(
+        25.0,
+        help="Gate: max p95 latency per row (ms)",
+        exclusive_minimum=0,
+        env="MLOPS_GATE_MAX_LATENCY_MS",
+    )
+    max_auc_drop: float = option(
+        0.01,
+        help="Gate: max AUC drop vs champion",
+        minimum=0,
+        maximum=1,
+        env="MLOPS_GATE_MAX_AUC_DROP",
+    )
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """How much traffic the canary gets."""
+
+    weight: float = option(
+        0.1,
+        help="canary traffic share",
+        title="Canary traffic share",
+        exclusive_minimum=0,
+        maximum=0.5,
+        param="canary_weight",
+        env="MLOPS_CANARY_WEIGHT",
+    )
+
+
+@dataclass(frozen=True)
+class AnalysisPolicy:
+    """How much traffic the canary analysis drives and what the canary must meet."""
+
+    rounds: int = option(
+        3, help="analysis rounds", title="Rounds", minimum=1, maximum=100, param="analysis_rounds"
+    )
+    requests_per_round: int = option(
+        300,
+        help="replayed requests per round",
+        title="Replayed requests per round",
+        minimum=20,
+        maximum=100_000,
+    )
+    interval_s: float = option(
+        5.0,
+        help="seconds between rounds",
+        title="Seconds between rounds",
+        minimum=0,
+        param="round_interval_s",
+    )
+    max_failed_rounds: int = option(
+        2,
+        help="roll back after this many failed rounds",
+        title="Roll back after this many failed rounds",
+        minimum=1,
+    )
+    concurrency: int = 4
+    min_canary_requests: int = 20
+    max_error_rate: float = option(0.01, help="max canary error rate", minimum=0, maximum=1)
+    max_p99_ms: float = option(100.0, help="max canary p99 latency (ms)", exclusive_minimum=0)
+    max_psi: float = option(
+        0.25, help="max score PSI canary vs stable", title="Max score PSI", exclusive_minimum=0
+    )
+    max_accuracy_drop: float = option(
+        0.05, help="max accuracy drop vs stable", minimum=0, maximum=1
+    )
+    # Used alone when no stable version serves (the first release); defaults to the gate's.
+    min_accuracy: float = option(
+        0.75,
+        help="min canary accuracy (first release)",
+        minimum=0,
+        maximum=1,
+        env="MLOPS_GATE_MIN_ACCURACY",
+    )
+
+
+@dataclass(frozen=True)
+class ServedWindowPolicy:
+    """Which served predictions ``monitor`` judges, and how many it needs to judge them."""
+
+    window_hours: float = option(
+        1,
+        help="hours of predictions before --until (or now)",
+        title="Window (hours)",
+        description="Predictions served in this many hours before the run's logical date.",
+        exclusive_minimum=0,
+        maximum=168,
+    )
+    min_rows: int = option(
+        200,
+        help="fewer champion rows in the window fail the step",
+        title="Minimum champion rows",
+        description="Fewer fail the run: too little traffic is never reported as no drift.",
+        minimum=1,
+    )
+    max_null_share: float = option(
+        0.0, help="max share of nulls in a served feature", minimum=0, maximum=1
+    )
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """How drift is tested and when it counts (an unset method is Evidently's per-column choice:
+    Wasserstein / Jensen-Shannon above 1,000 reference rows, K-S / chi-square below)."""
+
+    stattest: str | None = option(None, help="drift test for all features", choices=ANY_METHODS)
+    num_stattest: str | None = option(
+        None,
+        help="drift test for numeric features",
+        title="Drift test for numeric features",
+        choices=NUMERIC_METHODS,
+    )
+    cat_stattest: str | None = option(
+        None,
+        help="drift test for categorical features",
+        title="Drift test for categorical features",
+        choices=CATEGORY_METHODS,
+    )
+    threshold: float | None = option(
+        None,
+        help="drift test threshold for all features; auto: each method's own",
+        title="Drift test threshold",
+        description="Empty: the method's own (0.1 for distances, 0.05 for p-values).",
+        exclusive_minimum=0,
+        flag="--stattest-threshold",
+        param="stattest_threshold",
+    )
+    per_column_stattest: Mapping[str, str] = field(default_factory=dict)
+    per_column_threshold: Mapping[str, float] = field(default_factory=dict)
+    # Dataset drift when at least this share of the features drifted. Evidently's default is
+    # 0.5; a churn model is driven by a handful of features, so two of 16 moving matters (a
+    # distance test at its default threshold almost never flags a column by chance).
+    drift_share: float = option(
+        0.1,
+        help="dataset drift when this share of features drifted",
+        title="Share of drifted features that is dataset drift",
+        minimum=0,
+        maximum=1,
+    )
+    prediction_stattest: str = option(
+        "psi",
+        help="drift test for the served scores",
+        title="Drift test for the served scores",
+        choices=NUMERIC_METHODS,
+    )
+    prediction_threshold: float | None = option(
+        None,
+        help="score drift threshold; auto: the method's own (psi: 0.1)",
+        title="Score drift threshold",
+        exclusive_minimum=0,
+    )
+    report_sample_rows: int = option(
+        100_000, help="rows per side in the HTML report; the decision uses all", minimum=1
+    )
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PerformancePolicy:
+    """When the champion counts as degraded on labelled traffic."""
+
+    max_auc_drop: float = option(
+        0.05,
+        help="max AUC drop on labelled traffic",
+        title="Max AUC drop on labelled traffic",
+        minimum=0,
+        maximum=1,
+    )
+    max_accuracy_drop: float = option(
+        0.05, help="max accuracy drop", title="Max accuracy drop", minimum=0, maximum=1
+    )
+    min_labeled_rows: int = option(
+        200, help="fewer labelled rows: performance is not judged", minimum=1
+    )

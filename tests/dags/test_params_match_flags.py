@@ -1,0 +1,81 @@
+"""One source for every default: each DAG Param a step task passes to a flag has the flag's
+default and bounds, because both are derived from the step's policy (core/policies.py)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.dags.helpers import load_dags, rendered
+
+PARAM_IN_TEMPLATE = re.compile(r"^\{\{ params\.(\w+)\b")
+
+
+def _flags_of(verb: str) -> dict[str, argparse.Action]:
+    from mlops_steps.cli.main import build_parser
+    from mlops_steps.core.settings import load_settings
+
+    parser = build_parser(load_settings())
+    (verbs,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {flag: a for a in verbs.choices[verb]._actions for flag in a.option_strings}
+
+
+def _param_flags(task: Any) -> list[tuple[str, str]]:
+    """(flag, Param) for every ``--flag {{ params.x }}`` pair in the task's unrendered argv."""
+    argv = list(task.arguments)
+    return [
+        (flag, match.group(1))
+        for flag, value in itertools.pairwise(argv)
+        if flag.startswith("--") and (match := PARAM_IN_TEMPLATE.match(str(value)))
+    ]
+
+
+@pytest.mark.parametrize("dag_id", ["mlops_training", "mlops_deployment", "mlops_monitoring"])
+def test_every_param_a_step_reads_has_the_flags_default_and_bounds(
+    dag_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "http://127.0.0.1:5999")
+    # Pods carry the argv as a templated field of their own (the local runner renders the same).
+    dag = load_dags(monkeypatch, "kubernetes")[dag_id]
+    checked = 0
+    for task in dag.tasks:
+        if not hasattr(task, "arguments") or not task.arguments:
+            continue
+        verb, flags = task.arguments[0], _flags_of(task.arguments[0])
+        pairs = _param_flags(task)
+        rendered_argv = list(rendered(task).arguments)  # renders the task in place
+        for flag, param in pairs:
+            action = flags[flag]
+            parse: Callable[[str], Any] = action.type if callable(action.type) else str
+            schema = dag.params.get_param(param).schema
+            value = rendered_argv[rendered_argv.index(flag) + 1]
+            # The rendered default parses to the flag's own default...
+            assert parse(value) == action.default, (verb, flag, param, value)
+            # ...and what the form refuses, the flag refuses too.
+            for keyword, outside in (("minimum", -1e-9), ("maximum", 1e-9)):
+                if keyword in schema:
+                    with pytest.raises(argparse.ArgumentTypeError):
+                        parse(str(schema[keyword] + outside))
+            if "exclusiveMinimum" in schema:
+                with pytest.raises(argparse.ArgumentTypeError):
+                    parse(str(schema["exclusiveMinimum"]))
+            for choice in schema.get("enum", []):
+                parse(str(choice))
+            checked += 1
+    assert checked >= 5, f"{dag_id}: only {checked} Params reach a flag"
+
+
+def test_a_changed_default_moves_flag_and_param_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment-wide default (an env-backed Airflow Variable) reaches both at once."""
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MIN_AUC", "0.9")
+    monkeypatch.setenv("MLOPS_CANARY_WEIGHT", "0.2")
+    dags = load_dags(monkeypatch, "local")
+    assert dags["mlops_training"].params.get_param("min_auc").value == 0.9
+    assert dags["mlops_deployment"].params.get_param("canary_weight").value == 0.2
+    assert _flags_of("gate")["--min-auc"].default == 0.9
+    assert _flags_of("canary")["--weight"].default == 0.2
