@@ -11,7 +11,13 @@ COPY --chown=airflow:0 pyproject.toml README.md /opt/mlops/
 COPY --chown=airflow:0 include/ /opt/mlops/include/
 RUN pip install --no-cache-dir --no-deps /opt/mlops
 
+# The provider (hooks, triggers, sensors, operators, notifier): an installed distribution that
+# Airflow finds by its entry point; the triggerer imports its triggers and callbacks from there.
+COPY --chown=airflow:0 provider/ /opt/mlops/provider/
+RUN pip install --no-cache-dir --no-deps /opt/mlops/provider
+
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
+# Only the two AirflowPlugin modules: the webhook bridge app and the Param-driven deadline reference.
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 
 ENV MLOPS_RUNNER=kubernetes

@@ -1,9 +1,9 @@
 """Airflow plugin: register the project's custom deadline reference.
 
 ``QueuedAtPlusParam`` (a deadline that a DAG Param can change per run) is evaluated when a run is
-created, by the scheduler, the API server or ``dag.test``; Airflow finds custom references only
-through plugins, so this file sits at the top of ``plugins/`` (the provider package itself is in
-``.airflowignore``).
+created, by the scheduler, the API server or ``dag.test``. Airflow finds custom deadline
+references only through plugins, so this one line of wiring sits in ``plugins/``; the reference
+itself is in the installed provider.
 """
 
 from __future__ import annotations

@@ -1,19 +1,32 @@
 """Airflow plugin: serve the MLflow webhook bridge at ``/mlops-webhooks/mlflow`` in the API server.
 
-This file sits at the top of ``plugins/`` so Airflow's plugin manager loads it (the provider
-package itself is in ``.airflowignore``); the logic lives in ``mlops_provider.webhooks``. Plugin
-apps are not behind Airflow's auth: every delivery must carry MLflow's HMAC signature.
+Only the wiring lives here; the bridge is ``mlops_provider.webhooks`` in the installed provider.
+The app is built on its first request (:class:`~mlops_provider.webhooks.mount.LazyASGIApp`):
+every Airflow component loads plugins, only the API server serves them. Plugin apps are not
+behind Airflow's auth: every delivery must carry MLflow's HMAC signature.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mlops_provider.webhooks.mount import fastapi_app_spec
+from mlops_provider.webhooks.mount import URL_PREFIX, ASGIApp, LazyASGIApp
+
+
+def _bridge_app() -> ASGIApp:
+    from mlops_provider.webhooks.app import create_app  # FastAPI and the DB models: API server only
+
+    return create_app()
 
 
 class MlopsWebhooksPlugin(AirflowPlugin):
     """Mounts the bridge; see ``mlops_provider.webhooks`` for configuration."""
 
     name = "mlops_webhooks"
-    fastapi_apps = [fastapi_app_spec()]  # noqa: RUF012 - Airflow's declared plugin attribute
+    fastapi_apps = [  # noqa: RUF012 - Airflow's declared plugin attribute
+        {
+            "app": LazyASGIApp(_bridge_app),
+            "url_prefix": URL_PREFIX,
+            "name": "MLflow registry webhooks",
+        }
+    ]

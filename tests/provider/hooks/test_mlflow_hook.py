@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from mlops_provider.hooks.mlflow import CONFIG_ERROR, MlflowApiError, MlflowHook
-from tests.plugins.conftest import Registry, StubServer
+from tests.provider.conftest import Registry, StubServer
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import (
 
 from mlops_provider.sensors.registry import MlflowModelVersionSensor
 from mlops_provider.triggers.registry import MlflowModelVersionTrigger
-from tests.plugins.conftest import Registry, StubServer
+from tests.provider.conftest import Registry, StubServer
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mlops_provider.triggers.registry import MlflowModelVersionTrigger, VersionCondition
-from tests.plugins.conftest import Registry, StubServer
+from tests.provider.conftest import Registry, StubServer
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -165,7 +165,7 @@ def bridge(
     env = {
         **os.environ,
         "MLOPS_WEBHOOK_SECRET": SECRET,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO / "include")]),
+        "PYTHONPATH": str(REPO / "include"),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
     with log.open("wb") as sink:

@@ -27,8 +27,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from mlops_provider.hooks.mlflow import mlflow_tracking_uri
 from mlops_steps.core.errors import EXIT_REJECTED, EXIT_SKIPPED
-from mlops_steps.core.settings import RunnerMode, Settings, get_settings
 from mlops_steps.core.results import RESULT_MARKER
+from mlops_steps.core.settings import RunnerMode, Settings, get_settings
 from mlops_steps.core.spec import Resources, SecretEnv, StepSpec
 
 if TYPE_CHECKING:

@@ -1,8 +1,10 @@
-"""How the bridge is mounted in Airflow's API server, without importing FastAPI at plugin load.
+"""Where the bridge is mounted in Airflow's API server, and how without importing FastAPI.
 
 Airflow loads plugins in every component (scheduler, DAG processor, triggerer, workers); only
-the API server serves ``fastapi_apps``. :class:`LazyASGIApp` builds the FastAPI app on its first
-request, so the other components do not pay for importing FastAPI and the database models.
+the API server serves ``fastapi_apps``. :class:`LazyASGIApp` builds the real app on its first
+request, so the other components do not pay for importing FastAPI and the database models. The
+app (:mod:`.app`) imports this module for its paths, never the other way round; the plugin
+(``plugins/mlops_webhooks_plugin.py``) ties the two together.
 """
 
 from __future__ import annotations
@@ -36,18 +38,3 @@ class LazyASGIApp:
         if self._app is None:  # one event loop per process: no lock needed
             self._app = self._factory()
         await self._app(scope, receive, send)
-
-
-def _create() -> ASGIApp:
-    from mlops_provider.webhooks.app import create_app
-
-    return create_app()
-
-
-def fastapi_app_spec() -> dict[str, Any]:
-    """The entry for ``AirflowPlugin.fastapi_apps``."""
-    return {
-        "app": LazyASGIApp(_create),
-        "url_prefix": URL_PREFIX,
-        "name": "MLflow registry webhooks",
-    }
