@@ -82,7 +82,7 @@ class Deployment:
 
     def ledger(self) -> list[dict[str, Any]]:
         from mlops_steps.core.settings import load_settings
-        from mlops_steps.release.deploy import read_ledger
+        from mlops_steps.release.ledger import read_ledger
 
         return read_ledger(load_settings())
 

@@ -84,7 +84,7 @@ def test_every_variable_is_declared_and_read_by_the_settings(
 ) -> None:
     from mlops_steps.core.settings import load_settings
 
-    config = (REPO / "include" / "mlops_steps" / "core" / "settings.py").read_text()
+    config = "".join(p.read_text() for p in (REPO / "include/mlops_steps/core").glob("*.py"))
     for name in DECLARED.variables:
         assert name.startswith("mlops_"), name
         assert f'"{name.upper()}"' in config, f"{name}: config.py reads no {name.upper()}"

@@ -369,7 +369,7 @@ def run_analysis(
         "traffic": traffic.as_dict(),
         "policy": asdict(policy),
     }
-    from mlops_steps.release.deploy import write_result
+    from mlops_steps.release.ledger import write_result
 
     write_result(settings, version, "analysis", result)
     if not passed:

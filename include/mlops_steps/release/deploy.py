@@ -12,13 +12,10 @@ re-reading ``champion``; a rollback retires the canary and puts the service back
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from pathlib import Path
 from typing import Any
 
-from mlops_steps.common.storage import Partition, atomic_write_bytes
+from mlops_steps.common.storage import Partition
 from mlops_steps.common.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -28,17 +25,17 @@ from mlops_steps.common.tracking import (
 )
 from mlops_steps.core.errors import NothingToDo, StepError
 from mlops_steps.core.settings import Settings
+from mlops_steps.release.ledger import (
+    PREVIOUS_CHAMPION,
+    PROMOTED,
+    ROLLED_BACK,
+    STATUS_TAG,
+    analysis_result,
+    read_ledger,
+    record_decision,
+)
 from mlops_steps.release.targets import open_target
 from mlops_steps.release.targets.base import Release
-
-PREVIOUS_CHAMPION = "previous_champion"
-STATUS_TAG = "mlops.deploy.status"
-PROMOTED, REJECTED, ROLLED_BACK = "promoted", "rejected", "rolled_back"
-
-
-def deployment_dir(settings: Settings, version: str) -> Path:
-    """Per-version working files of the release steps (canary analysis, decisions)."""
-    return settings.data_root / "deployments" / settings.model_name / f"v{version}"
 
 
 def _get_version(client: Any, name: str, version: str) -> Any:
@@ -149,71 +146,6 @@ def run_canary(settings: Settings, release: Release, weight: float) -> dict[str,
     return {"before": before.as_dict(), "after": after.as_dict(), "image_ref": release.image_ref}
 
 
-def _ledger_append(settings: Settings, entry: dict[str, Any]) -> None:
-    """Append one decision; O_APPEND keeps concurrent writers' lines whole."""
-    path = settings.ledger_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
-def read_ledger(settings: Settings) -> list[dict[str, Any]]:
-    path = settings.ledger_path
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _record(
-    settings: Settings,
-    client: Any,
-    *,
-    version: str,
-    status: str,
-    reason: str,
-    extra: dict[str, Any],
-) -> dict[str, Any]:
-    """Write the decision as version tags and a ledger line (once per version and status)."""
-    name = settings.model_name
-    candidate = client.get_model_version(name, version)
-    tags = dict(candidate.tags or {})
-    entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model_name": name,
-        "version": version,
-        "decision": status,
-        "reason": reason,
-        "dag_id": os.environ.get("MLOPS_AIRFLOW_DAG_ID"),
-        "dag_run_id": os.environ.get("MLOPS_AIRFLOW_RUN_ID"),
-        "data_sha256": tags.get("mlops.data_sha256"),
-        "image_ref": tags.get("mlops.image.ref"),
-        **extra,
-    }
-    already = any(
-        e.get("version") == version and e.get("decision") == status for e in read_ledger(settings)
-    )
-    if not already:
-        _ledger_append(settings, entry)
-    for key, value in {
-        STATUS_TAG: status,
-        "mlops.deploy.reason": reason[:4000],
-        "mlops.deploy.approved_by": str(extra.get("approved_by") or ""),
-        "mlops.deploy.dag_run_id": str(entry["dag_run_id"] or ""),
-        "mlops.deploy.decided_at": entry["time"],
-    }.items():
-        client.set_model_version_tag(name, version, key, value)
-    return entry
-
-
-def _analysis(settings: Settings, version: str) -> dict[str, Any] | None:
-    path = deployment_dir(settings, version) / "analysis.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def run_promote(
     settings: Settings, release: Release, expected_champion: str | None, approved_by: str
 ) -> dict[str, Any]:
@@ -246,7 +178,7 @@ def run_promote(
     challenger = version_by_alias(client, name, CHALLENGER)
     if challenger is not None and str(challenger.version) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
-    entry = _record(
+    entry = record_decision(
         settings,
         client,
         version=version,
@@ -256,7 +188,7 @@ def run_promote(
             "approved_by": approved_by,
             "previous_champion": previous,
             "traffic": state.as_dict(),
-            "analysis": _analysis(settings, version),
+            "analysis": analysis_result(settings, version),
         },
     )
     return {"decision": PROMOTED, "version": version, "previous_champion": previous, **entry}
@@ -289,10 +221,10 @@ def run_rollback(
             f"the canary still serves (v{state.canary_version} at {state.canary_weight})",
             subject=f"{name} v{version}",
         )
-    analysis = _analysis(settings, version)
+    analysis = analysis_result(settings, version)
     if analysis and not analysis.get("passed"):
         reason = f"{reason}: {', '.join(analysis.get('failed_checks') or ['analysis failed'])}"
-    entry = _record(
+    entry = record_decision(
         settings,
         client,
         version=version,
@@ -343,7 +275,7 @@ def run_restore_previous(settings: Settings, requested_by: str, reason: str) -> 
     state = open_target(settings).rollback(release)
     if done:
         return {"decision": ROLLED_BACK, **done[-1], "traffic": state.as_dict()}
-    entry = _record(
+    entry = record_decision(
         settings,
         client,
         version=demoted,
@@ -352,8 +284,3 @@ def run_restore_previous(settings: Settings, requested_by: str, reason: str) -> 
         extra={"approved_by": requested_by, "restored": restored, "traffic": state.as_dict()},
     )
     return {"decision": ROLLED_BACK, **entry}
-
-
-def write_result(settings: Settings, version: str, step: str, result: dict[str, Any]) -> None:
-    path = deployment_dir(settings, version) / f"{step}.json"
-    atomic_write_bytes(path, json.dumps(result, sort_keys=True, indent=2, default=str).encode())
