@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import re
 import secrets
 import shutil
 import signal
@@ -43,10 +42,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from serving_report import render_markdown
+from wrk_load import WRK_CPU, WRK_TIMEOUT_S, BenchError, WrkResult, run_wrk
 
 REPO = Path(__file__).resolve().parents[1]
 # `mlops-step` of this interpreter (its venv need not be on PATH)
@@ -61,11 +62,6 @@ POINTS = [(1, 1), (1, 8), (1, 32), (100, 1), (100, 8), (100, 32)]
 BATCH_ROWS = 10_000
 WARMUP_S = 2
 MAX_DURATION_S = 20
-WRK_TIMEOUT_S = 10  # wrk's default (2 s) would drop slow mlflow responses as "timeouts"
-# wrk on a core of its own (the last one) when there are two or more: otherwise the scheduler
-# moves it onto the server's core mid-point and the numbers measure the two fighting.
-_CPUS = os.cpu_count() or 1
-WRK_CPU = _CPUS - 1 if _CPUS > 1 and shutil.which("taskset") else None
 READY_TIMEOUT_S = 300.0
 STEPS = (
     ("ingest", "--rows", "20000"),
@@ -76,15 +72,6 @@ STEPS = (
     ("register",),
 )
 INSTALL_WRK = "apt-get update && apt-get install -y wrk"
-_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-_WRK_LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = {body}
-"""
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on; the message says what failed and where its log is."""
 
 
 # --- request bodies ----------------------------------------------------------------------------
@@ -211,69 +198,6 @@ def running_server(name: str, mlflow_url: str, home: Path) -> Iterator[str]:
 def _stop_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     # SystemExit unwinds through the finally blocks: servers are stopped, wrk is killed.
     raise SystemExit(128 + signum)
-
-
-# --- load --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WrkResult:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    non_2xx: int
-    socket_errors: str | None  # "connect 0, read 0, write 0, timeout 3" when wrk reports any
-
-    @property
-    def flagged(self) -> bool:
-        return bool(self.non_2xx or self.socket_errors or self.requests == 0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "flagged": self.flagged}
-
-
-def _match(pattern: str, text: str) -> re.Match[str]:
-    found = re.search(pattern, text, re.MULTILINE)
-    if found is None:
-        raise BenchError(f"unexpected wrk output (no match for {pattern!r}):\n{text}")
-    return found
-
-
-def parse_wrk(output: str) -> WrkResult:
-    """Read req/s, p50/p99 latency (us/ms/s -> ms) and errors from ``wrk --latency`` output."""
-
-    def latency_ms(percent: int) -> float:
-        value, unit = _match(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", output).groups()
-        return round(float(value) * _UNITS_MS[unit], 3)
-
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    socket_errors = re.search(r"Socket errors:\s+(.+)", output)
-    return WrkResult(
-        rps=round(float(_match(r"Requests/sec:\s+([\d.]+)", output).group(1)), 1),
-        p50_ms=latency_ms(50),
-        p99_ms=latency_ms(99),
-        requests=int(_match(r"^\s+(\d+) requests in ", output).group(1)),
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=socket_errors.group(1).strip() if socket_errors else None,
-    )
-
-
-def run_wrk(url: str, body: bytes, *, connections: int, duration: int, home: Path) -> WrkResult:
-    """POST ``body`` to ``url`` for ``duration`` seconds over ``connections`` connections."""
-    script = home / "request.lua"
-    script.write_text(_WRK_LUA.format(body=json.dumps(body.decode())))
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={WRK_TIMEOUT_S}s",
-               "--latency", "-s", str(script), url]  # fmt: skip
-    if WRK_CPU is not None:
-        command = ["taskset", "-c", str(WRK_CPU), *command]
-    # subprocess.run kills wrk if anything (timeout, Ctrl-C, SIGTERM) interrupts the wait.
-    completed = subprocess.run(
-        command, check=False, capture_output=True, text=True, timeout=duration + WRK_TIMEOUT_S + 60
-    )
-    if completed.returncode != 0:
-        raise BenchError(f"wrk exited with {completed.returncode}: {completed.stderr.strip()}")
-    return parse_wrk(completed.stdout)
 
 
 # --- preparation -------------------------------------------------------------------------------
@@ -432,57 +356,6 @@ def run(servers: list[str], duration: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------
 
 
-def _ratio(a: float | None, b: float | None, digits: int) -> str:
-    return f"{a / b:.{digits}f}x" if a and b else "-"
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The per-point table (req/s, p50/p99 ms, ratios) and the batch table (rows/s)."""
-    lines = [
-        "| rows/request | connections | service req/s (p50/p99 ms) | mlflow serve | bare "
-        "| service / mlflow | service / bare |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for point, results in report["points"].items():
-        rows, connections = point.split("x")
-        cells = []
-        for server in SERVERS:
-            r = results.get(server)
-            flag = " ⚠ errors" if r and r.get("flagged") else ""
-            cells.append(f"{r['rps']:,.0f} ({r['p50_ms']}/{r['p99_ms']}){flag}" if r else "-")
-        service, mlflow, bare = (results.get(s, {}).get("rps") for s in SERVERS)
-        lines.append(
-            f"| {rows} | {connections} | {' | '.join(cells)} "
-            f"| {_ratio(service, mlflow, 1)} | {_ratio(service, bare, 2)} |"
-        )
-    lines += [
-        "",
-        f"| {BATCH_ROWS:,}-row batches, 1 connection | rows/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
-    ]
-    for server, r in report["batch"].items():
-        flag = " ⚠ errors" if r.get("flagged") else ""
-        lines.append(f"| {server} | {r['rows_per_s']:,}{flag} | {r['p50_ms']} | {r['p99_ms']} |")
-    flagged = [
-        f"{point} {server}"
-        for point, results in [*report["points"].items(), *({"batch": report["batch"]}.items())]
-        for server, r in results.items()
-        if r.get("flagged")
-    ]
-    if flagged:
-        lines += ["", "⚠ points with non-2xx responses or socket errors: " + ", ".join(flagged)]
-    log = report.get("prediction_log")
-    if log:
-        lines += [
-            "",
-            f"Prediction log under that load: {log['rows_scored']:,} rows scored, "
-            f"{log['lines_written']:,} lines written, {log['log_rows_dropped']:,} dropped.",
-        ]
-    if report.get("same_scores") is False:
-        lines += ["", "⚠ the servers returned different scores for the same rows"]
-    return "\n".join(lines)
-
-
 def _duration(raw: str) -> int:
     if not raw.isdigit() or not 2 <= int(raw) <= MAX_DURATION_S:
         raise argparse.ArgumentTypeError(f"{raw!r}: seconds per point, 2 to {MAX_DURATION_S}")
@@ -503,7 +376,7 @@ def main() -> int:
     parser.add_argument("--render", action="store_true", help="only print the tables of --output")
     args = parser.parse_args()
     if args.render:
-        print(render_markdown(json.loads(args.output.read_text())))
+        print(render_markdown(json.loads(args.output.read_text()), SERVERS, BATCH_ROWS))
         return 0
     if shutil.which("wrk") is None:
         print(f"wrk is not installed; install it with: {INSTALL_WRK}  (or run: make bench-serving)")
@@ -519,7 +392,7 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults: {args.output}\n")
-    print(render_markdown(report))
+    print(render_markdown(report, SERVERS, BATCH_ROWS))
     return 0
 
 

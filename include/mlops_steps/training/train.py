@@ -32,7 +32,7 @@ from mlops_steps.contract.schema import (
 )
 from mlops_steps.core.policies import TrainParams
 from mlops_steps.core.settings import Settings, code_version
-from mlops_steps.training import pyfunc_model as churn_pyfunc
+from mlops_steps.training import pyfunc_model
 
 _MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "pandas", "numpy")
 
@@ -43,7 +43,7 @@ def _categories() -> dict[str, list[str]]:
 
 
 def model_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    return churn_pyfunc.prepare_frame(frame, FEATURE_NAMES, _categories())
+    return pyfunc_model.prepare_frame(frame, FEATURE_NAMES, _categories())
 
 
 def training_key(data_sha256: str, params: TrainParams) -> str:
@@ -230,7 +230,7 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
                 signature = infer_signature(example, scores[:5])
             model_info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=churn_pyfunc.__file__,
+                python_model=pyfunc_model.__file__,
                 artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
                 signature=signature,
                 input_example=example,
