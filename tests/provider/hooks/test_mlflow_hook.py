@@ -101,3 +101,39 @@ def test_tracking_uri_and_macro_still_work(monkeypatch: pytest.MonkeyPatch) -> N
     assert MlflowHook("mlflow_x").tracking_uri() == "http://mlflow.internal:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://fallback:5000")
     assert mlflow_tracking_uri("mlflow_absent") == "http://fallback:5000"
+
+
+def test_one_hook_reads_its_connection_once_per_path(
+    stub_mlflow: StubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers: the endpoint and the HTTP session are built once per hook; triggers: the async
+    endpoint likewise, read with aget_connection."""
+    from airflow.sdk import Connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_STUB", stub_mlflow.url)
+    stub_mlflow.script[:] = [(200, {"model_version": {"name": "m", "version": "3"}})]
+    reads: list[str] = []
+    read, aread = MlflowHook.get_connection, MlflowHook.aget_connection
+
+    def counted(conn_id: str) -> Connection:
+        reads.append(conn_id)
+        return read(conn_id)
+
+    async def acounted(conn_id: str) -> Connection:
+        reads.append(f"async {conn_id}")
+        return await aread(conn_id)
+
+    monkeypatch.setattr(MlflowHook, "get_connection", staticmethod(counted))
+    monkeypatch.setattr(MlflowHook, "aget_connection", staticmethod(acounted))
+    hook = MlflowHook("mlflow_stub")
+    assert hook.get_model_version("m", 3)["version"] == "3"
+    assert hook.get_model_version("m", "3")["version"] == "3"
+    assert hook.session is hook.session and hook.session.auth is None
+
+    async def twice() -> None:
+        for _ in range(2):
+            assert (await hook.aget_model_version("m", 3))["version"] == "3"
+
+    asyncio.run(twice())
+    assert reads == ["mlflow_stub", "async mlflow_stub"]
+    assert stub_mlflow.seen == ["GET /api/2.0/mlflow/model-versions/get?name=m&version=3"] * 4

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
+    import requests
     from airflow.sdk import Connection
 
 #: HTTP statuses worth retrying: the server is overloaded, restarting or behind a flaky proxy.
@@ -52,12 +54,15 @@ class MlflowApiError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Endpoint:
-    """Where and how to call the server, resolved once from the connection."""
+class MlflowEndpoint:
+    """Where and how to call the server, resolved once per hook from the connection."""
 
     base_url: str
     auth: tuple[str, str] | None
     conn_id: str
+
+    def api_url(self, path: str) -> str:
+        return f"{self.base_url}/api/2.0/mlflow/{path.lstrip('/')}"
 
 
 def _normalize_version(raw: dict[str, Any]) -> dict[str, Any]:
@@ -76,25 +81,28 @@ def _normalize_version(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 class MlflowHook(BaseHook):
-    """Connection: type ``http``; host and port of the tracking server, ``schema`` = http|https,
-    optional login/password for a server behind basic auth.
+    """Connection: type ``mlflow`` (an ``http`` connection works the same); host and port of the
+    tracking server, ``schema`` = http|https, optional login/password for a server behind basic
+    auth. The connection is read once per hook (:attr:`endpoint`, :meth:`aendpoint`).
 
     Example: ``AIRFLOW_CONN_MLFLOW_DEFAULT='http://127.0.0.1:5000'``. Without the connection the
     hook falls back to ``MLFLOW_TRACKING_URI`` (as the ``mlflow_tracking_uri`` macro does).
 
-    Sync methods (``get_model_version``...) are for workers; their ``a``-prefixed twins
-    (``aget_model_version``...) are for triggers and never block the event loop.
+    Sync methods (``get_model_version``...) are for workers and share one HTTP :attr:`session`;
+    their ``a``-prefixed twins (``aget_model_version``...) are for triggers and never block the
+    event loop.
     """
 
     conn_name_attr = "mlflow_conn_id"
     default_conn_name = "mlflow_default"
-    conn_type = "http"
+    conn_type = "mlflow"
     hook_name = "MLflow"
 
     def __init__(self, mlflow_conn_id: str = default_conn_name, timeout: float = 30.0) -> None:
         super().__init__()
         self.mlflow_conn_id = mlflow_conn_id
         self.timeout = timeout
+        self._async_endpoint: MlflowEndpoint | None = None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -120,7 +128,7 @@ class MlflowHook(BaseHook):
         """The server's base URL, never with credentials in it (it ends up in task env)."""
         return self._base_url(self.get_connection(self.mlflow_conn_id))
 
-    def _endpoint_from(self, conn: Connection | None) -> _Endpoint:
+    def _endpoint_from(self, conn: Connection | None) -> MlflowEndpoint:
         if conn is None:
             fallback = os.environ.get("MLFLOW_TRACKING_URI", "").strip().rstrip("/")
             if not fallback.startswith(("http://", "https://")):
@@ -130,15 +138,17 @@ class MlflowHook(BaseHook):
                     f"AIRFLOW_CONN_{self.mlflow_conn_id.upper()}='http://127.0.0.1:5000'",
                     status_code=CONFIG_ERROR,
                 )
-            return _Endpoint(fallback, None, self.mlflow_conn_id)
+            return MlflowEndpoint(fallback, None, self.mlflow_conn_id)
         try:
             base_url = self._base_url(conn)
         except ValueError as err:
             raise MlflowApiError(str(err), status_code=CONFIG_ERROR) from None
         auth = (conn.login, conn.password or "") if conn.login else None
-        return _Endpoint(base_url, auth, self.mlflow_conn_id)
+        return MlflowEndpoint(base_url, auth, self.mlflow_conn_id)
 
-    def _endpoint(self) -> _Endpoint:
+    @cached_property
+    def endpoint(self) -> MlflowEndpoint:
+        """The server, from the connection (else ``MLFLOW_TRACKING_URI``); for workers."""
         from airflow.sdk.exceptions import AirflowNotFoundException
 
         try:
@@ -147,20 +157,34 @@ class MlflowHook(BaseHook):
             conn = None
         return self._endpoint_from(conn)
 
-    async def _aendpoint(self) -> _Endpoint:
+    async def aendpoint(self) -> MlflowEndpoint:
+        """:attr:`endpoint` for triggers: read with ``aget_connection`` on first use, then kept."""
         from airflow.sdk.exceptions import AirflowNotFoundException
 
-        try:
-            conn: Connection | None = await self.aget_connection(self.mlflow_conn_id)
-        except AirflowNotFoundException:
-            conn = None
-        return self._endpoint_from(conn)
+        if self._async_endpoint is None:
+            try:
+                conn: Connection | None = await self.aget_connection(self.mlflow_conn_id)
+            except AirflowNotFoundException:
+                conn = None
+            self._async_endpoint = self._endpoint_from(conn)
+        return self._async_endpoint
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One HTTP session per hook: credentials set once, connections reused between calls.
+        The async twin opens an ``httpx`` client per call instead: a trigger's event loop (or
+        each ``asyncio.run``) owns its sockets."""
+        import requests
+
+        session = requests.Session()
+        session.auth = self.endpoint.auth
+        return session
 
     # -- transport -------------------------------------------------------------------------
 
     @staticmethod
     def _error(
-        endpoint: _Endpoint, call: str, *, status: int | None, body: Any = None, text: str = ""
+        endpoint: MlflowEndpoint, call: str, *, status: int | None, body: Any = None, text: str = ""
     ) -> MlflowApiError:
         where = f"MLflow at {endpoint.base_url} (connection {endpoint.conn_id!r})"
         if status is None:
@@ -196,14 +220,17 @@ class MlflowHook(BaseHook):
         return {"params": params} if method == "GET" else {"json": params}
 
     def _call(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._send(
+            method, path, self._describe(method, path, params), self._split(method, params)
+        )
+
+    def _send(self, method: str, path: str, call: str, options: dict[str, Any]) -> Any:
         import requests
 
-        endpoint = self._endpoint()
-        call = self._describe(method, path, params)
-        url = f"{endpoint.base_url}/api/2.0/mlflow/{path.lstrip('/')}"
+        endpoint = self.endpoint
         try:
-            response = requests.request(
-                method, url, auth=endpoint.auth, timeout=self.timeout, **self._split(method, params)
+            response = self.session.request(
+                method, endpoint.api_url(path), timeout=self.timeout, **options
             )
         except requests.RequestException as err:
             raise self._error(endpoint, call, status=None, text=str(err)) from None
@@ -212,17 +239,18 @@ class MlflowHook(BaseHook):
     async def _acall(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
         import httpx
 
-        endpoint = await self._aendpoint()
+        endpoint = await self.aendpoint()
         call = self._describe(method, path, params)
-        url = f"{endpoint.base_url}/api/2.0/mlflow/{path.lstrip('/')}"
         try:
             async with httpx.AsyncClient(auth=endpoint.auth, timeout=self.timeout) as client:
-                response = await client.request(method, url, **self._split(method, params))
+                response = await client.request(
+                    method, endpoint.api_url(path), **self._split(method, params)
+                )
         except httpx.HTTPError as err:
             raise self._error(endpoint, call, status=None, text=repr(err)) from None
         return self._decode(endpoint, call, response.status_code, response.text)
 
-    def _decode(self, endpoint: _Endpoint, call: str, status: int, text: str) -> Any:
+    def _decode(self, endpoint: MlflowEndpoint, call: str, status: int, text: str) -> Any:
         import json
 
         try:
@@ -238,17 +266,7 @@ class MlflowHook(BaseHook):
 
         Raw escape hatch (``kwargs`` go to ``requests``); raises :class:`MlflowApiError`.
         """
-        import requests
-
-        target = self._endpoint()
-        url = f"{target.base_url}/api/2.0/mlflow/{endpoint.lstrip('/')}"
-        try:
-            response = requests.request(
-                method, url, auth=target.auth, timeout=self.timeout, **kwargs
-            )
-        except requests.RequestException as err:
-            raise self._error(target, f"{method} {endpoint}", status=None, text=str(err)) from None
-        return self._decode(target, f"{method} {endpoint}", response.status_code, response.text)
+        return self._send(method, endpoint, f"{method} {endpoint}", kwargs)
 
     # -- registry: sync (workers) ----------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -90,7 +91,9 @@ class MlflowModelVersionSensor(BaseSensorOperator):
         except ValueError as err:
             raise ValueError(f"{type(self).__name__} {self.task_id!r}: {err}") from None
 
-    def _hook(self) -> MlflowHook:
+    @cached_property
+    def hook(self) -> MlflowHook:
+        """One hook per task try: pokes in one process share its connection and HTTP session."""
         return MlflowHook(self.mlflow_conn_id, timeout=self.request_timeout)
 
     def _timeout_message(self, condition: VersionCondition | None = None) -> str:
@@ -117,7 +120,7 @@ class MlflowModelVersionSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         condition = self._condition()
         try:
-            version = condition.fetch(self._hook())
+            version = condition.fetch(self.hook)
         except MlflowApiError as err:
             if not err.transient:
                 raise AirflowFailException(f"waiting for {condition.describe()}: {err}") from None

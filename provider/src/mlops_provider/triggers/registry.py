@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -201,15 +202,19 @@ class MlflowModelVersionTrigger(BaseTrigger):
             },
         )
 
+    @cached_property
+    def hook(self) -> MlflowHook:
+        """Reads the connection once per run of this trigger, not once per poll."""
+        return MlflowHook(self.mlflow_conn_id, timeout=self.request_timeout)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = MlflowHook(self.mlflow_conn_id, timeout=self.request_timeout)
         wanted = self.condition.describe()
         self.log.info("Waiting for %s, polling every %g s", wanted, self.poll_interval)
         last_reason = ""
         failures = 0
         while True:
             try:
-                version = await self.condition.afetch(hook)
+                version = await self.condition.afetch(self.hook)
             except MlflowApiError as err:
                 if not err.transient:
                     yield TriggerEvent(
