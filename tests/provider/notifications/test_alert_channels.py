@@ -16,7 +16,7 @@ import pytest
 
 from mlops_provider.notifications.alerts import Alert, task_alert
 from mlops_provider.notifications.callbacks import deadline_missed
-from mlops_provider.notifications.channels import deliver
+from mlops_provider.notifications.delivery import deliver
 from mlops_provider.notifications.notifier import MlopsNotifier
 from tests.alert_receivers import HttpReceiver, SmtpReceiver, http_receiver, smtp_receiver
 
@@ -26,6 +26,8 @@ SMTP_PASSWORD = "smtp-pa55word"
 SECRETS = (SLACK_PATH, "s3cretSlackPath", WEBHOOK_TOKEN, SMTP_PASSWORD)
 RUN_ID = "manual__2026-11-16T00:00:00+00:00"
 LOG_URL = "http://airflow.test/dags/d/runs/manual__2026-11-16T00%3A00%3A00%2B00%3A00/tasks/t"
+#: The SMTP provider's switches for a plain-text relay (the loopback receiver speaks no TLS).
+PLAIN = {"disable_ssl": True, "disable_tls": True}
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def _connections(
             "password": SMTP_PASSWORD,
             "extra": {
                 "to": "oncall@example.com, ml@example.com",
-                "starttls": "false",
+                **PLAIN,
                 "from_email": "airflow@example.com",
             },
         },
@@ -146,7 +148,7 @@ def test_every_channel_gets_exactly_one_record(
 
     (slack_request,) = slack.requests
     assert slack_request.method == "POST" and slack_request.path == SLACK_PATH
-    assert slack_request.headers["Content-Type"] == "application/json"
+    assert slack_request.headers["Content-Type"].startswith("application/json")
     text = slack_request.json()["text"]
     assert set(slack_request.json()) == {"text"}
     assert text.startswith(":red_circle: *Task failed: mlops_training.train*\n")
@@ -162,7 +164,8 @@ def test_every_channel_gets_exactly_one_record(
     assert message["Subject"] == "[airflow-mlops] Task failed: mlops_training.train"
     assert message["To"] == "oncall@example.com, ml@example.com"
     assert message["X-Mlops-Alert-Id"] == alert.alert_id
-    payload = message.get_payload(decode=True)
+    (part,) = [p for p in message.walk() if p.get_content_type() == "text/html"]
+    payload = part.get_payload(decode=True)
     assert isinstance(payload, bytes)
     body = payload.decode()
     assert f"Log: {LOG_URL}" in body and f"Run: {RUN_ID}" in body and "Task: train (try 3)" in body
@@ -279,20 +282,20 @@ def test_email_insists_on_tls_unless_switched_off(
             port=smtp.port,
             login="alerts",
             password=SMTP_PASSWORD,
-            extra={"to": "oncall@example.com"},
+            extra={"to": "oncall@example.com", "disable_ssl": True},
         )
         results = deliver(_alert(), ["email"])
     assert f"asks for STARTTLS but 127.0.0.1:{smtp.port} does not offer it" in results["email"]
-    assert '"starttls": false only for a trusted local relay' in results["email"]
+    assert '"disable_tls": true only for a trusted local relay' in results["email"]
     assert smtp.mails == [] and "AUTH" not in smtp.commands  # no password over plain text
 
 
 @pytest.mark.parametrize(
     ("extra", "login", "error"),
     [
-        ({"starttls": False}, "alerts", 'has no recipients: set its extra "to"'),
-        ({"starttls": False, "to": "a@example.com"}, None, 'has no sender: set its extra'),
-        ({"starttls": False, "to": "a@example.com"}, "intruder", "was refused by 127.0.0.1:"),
+        ({**PLAIN}, "alerts", 'has no recipients: set its extra "to"'),
+        ({**PLAIN, "to": "a@example.com"}, None, 'has no sender: set its extra'),
+        ({**PLAIN, "to": "a@example.com"}, "intruder", "was refused by 127.0.0.1:"),
     ],
 )  # fmt: skip
 def test_email_connection_errors(

@@ -2,14 +2,13 @@
 the triggerer imports this module and awaits the function with the run's context.
 
 The triggerer's context is small: ``{"dag_run": <the run as the REST API shows it>,
-"deadline": {"id", "deadline_time"}}``. Channels use blocking clients (and read connections
-through the triggerer's supervisor, which is safe from a worker thread), so delivery runs in a
-thread and never stalls the triggerer's event loop.
+"deadline": {"id", "deadline_time"}}``. Delivery is awaited on the triggerer's event loop: the
+channels read connections with ``aget_connection`` and send through the providers' async
+notifiers (e-mail, whose provider has only a working sync client, in a thread).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 DEADLINE_MISSED_PATH = "mlops_provider.notifications.callbacks.deadline_missed"
@@ -31,13 +30,13 @@ async def deadline_missed(
         crashes the triggerer (seen on SQLite).
     """
     from mlops_provider.notifications.alerts import deadline_alert
-    from mlops_provider.notifications.channels import deliver
+    from mlops_provider.notifications.delivery import adeliver
 
     alert = deadline_alert(
         context, deadline=deadline, message=message, action_task_id=action_task_id
     )
     if alert is None:
         return f"deadline {deadline}: no alert, the run ended before its deadline"
-    results = await asyncio.to_thread(deliver, alert)
+    results = await adeliver(alert)
     outcome = ", ".join(f"{channel}={result}" for channel, result in results.items())
     return f"deadline {deadline}: alert {alert.alert_id}: {outcome}"[:2000]

@@ -1,47 +1,60 @@
-"""Alert channels and the one function that delivers an alert to every configured channel.
+"""Alert channels: where an alert can go, each through its provider's notifier.
 
 ``MLOPS_ALERT_CHANNELS`` picks them (default ``file``):
 
 - ``file``: one JSON line per alert in ``$MLOPS_HOME/alerts/alerts.jsonl``, and the same line in
   the log of whatever process raised the alert (task, triggerer, DAG processor).
-- ``slack``: a Slack incoming webhook. Connection ``slack_alerts``: the webhook URL in the
-  *password* field (it is the secret), e.g. ``AIRFLOW_CONN_SLACK_ALERTS='{"conn_type":
-  "generic", "password": "https://hooks.slack.com/services/T000/B000/XXXX"}'``.
-- ``email``: SMTP. Connection ``smtp_alerts``: host, port, login/password; extra ``to``
-  (comma-separated), ``from_email`` (default: the login), ``ssl`` (implicit TLS; default when
-  port 465) or ``starttls`` (default true; false only for a trusted local relay).
-- ``webhook``: the alert record as a JSON POST. Connection ``alerts_webhook``: the URL in
-  *host* (``https://alerts.example.com/hook``); a password is sent as a bearer token.
+- ``slack``: the Slack provider's ``SlackWebhookNotifier``. Connection ``slack_alerts`` (type
+  ``slackwebhook``): the incoming-webhook URL in the *password* field (it is the secret), or the
+  provider's split form: host ``https://hooks.slack.com/services``, the token as the password.
+- ``email``: the SMTP provider's ``SmtpNotifier``. Connection ``smtp_alerts`` (type ``smtp``) as
+  that provider reads it: host, port, login/password; extra ``from_email`` (default: the login),
+  ``disable_ssl: true`` for a STARTTLS relay (587), ``disable_tls: true`` for implicit TLS (465),
+  both only for a trusted local relay; plus extra ``to``, the comma-separated recipients.
+- ``webhook``: the HTTP provider's ``HttpNotifier`` POSTs the alert record as JSON. Connection
+  ``alerts_webhook`` (type ``http``): the full URL in *host*; a password is sent as a bearer token.
 
-Slack and the webhook go through ``urllib.request``, email through ``smtplib`` (standard library,
-imported when used; unlike ``requests`` they log no URL): no provider package is needed (the
-Slack provider is not part of this image). Secrets
-come only from connections and never appear in an error or a log line: errors name the
-connection, the field and the fix, and the receiver by host:port only.
+Each channel reads its connection before handing over to the provider, so a missing or
+incomplete one fails with the field and the fix. Secrets come only from connections and never
+appear in an error or a log line: errors name the receiver by host:port only, library errors of
+unknown shape are reported by type, and the loggers that print request URLs are held at INFO.
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import contextlib
+import functools
+import html
 import json
 import logging
-import traceback
-import urllib.request
-from collections.abc import Sequence
+import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import urlsplit
 
 from mlops_provider.notifications.alerts import Alert
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection
+    from airflow.sdk import Connection, Context
+    from airflow.sdk.types import Logger
 
     from mlops_steps.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SENT = "sent"
+#: Loggers that print a request's URL at DEBUG (slack_sdk also logs retries with it); a Slack
+#: webhook URL is the secret itself.
+URL_LOGGERS = ("slack_sdk", "aiohttp")
 _SLACK_ICONS = {"task_failed": ":red_circle:", "deadline_missed": ":hourglass:"}
+#: How the Slack hook words a non-200 answer: "Response body: 'no_service', Status Code: 404. ..."
+_SLACK_ANSWER = re.compile(r"Response body: (?P<body>.*), Status Code: (?P<status>\d{3})", re.S)
+#: How the HTTP hook words an error status: "503:Service Unavailable".
+_HTTP_ANSWER = re.compile(r"(?P<status>\d{3}):(?P<reason>.*)", re.S)
+_REVOKED = ("403", "404", "410")
 
 
 class ChannelError(RuntimeError):
@@ -52,15 +65,12 @@ class ChannelError(RuntimeError):
 class Channel(Protocol):
     name: str
 
-    def send(self, alert: Alert) -> None: ...
+    async def send(self, alert: Alert) -> None: ...
 
 
-def _truthy(value: Any, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+def _no_context() -> Context:
+    """The alert is rendered already: the providers' notifiers get no context to template."""
+    return cast("Context", {})
 
 
 def _where(url: str) -> str:
@@ -69,12 +79,17 @@ def _where(url: str) -> str:
     return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
 
 
-def _connection(conn_id: str, channel: str, example: str) -> Connection:
+def _unreachable(what: str, where: str, err: BaseException) -> ChannelError:
+    """A network failure, by type only: aiohttp's messages can carry the URL."""
+    return ChannelError(f"{what}: could not reach {where} ({type(err).__name__})")
+
+
+async def _connection(conn_id: str, channel: str, example: str) -> Connection:
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        return BaseHook.get_connection(conn_id)
+        return await BaseHook.aget_connection(conn_id)
     except AirflowNotFoundException:
         raise ChannelError(
             f"{channel}: Airflow connection {conn_id!r} is not defined; create it (e.g. "
@@ -83,40 +98,32 @@ def _connection(conn_id: str, channel: str, example: str) -> Connection:
         ) from None
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an error: following it would send the alert (and token) elsewhere."""
+async def _in_daemon_thread(call: Callable[[], None]) -> None:
+    """Await a blocking call made in a daemon thread. Unlike ``asyncio.to_thread`` an exchange
+    abandoned at the channel timeout holds neither ``asyncio.run``'s shutdown (it joins the
+    default executor) nor the task process's exit."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def settle(error: BaseException | None) -> None:
+        if done.done():  # the caller gave up at the timeout
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            call()
+        except BaseException as raised:  # handed to the awaiting coroutine
+            error = raised
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
 
-def _post_json(
-    url: str, payload: Any, *, what: str, timeout: float, headers: dict[str, str] | None = None
-) -> None:
-    """POST JSON with the standard library: unlike requests/urllib3 it logs nothing, and a
-    webhook URL's path is often the secret itself (urllib3 logs it at DEBUG)."""
-    import urllib.error
-
-    where = _where(url)
-    request = urllib.request.Request(  # noqa: S310 - the URL comes from an admin-set connection
-        url,
-        data=json.dumps(payload, default=str).encode(),
-        headers={"Content-Type": "application/json", **(headers or {})},
-        method="POST",
-    )
-    opener = urllib.request.build_opener(_NoRedirects)
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError as err:
-        body = err.read()[:200].decode(errors="replace").strip() or "(empty body)"
-        raise ChannelError(f"{what}: HTTP {err.code} from {where}: {body}") from None
-    except TimeoutError:
-        raise ChannelError(f"{what}: {where} did not answer within {timeout:g} s") from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        kind = type(reason).__name__ if isinstance(reason, BaseException) else type(err).__name__
-        raise ChannelError(f"{what}: could not reach {where} ({kind})") from None
+    threading.Thread(target=run, name="mlops-alert", daemon=True).start()
+    await done
 
 
 class FileChannel:
@@ -127,49 +134,51 @@ class FileChannel:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def send(self, alert: Alert) -> None:
+    async def send(self, alert: Alert) -> None:
+        line = json.dumps(alert.record(), default=str)
+        await asyncio.to_thread(self._append, line)
+        log.warning("ALERT %s", line)
+
+    def _append(self, line: str) -> None:
         import fcntl
 
-        line = json.dumps(alert.record(), default=str)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One write of one line under an exclusive lock: tasks, the triggerer and the DAG
         # processor may append at the same moment.
         with self.path.open("a", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.write(line + "\n")
-        log.warning("ALERT %s", line)
 
 
 class SlackChannel:
-    """A Slack incoming webhook; the URL is the secret, so it lives in the password field."""
+    """A Slack incoming webhook through the Slack provider's notifier."""
 
     name = "slack"
-    _EXAMPLE = '{"conn_type": "generic", "password": "https://hooks.slack.com/services/T/B/X"}'
+    _EXAMPLE = '{"conn_type": "slackwebhook", "password": "https://hooks.slack.com/services/T/B/X"}'
 
-    def __init__(self, conn_id: str, timeout: float) -> None:
+    def __init__(self, conn_id: str) -> None:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
         self.conn_id = conn_id
-        self.timeout = timeout
+        self.notifier_class = SlackWebhookNotifier  # imported before the channel's timer starts
 
-    def webhook_url(self) -> str:
-        conn = _connection(self.conn_id, self.name, self._EXAMPLE)
+    def where(self, conn: Connection) -> str:
+        """The receiver's host:port, resolved the way the Slack hook builds the URL."""
         secret, host = (conn.password or "").strip(), (conn.host or "").strip()
-        if secret.startswith(("https://", "http://")):
-            return secret
-        if secret and host:  # the Slack provider's form: host https://hooks.slack.com/services
-            base = host if "://" in host else f"https://{host}"
-            return f"{base.rstrip('/')}/{secret.lstrip('/')}"
-        if host.startswith(("https://", "http://")) and urlsplit(host).path.strip("/"):
-            return host
-        raise ChannelError(
-            f"slack: connection {self.conn_id!r} has no webhook URL; put the incoming-webhook "
-            f"URL (https://hooks.slack.com/services/...) in its password field"
-        )
+        if not secret:
+            raise ChannelError(
+                f"slack: connection {self.conn_id!r} has no webhook URL; put the incoming-webhook "
+                f"URL (https://hooks.slack.com/services/...) in its password field"
+            )
+        if "://" in secret:
+            return _where(secret)
+        return _where(host if "://" in host else f"https://{host or 'hooks.slack.com'}")
 
     @staticmethod
     def _escape(text: str) -> str:
         return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-    def payload(self, alert: Alert) -> dict[str, Any]:
+    def text(self, alert: Alert) -> str:
         icon = _SLACK_ICONS.get(alert.kind, ":bell:")
         where = f"DAG `{alert.dag_id}` · run `{alert.run_id}`"
         if alert.task_id:
@@ -180,58 +189,66 @@ class SlackChannel:
         link = alert.details.get("required_actions_url")
         if link:
             lines.append(f"<{link}|Answer in Airflow>")
-        return {"text": "\n".join(lines)}
+        return "\n".join(lines)
 
-    def send(self, alert: Alert) -> None:
-        url = self.webhook_url()
+    async def send(self, alert: Alert) -> None:
+        from airflow.sdk.exceptions import AirflowException
+
+        where = self.where(await _connection(self.conn_id, self.name, self._EXAMPLE))
+        notifier = self.notifier_class(slack_webhook_conn_id=self.conn_id, text=self.text(alert))
+        # The notifier and its hook's slack_sdk client log the webhook URL at DEBUG, through
+        # loggers that follow Airflow's log level: both get slack_sdk's own, held at INFO.
+        url_logger = logging.getLogger("slack_sdk")
+        notifier._log = cast("Logger", url_logger)  # LoggingMixin's per-instance logger
+        notifier.hook.extra_client_args["logger"] = url_logger
         what = f"slack (connection {self.conn_id!r})"
         try:
-            _post_json(url, self.payload(alert), what=what, timeout=self.timeout)
-        except ChannelError as err:
-            if any(f"HTTP {code}" in str(err) for code in (403, 404, 410)):
-                raise ChannelError(
-                    f"{err}; the webhook URL in the connection's password is wrong or revoked: "
-                    f"create a new incoming webhook in Slack and store its URL there"
-                ) from None
-            raise
+            await notifier.async_notify(_no_context())
+        except AirflowException as err:
+            answer = _SLACK_ANSWER.search(str(err))
+            if answer is None:
+                raise ChannelError(f"{what}: {type(err).__name__} from {where}") from None
+            status, body = answer["status"], answer["body"]
+            with contextlib.suppress(ValueError, SyntaxError):  # the hook shows the body's repr
+                body = str(ast.literal_eval(body))
+            hint = ""
+            if status in _REVOKED:
+                hint = (
+                    "; the webhook URL in the connection's password is wrong or revoked: create "
+                    "a new incoming webhook in Slack and store its URL there"
+                )
+            raise ChannelError(
+                f"{what}: HTTP {status} from {where}: {body[:200].strip() or '(empty body)'}{hint}"
+            ) from None
+        except OSError as err:  # aiohttp's connection errors are OSErrors too
+            raise _unreachable(what, where, err) from None
 
 
 class EmailChannel:
-    """SMTP with TLS by default (implicit on port 465, else STARTTLS)."""
+    """SMTP through the SMTP provider's notifier, with TLS unless the connection turns it off."""
 
     name = "email"
     _EXAMPLE = (
         '{"conn_type": "smtp", "host": "smtp.example.com", "port": 587, "login": "alerts", '
-        '"password": "...", "extra": {"to": "oncall@example.com"}}'
+        '"password": "...", "extra": {"disable_ssl": true, "to": "oncall@example.com"}}'
     )
 
-    def __init__(self, conn_id: str, timeout: float) -> None:
+    def __init__(self, conn_id: str) -> None:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
         self.conn_id = conn_id
-        self.timeout = timeout
+        self.notifier_class = SmtpNotifier  # imported before the channel's timer starts
 
     def _fail(self, problem: str) -> ChannelError:
         return ChannelError(f"email: connection {self.conn_id!r} {problem}")
 
-    def message(self, alert: Alert, sender: str, recipients: Sequence[str]) -> Any:
-        from email.message import EmailMessage
-        from email.utils import make_msgid
-
-        msg = EmailMessage()
-        msg["Subject"] = f"[airflow-mlops] {alert.title}"
-        msg["From"] = sender
-        msg["To"] = ", ".join(recipients)
-        msg["Message-ID"] = make_msgid(idstring=alert.alert_id, domain="airflow-mlops")  # no DNS
-        msg["X-Mlops-Alert-Id"] = alert.alert_id
-        msg["X-Mlops-Alert-Kind"] = alert.kind
-        msg.set_content(alert.text())
-        return msg
-
-    def send(self, alert: Alert) -> None:
+    async def send(self, alert: Alert) -> None:
         import smtplib
-        import ssl
 
-        conn = _connection(self.conn_id, self.name, self._EXAMPLE)
-        extra = conn.extra_dejson
+        from airflow.sdk.exceptions import AirflowException
+
+        conn = await _connection(self.conn_id, self.name, self._EXAMPLE)
+        extra = await conn.aextra_dejson()
         raw_to = extra.get("to") or ""
         to_list = raw_to if isinstance(raw_to, list) else str(raw_to).split(",")
         recipients = [address.strip() for address in to_list if address.strip()]
@@ -242,37 +259,32 @@ class EmailChannel:
             raise self._fail('has no sender: set its extra "from_email" or its login')
         if not conn.host:
             raise self._fail("has no host: set the SMTP server's host (and port)")
-        implicit_tls = _truthy(extra.get("ssl"), default=conn.port == 465)
-        port = conn.port or (465 if implicit_tls else 587)
-        starttls = not implicit_tls and _truthy(extra.get("starttls"), default=True)
-        where = f"{conn.host}:{port}"
-        context = ssl.create_default_context()
-        smtp: smtplib.SMTP
+        where = f"{conn.host}:{conn.port}" if conn.port else conn.host
+        notifier = self.notifier_class(
+            to=recipients,
+            from_email=sender,
+            subject=f"[airflow-mlops] {alert.title}",
+            html_content=f"<pre>{html.escape(alert.text())}</pre>",
+            custom_headers={"X-Mlops-Alert-Id": alert.alert_id, "X-Mlops-Alert-Kind": alert.kind},
+            smtp_conn_id=self.conn_id,
+        )
         try:
-            if implicit_tls:
-                smtp = smtplib.SMTP_SSL(conn.host, port, timeout=self.timeout, context=context)
-            else:
-                smtp = smtplib.SMTP(conn.host, port, timeout=self.timeout)
-            with smtp:
-                smtp.ehlo()
-                if starttls:
-                    if not smtp.has_extn("starttls"):
-                        raise self._fail(
-                            f"asks for STARTTLS but {where} does not offer it; set extra "
-                            f'"starttls": false only for a trusted local relay'
-                        )
-                    smtp.starttls(context=context)
-                    smtp.ehlo()
-                if conn.login:
-                    smtp.login(conn.login, conn.password or "")
-                smtp.send_message(self.message(alert, sender, recipients))
+            # The provider's sync path: its async one asks for STARTTLS a second time after
+            # aiosmtplib upgraded on connect, and fails on every STARTTLS relay (SMTP provider
+            # 3.2.0). In a thread it never blocks the triggerer's event loop.
+            await _in_daemon_thread(functools.partial(notifier.notify, _no_context()))
         except smtplib.SMTPAuthenticationError as err:
             raise self._fail(
                 f"was refused by {where} (SMTP {err.smtp_code}): check its login and password"
             ) from None
-        except (smtplib.SMTPException, OSError) as err:
-            if isinstance(err, ChannelError):
-                raise
+        except smtplib.SMTPNotSupportedError as err:
+            if "STARTTLS" not in str(err):
+                raise ChannelError(f"email via {where}: {err}") from None
+            raise self._fail(
+                f"asks for STARTTLS but {where} does not offer it; set its extra "
+                f'"disable_tls": true only for a trusted local relay'
+            ) from None
+        except (smtplib.SMTPException, OSError, AirflowException) as err:  # the hook's own words
             raise ChannelError(
                 f"email via {where} (connection {self.conn_id!r}) failed: "
                 f"{type(err).__name__}: {err}"
@@ -285,33 +297,45 @@ class WebhookChannel:
     name = "webhook"
     _EXAMPLE = '{"conn_type": "http", "host": "https://alerts.example.com/hook"}'
 
-    def __init__(self, conn_id: str, timeout: float) -> None:
+    def __init__(self, conn_id: str) -> None:
+        from airflow.providers.http.notifications.http import HttpNotifier
+
         self.conn_id = conn_id
-        self.timeout = timeout
+        self.notifier_class = HttpNotifier  # imported before the channel's timer starts
 
-    def endpoint(self) -> tuple[str, dict[str, str]]:
-        conn = _connection(self.conn_id, self.name, self._EXAMPLE)
+    def where(self, conn: Connection) -> str:
+        """The receiver's host:port; refuses a host without a scheme, which the HTTP hook would
+        send over plain http (and with it the bearer token)."""
         host = (conn.host or "").strip()
-        if not host:
-            raise ChannelError(
-                f"webhook: connection {self.conn_id!r} has no host; put the full URL "
-                f"(https://alerts.example.com/hook) in its host field"
-            )
         if "://" in host:
-            url = host
-        else:
-            scheme = conn.schema if conn.schema in ("http", "https") else "https"
-            port = f":{conn.port}" if conn.port else ""
-            path = str(conn.extra_dejson.get("endpoint") or "").lstrip("/")
-            url = f"{scheme}://{host}{port}/{path}"
-        headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}
-        return url, headers
+            return _where(host)
+        if host and conn.schema in ("http", "https"):
+            return f"{host}:{conn.port}" if conn.port else host
+        raise ChannelError(
+            f"webhook: connection {self.conn_id!r} has no URL; put the full URL "
+            f"(https://alerts.example.com/hook) in its host field"
+        )
 
-    def send(self, alert: Alert) -> None:
-        url, headers = self.endpoint()
-        headers["X-Mlops-Alert-Id"] = alert.alert_id
+    async def send(self, alert: Alert) -> None:
+        from airflow.providers.http.exceptions import HttpErrorException
+
+        conn = await _connection(self.conn_id, self.name, self._EXAMPLE)
+        where = self.where(conn)
+        headers = {"X-Mlops-Alert-Id": alert.alert_id}
+        if conn.password:
+            headers["Authorization"] = f"Bearer {conn.password}"
+        notifier = self.notifier_class(
+            http_conn_id=self.conn_id, json=alert.record(), headers=headers
+        )
         what = f"webhook (connection {self.conn_id!r})"
-        _post_json(url, alert.record(), what=what, timeout=self.timeout, headers=headers)
+        try:
+            await notifier.async_notify(_no_context())
+        except HttpErrorException as err:
+            answer = _HTTP_ANSWER.fullmatch(str(err))
+            detail = f"HTTP {answer['status']}: {answer['reason']}" if answer else "HTTP error"
+            raise ChannelError(f"{what}: {detail} from {where}") from None
+        except OSError as err:
+            raise _unreachable(what, where, err) from None
 
 
 def build_channel(name: str, settings: Settings) -> Channel:
@@ -319,41 +343,17 @@ def build_channel(name: str, settings: Settings) -> Channel:
     if name == "file":
         return FileChannel(settings.alerts_path)
     if name == "slack":
-        return SlackChannel(alerts.slack_conn_id, alerts.timeout_s)
+        return SlackChannel(alerts.slack_conn_id)
     if name == "email":
-        return EmailChannel(alerts.smtp_conn_id, alerts.timeout_s)
+        return EmailChannel(alerts.smtp_conn_id)
     if name == "webhook":
-        return WebhookChannel(alerts.webhook_conn_id, alerts.timeout_s)
+        return WebhookChannel(alerts.webhook_conn_id)
     raise ChannelError(f"unknown alert channel {name!r}; use file, slack, email or webhook")
 
 
-def deliver(alert: Alert, channels: Sequence[str] | None = None) -> dict[str, str]:
-    """Send ``alert`` once on each channel; a failing channel is logged and the others still
-    run. Never raises: an alert must not fail the task (or approval) that raised it.
-
-    :return: channel -> ``"sent"`` or ``"failed: <reason>"``.
-    """
-    from mlops_steps.core.settings import ConfigError, get_settings
-
-    results: dict[str, str] = {}
-    try:
-        settings = get_settings()
-        names = list(channels) if channels is not None else list(settings.alerts.channels)
-    except ConfigError as err:
-        log.error("alert %s (%s) not sent: %s", alert.alert_id, alert.title, err)
-        return {"config": f"failed: {err}"}
-    for name in names:
-        try:
-            build_channel(name, settings).send(alert)
-        except ChannelError as err:
-            results[name] = f"failed: {err}"
-        except Exception as err:  # a bug or an odd library error: keep the other channels going
-            # Library errors can embed a URL or a password: the type and the frames, no message.
-            frames = "".join(traceback.format_tb(err.__traceback__))
-            results[name] = f"failed: unexpected {type(err).__name__} at\n{frames}"
-        else:
-            results[name] = SENT
-            continue
-        log.error("alert %s: channel %r failed: %s", alert.alert_id, name, results[name])
-    log.info("alert %s (%s): %s", alert.alert_id, alert.title, results)
-    return results
+def hold_url_loggers_at_info() -> None:
+    """Raise :data:`URL_LOGGERS` to INFO (never lower a level someone set higher)."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:  # NOTSET (inherit) included
+            logger.setLevel(logging.INFO)

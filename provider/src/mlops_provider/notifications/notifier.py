@@ -7,7 +7,6 @@ is one alert. As an approval operator's notifier it runs when the task starts wa
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,12 +44,14 @@ class MlopsNotifier(BaseNotifier):
         BaseNotifier.__call__(copy.copy(self), *args)
 
     def notify(self, context: Context) -> None:
-        from mlops_provider.notifications.channels import deliver
+        from mlops_provider.notifications.delivery import deliver
 
         deliver(task_alert(context, self.kind, self.message), self.channels)
 
     async def async_notify(self, context: Context) -> None:
-        await asyncio.to_thread(self.notify, context)
+        from mlops_provider.notifications.delivery import adeliver
+
+        await adeliver(task_alert(context, self.kind, self.message), self.channels)
 
 
 def task_failure_notifier() -> MlopsNotifier:
