@@ -15,7 +15,7 @@ from airflow_settings import SettingsFileError
 from tests.dags.helpers import load_dags
 
 REPO = Path(__file__).resolve().parents[2]
-CODE_DIRS = ("dags", "plugins", "include")
+CODE_DIRS = ("dags", "plugins", "provider", "include")
 DECLARED = airflow_settings.load()
 
 
