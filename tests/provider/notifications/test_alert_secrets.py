@@ -12,11 +12,15 @@ import textwrap
 from pathlib import Path
 
 from tests.alert_receivers import http_receiver, smtp_receiver
+from tests.provider.notifications.conftest import (
+    PLAIN,
+    SECRETS,
+    SLACK_PATH,
+    SMTP_PASSWORD,
+    WEBHOOK_TOKEN,
+)
 
 REPO = Path(__file__).resolve().parents[3]
-SLACK_PATH = "/services/T0001/B0001/s3cretSlackPath"
-WEBHOOK_TOKEN = "webhook-t0ken-value"
-SMTP_PASSWORD = "smtp-pa55word"
 
 
 def test_debug_logs_of_a_delivery_show_no_secret(tmp_path: Path) -> None:
@@ -40,7 +44,7 @@ def test_debug_logs_of_a_delivery_show_no_secret(tmp_path: Path) -> None:
                 "port": smtp.port,
                 "login": "alerts",
                 "password": SMTP_PASSWORD,
-                "extra": {"to": "oncall@example.com", "disable_ssl": True, "disable_tls": True},
+                "extra": {"to": "oncall@example.com", **PLAIN},
             },
         }
         env = {
@@ -59,5 +63,5 @@ def test_debug_logs_of_a_delivery_show_no_secret(tmp_path: Path) -> None:
     assert "'slack': \"failed: slack (connection 'slack_alerts'): HTTP 404" in output
     assert "'webhook': 'sent'" in output and "'email': 'sent'" in output
     assert "[debug" in output.lower() or "DEBUG" in output  # the loggers really were at DEBUG
-    for secret in (SLACK_PATH, "s3cretSlackPath", WEBHOOK_TOKEN, SMTP_PASSWORD):
+    for secret in SECRETS:
         assert secret not in output
