@@ -14,17 +14,17 @@ import pytest
 
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.settings import Settings, load_settings
-from mlops_steps.release import imagebuild
-from mlops_steps.release.imagebuild import (
-    image_ref,
-    image_tag,
+from mlops_steps.release.builders import kaniko
+from mlops_steps.release.builders.base import image_ref, image_tag
+from mlops_steps.release.builders.kaniko import (
+    KanikoBuilder,
     kaniko_job_manifest,
     kaniko_job_name,
+    pinned_context,
 )
 from tests.fake_apis import FakeGitHub, FakeKubernetes
+from tests.steps.release.builders.helpers import CI_TOKEN, SHA, build_request, ci_build
 
-SHA = "0123456789abcdef0123456789abcdef01234567"
-CI_TOKEN = "ghp_do-not-log-this-token-123"
 KUBERNETES_VERSION = "1.33"
 JOBS = "/apis/batch/v1/namespaces/mlops/jobs"
 
@@ -42,26 +42,11 @@ def test_image_reference_and_tag() -> None:
 # -- ci ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
-    with FakeGitHub() as fake:
-        monkeypatch.setenv("MLOPS_IMAGE_BUILDER", "ci")
-        monkeypatch.setenv("MLOPS_CI_DISPATCH_URL", fake.dispatch_url)
-        monkeypatch.setenv("MLOPS_CI_POLL_INTERVAL_S", "0.01")
-        monkeypatch.setenv("MLOPS_CI_TIMEOUT_S", "5")
-        monkeypatch.setenv("MLOPS_CI_TOKEN", CI_TOKEN)
-        yield fake
-
-
-def _ci_build(settings: Settings, version: str = "7") -> str:
-    return imagebuild._build_ci(settings, version, SHA, image_ref(settings, version, SHA))
-
-
 def test_ci_dispatches_once_then_follows_its_run_to_success(
     github: FakeGitHub, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
-        url = _ci_build(load_settings())
+        url = ci_build(load_settings())
     requests = github.take()
     listing, dispatch, *rest = requests
     # First: is a build of this tag already running? (none)
@@ -102,14 +87,14 @@ def test_ci_failure_and_timeout_name_the_run(
 ) -> None:
     github.conclusion = "failure"
     with pytest.raises(StepError) as raised:
-        _ci_build(load_settings())
+        ci_build(load_settings())
     run_url = f"{github.url}/{github.owner_repo}/actions/runs/1000"
     assert str(raised.value).startswith(f"{run_url}: the CI build ended with conclusion 'failure'")
 
     github.never_completes = True
     monkeypatch.setenv("MLOPS_CI_TIMEOUT_S", "0.3")
     with pytest.raises(StepError) as raised:
-        _ci_build(load_settings(), version="8")
+        ci_build(load_settings(), version="8")
     assert "did not finish within 0.3s (status queued)" in str(raised.value)
     assert "/actions/runs/1001" in str(raised.value)
 
@@ -118,7 +103,7 @@ def test_ci_waits_on_a_running_build_of_the_same_tag(github: FakeGitHub) -> None
     github.add_run("build-serving v7-0123456789ab v7-0123456789ab-aaaaaaaa", "in_progress", None)
     github.add_run("build-serving v77-0123456789ab v77-0123456789ab-bbbbbbbb", "queued", None)
     github.add_run("build-serving v7-0123456789ab v7-0123456789ab-cccccccc", "completed", "failure")
-    url = _ci_build(load_settings())
+    url = ci_build(load_settings())
     requests = github.take()
     assert not [r for r in requests if r.method == "POST"]
     assert url.endswith("/actions/runs/1000")
@@ -128,7 +113,7 @@ def test_ci_retries_server_errors_and_refuses_bad_tokens(
     github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     github.fail_next = [502, 503]
-    assert _ci_build(load_settings()).endswith("/runs/1000")
+    assert ci_build(load_settings()).endswith("/runs/1000")
     statuses = github.take()
     assert [(r.method, r.path) for r in statuses[:3]] == [
         ("GET", f"{github.workflow_path}/runs")
@@ -136,28 +121,28 @@ def test_ci_retries_server_errors_and_refuses_bad_tokens(
 
     github.fail_next = [401]
     with pytest.raises(StepError) as raised:
-        _ci_build(load_settings(), version="9")
+        ci_build(load_settings(), version="9")
     assert raised.value.subject == "MLOPS_CI_TOKEN"
     assert "HTTP 401" in str(raised.value) and CI_TOKEN not in str(raised.value)
 
     github.fail_next = [500] * 4
     with pytest.raises(RuntimeError, match="failed 4 times: HTTP 500"):  # a crash: Airflow retries
-        _ci_build(load_settings(), version="9")
+        ci_build(load_settings(), version="9")
 
 
 def test_ci_needs_its_token_and_url(github: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLOPS_CI_TOKEN")
     with pytest.raises(StepError) as raised:
-        _ci_build(load_settings())
+        ci_build(load_settings())
     assert raised.value.subject == "MLOPS_CI_TOKEN"
     assert "is not set" in str(raised.value)
     monkeypatch.setenv("MLOPS_CI_TOKEN", CI_TOKEN)
     monkeypatch.setenv("MLOPS_CI_DISPATCH_URL", f"{github.url}/repos/o/r/actions/workflows")
     with pytest.raises(StepError, match="MLOPS_CI_DISPATCH_URL: is not a workflow dispatch URL"):
-        _ci_build(load_settings())
+        ci_build(load_settings())
     monkeypatch.delenv("MLOPS_CI_DISPATCH_URL")
     with pytest.raises(StepError, match="MLOPS_CI_DISPATCH_URL: is not set"):
-        _ci_build(load_settings())
+        ci_build(load_settings())
     assert not github.take()
 
 
@@ -208,22 +193,22 @@ def test_kaniko_job_manifest_is_a_valid_pinned_build() -> None:
     }
     long_ref = "registry.example.com/team/serving:" + "v123456-" + "a" * 100
     assert len(kaniko_job_name(long_ref)) <= 63
-    assert imagebuild.pinned_context("s3://bucket/context.tar.gz", SHA) == (
-        "s3://bucket/context.tar.gz"
-    )
+    assert pinned_context("s3://bucket/context.tar.gz", SHA) == ("s3://bucket/context.tar.gz")
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubernetes]:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setattr(imagebuild, "KANIKO_POLL_S", 0.01)
+    monkeypatch.setattr(kaniko, "KANIKO_POLL_S", 0.01)
     with FakeKubernetes() as fake:
         monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig", "sa-token")))
         yield fake
 
 
 def _kaniko_build(settings: Settings, version: str = "7") -> str:
-    return imagebuild._build_kaniko(settings, version, SHA, image_ref(settings, version, SHA))
+    url = KanikoBuilder(settings).build(build_request(settings, version)).build_url
+    assert url is not None
+    return url
 
 
 def test_kaniko_creates_the_job_and_waits_for_it(cluster: FakeKubernetes) -> None:

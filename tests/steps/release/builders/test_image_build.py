@@ -13,11 +13,12 @@ from mlflow import MlflowClient
 
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.settings import get_settings, load_settings
-from mlops_steps.release import imagebuild
-from mlops_steps.release.imagebuild import run_build_image, verify_bundle
+from mlops_steps.release.build_image import run_build_image
+from mlops_steps.release.builders import kaniko
+from mlops_steps.release.builders.bundle import verify_bundle
 from tests.fake_apis import FakeGitHub, FakeKubernetes
 
-MODEL = "imagebuild_churn"
+MODEL = "build_image_churn"
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
 REF_PREFIX = "ghcr.io/airflow-mlops/serving"
 
@@ -25,13 +26,13 @@ REF_PREFIX = "ghcr.io/airflow-mlops/serving"
 @pytest.fixture(scope="module")
 def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One small model trained by the real train step; tests register versions of it."""
+    from mlops_steps.core.policies import SourceRequest, TrainParams
     from mlops_steps.training.ingest import run_ingest
-    from mlops_steps.training.sources import SourceRequest
-    from mlops_steps.training.train import TrainParams, run_train
+    from mlops_steps.training.train import run_train
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        env.setenv("MLOPS_HOME", str(tmp_path_factory.mktemp("imagebuild")))
+        env.setenv("MLOPS_HOME", str(tmp_path_factory.mktemp("build-image")))
         env.setenv("MLOPS_MODEL_NAME", MODEL)
         env.setenv("MLOPS_EXPERIMENT", f"exp-{MODEL}")
         settings = load_settings()
@@ -197,7 +198,7 @@ def test_kaniko_build_is_recorded_and_not_repeated(
 ) -> None:
     version = _new_version(trained)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setattr(imagebuild, "KANIKO_POLL_S", 0.01)
+    monkeypatch.setattr(kaniko, "KANIKO_POLL_S", 0.01)
     with FakeKubernetes() as cluster:
         monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig", "t")))
         monkeypatch.setenv("MLOPS_IMAGE_BUILDER", "kaniko")
