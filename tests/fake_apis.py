@@ -11,6 +11,7 @@ import copy
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,7 +61,22 @@ class Recorded:
         return json.loads(self.body) if self.body else None
 
 
-Handler = Callable[[Recorded], tuple[int, Any]]
+@dataclass(frozen=True)
+class Reply:
+    """An answer beyond a status and a JSON body: extra headers, a delay before it is sent (outside
+    the server's lock, so other requests go on meanwhile), or none at all (``drop``: the
+    connection closes unanswered, as when a proxy resets it)."""
+
+    status: int
+    payload: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    drop: bool = False
+
+
+DROPPED = Reply(0, drop=True)
+
+Handler = Callable[[Recorded], tuple[int, Any] | Reply]
 
 
 class LoopbackServer:
@@ -85,17 +101,27 @@ class LoopbackServer:
                 )
                 with outer._lock:
                     outer.requests.append(recorded)
-                    status, payload = outer._handle(recorded)
+                    answer = outer._handle(recorded)
+                reply = answer if isinstance(answer, Reply) else Reply(*answer)
+                time.sleep(reply.delay_s)
+                if reply.drop:
+                    self.close_connection = True
+                    return
                 data = (
-                    payload
-                    if isinstance(payload, bytes)
-                    else (b"" if payload is None else json.dumps(payload).encode())
+                    reply.payload
+                    if isinstance(reply.payload, bytes)
+                    else (b"" if reply.payload is None else json.dumps(reply.payload).encode())
                 )
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (a delayed reply past its read timeout)
 
             do_GET = do_POST = do_PATCH = do_DELETE = _serve
 
@@ -139,7 +165,7 @@ class _ServedFake:
 
     server: LoopbackServer | None = None
 
-    def handle(self, request: Recorded) -> tuple[int, Any]:
+    def handle(self, request: Recorded) -> tuple[int, Any] | Reply:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -291,6 +317,15 @@ class FakeKubernetes(_ServedFake):
         self._job_reads.pop(name, None)
 
 
+@dataclass(frozen=True)
+class DispatchOutcome:
+    """How the fake answers one dispatch: ``reply`` instead of its 204, and whether the run starts
+    anyway (``run_started``: GitHub took the dispatch but the answer was lost on its way back)."""
+
+    reply: Reply
+    run_started: bool = False
+
+
 @dataclass
 class FakeGitHub(_ServedFake):
     """``workflow_dispatch`` of one workflow and its runs. A dispatched run is listed from the
@@ -301,7 +336,10 @@ class FakeGitHub(_ServedFake):
     workflow: str = "build-serving-image.yml"
     conclusion: str = "success"
     never_completes: bool = False
-    fail_next: list[int] = field(default_factory=list)  # status codes to answer first
+    # Answers to the next requests, whatever they are, instead of serving them (an int: that
+    # status with a server-error body).
+    fail_next: list[int | Reply] = field(default_factory=list)
+    dispatch_outcomes: list[DispatchOutcome] = field(default_factory=list)  # for the next POSTs
     runs: list[dict[str, Any]] = field(default_factory=list)
     _hidden: list[dict[str, Any]] = field(default_factory=list)
 
@@ -326,15 +364,17 @@ class FakeGitHub(_ServedFake):
         self.runs.append(run)
         return run
 
-    def handle(self, request: Recorded) -> tuple[int, Any]:
+    def handle(self, request: Recorded) -> tuple[int, Any] | Reply:
         if self.fail_next:
-            return self.fail_next.pop(0), {"message": "Server Error"}
+            failure = self.fail_next.pop(0)
+            return failure if isinstance(failure, Reply) else (failure, {"message": "Server Error"})
         if request.method == "POST" and request.path == f"{self.workflow_path}/dispatches":
-            inputs = request.json["inputs"]
-            title = f"build-serving {inputs['image_tag']} {inputs['request_id']}"
-            run = self.add_run(title, "queued", None)
-            self.runs.remove(run)
-            self._hidden.append(run)
+            if self.dispatch_outcomes:
+                outcome = self.dispatch_outcomes.pop(0)
+                if outcome.run_started:
+                    self._start_run(request)
+                return outcome.reply
+            self._start_run(request)
             return 204, None
         if request.method == "GET" and request.path == f"{self.workflow_path}/runs":
             listed = list(self.runs)
@@ -354,3 +394,12 @@ class FakeGitHub(_ServedFake):
                     run["conclusion"] = self.conclusion
             return 200, run
         return 404, {"message": "Not Found"}
+
+    def _start_run(self, dispatch: Recorded) -> None:
+        """Queue the run a dispatch starts, titled as the workflow's run-name titles it (the next
+        listing does not show it yet, the ones after it do)."""
+        inputs = dispatch.json["inputs"]
+        title = f"build-serving {inputs['image_tag']} {inputs['request_id']}"
+        run = self.add_run(title, "queued", None)
+        self.runs.remove(run)
+        self._hidden.append(run)

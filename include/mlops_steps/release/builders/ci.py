@@ -10,7 +10,15 @@ how the step finds the run it started, and a run of the same tag already queued,
 successful, which it waits on instead of dispatching another. A successful run means the tag was
 pushed.
 
-HTTP calls are retried on 5xx and lost connections (the dispatch too).
+HTTP, over one ``requests.Session``:
+
+* GETs are retried by urllib3 (:func:`_retry_policy`) on lost connections, read timeouts, 429 and
+  5xx, honouring ``Retry-After``.
+* GitHub's rate limits (a 429, or a 403 with ``x-ratelimit-remaining: 0`` or ``retry-after``) are
+  waited out on GETs while the step's deadline allows. Any other 401 or 403 is a refused token.
+* The dispatch POST is never repeated blindly: a second one could start a second build. When its
+  outcome is unknown (timeout, lost connection, 5xx) the step first looks for the run named with
+  its request id, and dispatches again (same request id, once) only when none shows up.
 """
 
 from __future__ import annotations
@@ -19,23 +27,92 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.settings import ImageBuildSettings, Settings
 from mlops_steps.release.builders.base import BuildRequest, Built, utc_now
+
+if TYPE_CHECKING:
+    from requests import Response
+    from urllib3.util import Retry
 
 log = logging.getLogger("mlops_steps")
 
 CI_TOKEN_ENV = "MLOPS_CI_TOKEN"  # noqa: S105 (the variable's name, not a token)
 DISPATCH_URL_ENV = "MLOPS_CI_DISPATCH_URL"
 HTTP_TIMEOUT = (10.0, 30.0)  # connect, read
-HTTP_ATTEMPTS = 4
+GET_RETRIES = 3  # after the first attempt
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+BACKOFF_MAX_S = 30.0
+RETRY_AFTER_MAX_S = 60
+RATE_LIMIT_WAIT_S = 60.0  # GitHub: without a retry-after, wait at least a minute
+DISPATCH_ATTEMPTS = 2
+SETTLE_LISTINGS = 4  # a poll interval apart: time for a dispatched run to be listed
 CLOCK_SKEW_S = 120.0
 
 
-def _checked(method: str, url: str, response: Any) -> Any:
-    """``response`` if it succeeded, else the error its status means."""
+class CiUnavailable(RuntimeError):
+    """GitHub gave no usable answer. A crash (exit 1), so Airflow retries the step; the retry
+    waits on a queued, running or successful run of the tag before it dispatches anything."""
+
+
+class RateLimited(CiUnavailable):
+    """GitHub's rate limit outlasts the step's deadline, or turned the dispatch away."""
+
+
+class DispatchUncertain(CiUnavailable):
+    """The dispatches got no clear answer and no run named with their request id appeared."""
+
+
+def _retry_policy(backoff_s: float) -> Retry:
+    """urllib3's retries: GETs only (POST is not in ``allowed_methods``, so neither a status nor a
+    lost answer repeats a dispatch; a connection that never opened is retried for any method,
+    since nothing was sent). Back-off doubles from ``backoff_s`` up to BACKOFF_MAX_S; a
+    ``Retry-After`` (on 429 and 503) replaces it, up to RETRY_AFTER_MAX_S."""
+    from urllib3.util import Retry
+
+    return Retry(
+        total=GET_RETRIES,
+        allowed_methods=frozenset({"GET"}),
+        status_forcelist=RETRIED_STATUSES,
+        backoff_factor=backoff_s,
+        backoff_max=BACKOFF_MAX_S,
+        respect_retry_after_header=True,
+        retry_after_max=RETRY_AFTER_MAX_S,
+        raise_on_status=False,  # the last answer is classified by _checked
+    )
+
+
+def _rate_limit_wait_s(response: Response) -> float | None:
+    """How long GitHub asks to wait when ``response`` is a rate limit: a 429, or a 403 with
+    ``x-ratelimit-remaining: 0`` (the primary limit, lifted at ``x-ratelimit-reset``) or with a
+    ``retry-after`` (the secondary limit); None for any other answer. At least a second."""
+    headers = response.headers
+    retry_after = headers.get("retry-after", "").strip()
+    exhausted = headers.get("x-ratelimit-remaining", "").strip() == "0"
+    status = response.status_code
+    if status != 429 and not (status == 403 and (retry_after or exhausted)):
+        return None
+    reset = headers.get("x-ratelimit-reset", "").strip()
+    if retry_after.isdigit():
+        wait_s = float(retry_after)
+    elif exhausted and reset.isdigit():
+        wait_s = float(reset) - time.time()
+    else:
+        wait_s = RATE_LIMIT_WAIT_S
+    return max(1.0, wait_s)
+
+
+def _attempts(response: Response) -> int:
+    """How many times urllib3 sent the request that got ``response``."""
+    retries = getattr(response.raw, "retries", None)
+    return 1 + len(retries.history) if retries is not None else 1
+
+
+def _checked(method: str, url: str, response: Response) -> Response:
+    """``response`` if it succeeded, else the error its status means (rate limits are handled
+    before this)."""
     status = response.status_code
     if status < 400:
         return response
@@ -52,15 +129,19 @@ def _checked(method: str, url: str, response: Any) -> Any:
             subject=DISPATCH_URL_ENV,
             fix="check the repository and workflow file name (and that the token can see them)",
         )
+    if status >= 500:
+        raise CiUnavailable(
+            f"CI API {method} {url} failed {_attempts(response)} times: HTTP {status}"
+        )
     raise StepError(f"HTTP {status}: {detail}", subject=f"{method} {url}")
 
 
 class _Actions:
-    """The GitHub Actions endpoints of one workflow, within the step's deadline, with retries on
-    5xx and lost connections."""
+    """The GitHub Actions endpoints of one workflow, within the step's deadline."""
 
     def __init__(self, dispatch_url: str, token: str, poll_s: float, deadline: float) -> None:
         import requests
+        from requests.adapters import HTTPAdapter
 
         self.dispatch_url = dispatch_url
         self.runs_url = dispatch_url.removesuffix("/dispatches") + "/runs"
@@ -68,6 +149,9 @@ class _Actions:
         self.poll_s = poll_s
         self.deadline = deadline  # time.monotonic()
         self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=_retry_policy(min(poll_s, 1.0)))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         self.session.headers.update(
             {
                 "Authorization": f"Bearer {token}",
@@ -102,34 +186,58 @@ class _Actions:
             )
         return cls(dispatch_url, token, build.ci_poll_interval_s, deadline)
 
-    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+    def get(self, url: str, params: dict[str, str] | None = None) -> Any:
+        """The JSON answer of a GET, after the session's retries and any rate-limit wait."""
         import requests
 
-        problem = ""
-        for attempt in range(HTTP_ATTEMPTS):
+        while True:
             try:
-                response = self.session.request(method, url, timeout=HTTP_TIMEOUT, **kwargs)
+                response = self.session.get(url, params=params, timeout=HTTP_TIMEOUT)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = type(exc).__name__
-            else:
-                if response.status_code < 500:
-                    return _checked(method, url, response)
-                problem = f"HTTP {response.status_code}"
-            if attempt + 1 < HTTP_ATTEMPTS:
-                log.warning("CI API %s %s: %s; retrying", method, url, problem)
-                time.sleep(min(self.poll_s, 1.0) * 2**attempt)
-        # Transient by nature: a crash (exit 1) so Airflow retries the step.
-        raise RuntimeError(f"CI API {method} {url} failed {HTTP_ATTEMPTS} times: {problem}")
+                raise CiUnavailable(
+                    f"CI API GET {url} failed {GET_RETRIES + 1} times: {type(exc).__name__}"
+                ) from None
+            wait_s = _rate_limit_wait_s(response)
+            if wait_s is None:
+                return _checked("GET", url, response).json()
+            status = response.status_code
+            if time.monotonic() + wait_s > self.deadline:
+                raise RateLimited(
+                    f"CI API GET {url}: GitHub's rate limit (HTTP {status}) lasts {wait_s:.0f}s "
+                    "more, past the step's deadline (MLOPS_CI_TIMEOUT_S)"
+                )
+            log.warning("CI API GET %s: rate-limited (HTTP %d); waiting %.0fs", url, status, wait_s)
+            time.sleep(wait_s)
+
+    def dispatch(self, body: dict[str, Any]) -> str | None:
+        """POST the dispatch once: None when GitHub took it, else why its outcome is unknown (a
+        run may have started). A refusal raises (then nothing started)."""
+        import requests
+
+        try:
+            response = self.session.post(self.dispatch_url, json=body, timeout=HTTP_TIMEOUT)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            return type(exc).__name__
+        if response.status_code >= 500:
+            return f"HTTP {response.status_code}"
+        wait_s = _rate_limit_wait_s(response)
+        if wait_s is not None:
+            raise RateLimited(
+                f"GitHub rate-limited the workflow dispatch (HTTP {response.status_code}, "
+                f"retry in {wait_s:.0f}s), so no build started; the token was not refused. "
+                "Airflow's retry of the step dispatches again."
+            )
+        _checked("POST", self.dispatch_url, response)
+        return None
 
     def runs(self, since: float) -> list[dict[str, Any]]:
         """The workflow's dispatched runs created since ``since`` (epoch seconds), newest first."""
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
         params = {"event": "workflow_dispatch", "created": f">={created}", "per_page": "100"}
-        body = self.request("GET", self.runs_url, params=params).json()
-        return list(body.get("workflow_runs") or [])
+        return list(self.get(self.runs_url, params).get("workflow_runs") or [])
 
     def run(self, run_id: int) -> dict[str, Any]:
-        body: dict[str, Any] = self.request("GET", f"{self.repo_url}/actions/runs/{run_id}").json()
+        body: dict[str, Any] = self.get(f"{self.repo_url}/actions/runs/{run_id}")
         return body
 
 
@@ -179,21 +287,44 @@ class CiBuilder:
 
 
 def _dispatch(api: _Actions, body: dict[str, Any], since: float) -> dict[str, Any]:
-    """Dispatch the build and find its run."""
+    """Dispatch the build and find its run. A dispatch without a clear answer may have started
+    one: look for it first, and dispatch again only when it does not show up."""
     request_id = body["inputs"]["request_id"]
-    log.info("CI: dispatching %s (request %s)", api.dispatch_url, request_id)
-    api.request("POST", api.dispatch_url, json=body)
-    return _dispatched_run(api, request_id, since)
+    problems: list[str] = []
+    for _ in range(DISPATCH_ATTEMPTS):
+        log.info("CI: dispatching %s (request %s)", api.dispatch_url, request_id)
+        problem = api.dispatch(body)
+        if problem is None:
+            return _dispatched_run(api, request_id, since)
+        problems.append(problem)
+        log.warning(
+            "CI: no clear answer to the dispatch of request %s (%s); looking for its run",
+            request_id,
+            problem,
+        )
+        run = _find_run(api, request_id, since, listings=SETTLE_LISTINGS)
+        if run is not None:
+            return run
+    raise DispatchUncertain(
+        f"{len(problems)} dispatches of request {request_id} to {api.dispatch_url} got no clear "
+        f"answer ({', '.join(problems)}) and no run named with it appeared after "
+        f"{SETTLE_LISTINGS} listings each. Airflow's retry of the step looks for a run of the tag "
+        "before dispatching again."
+    )
 
 
-def _find_run(api: _Actions, request_id: str, since: float) -> dict[str, Any] | None:
-    """The run named with ``request_id``, listing every poll interval until the deadline; None if
-    it did not show up."""
+def _find_run(
+    api: _Actions, request_id: str, since: float, listings: int | None = None
+) -> dict[str, Any] | None:
+    """The run named with ``request_id``, listing every poll interval until the deadline (or
+    ``listings`` times); None if it did not show up."""
+    listed = 0
     while True:
         found = [r for r in api.runs(since) if _titled(r, request_id)]
+        listed += 1
         if found:
             return found[0]
-        if time.monotonic() >= api.deadline:
+        if listed == listings or time.monotonic() >= api.deadline:
             return None
         time.sleep(api.poll_s)
 
