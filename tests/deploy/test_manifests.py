@@ -59,7 +59,7 @@ def test_the_role_grants_exactly_what_the_steps_call() -> None:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    # targets_kubernetes: read and patch Deployments; imagebuild (kaniko): the build Job.
+    # release/targets/kubernetes: read and patch Deployments; release/builders/kaniko: the Job.
     needed = {
         ("apps", "deployments", "get"),
         ("apps", "deployments", "patch"),

@@ -183,10 +183,10 @@ def from_args(policy_cls: type[_Policy], args: argparse.Namespace, **extra: Any)
 
 
 def lookup_env(name: str) -> tuple[str, str]:
-    """``NAME`` from the environment, else the env-backed Airflow Variable ``AIRFLOW_VAR_NAME``
-    (the one Variable form DAG parsing reads without a database query, and the form a task pod
-    receives). Returns the name the value came from, for error messages, and the value ("" when
-    unset)."""
+    """``MLOPS_X`` from the environment, else the env-backed Airflow Variable
+    ``AIRFLOW_VAR_MLOPS_X`` (the one Variable form DAG parsing reads without a database query,
+    and the form a task pod receives). Returns the name the value came from, for error
+    messages, and the value ("" when unset)."""
     value = os.environ.get(name, "").strip()
     if not value and name.startswith("MLOPS_"):
         variable = f"AIRFLOW_VAR_{name}"

@@ -351,6 +351,18 @@ def load_settings() -> Settings:
     )
 
 
+def required_secret(name: str, *, needed_for: str, fix: str) -> str:
+    """A secret from the step's environment (a Kubernetes Secret in pods, the worker's env or an
+    Airflow connection locally); missing, a named error says what needs it and where it comes
+    from. The value is never part of a message."""
+    from mlops_steps.core.errors import StepError
+
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise StepError(f"is not set; {needed_for}", subject=name, fix=fix)
+    return value
+
+
 @functools.cache
 def get_settings() -> Settings:
     """Process-wide settings (read once)."""

@@ -24,13 +24,12 @@ HTTP, over one ``requests.Session``:
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from mlops_steps.core.errors import StepError
-from mlops_steps.core.settings import ImageBuildSettings, Settings
+from mlops_steps.core.settings import ImageBuildSettings, Settings, required_secret
 from mlops_steps.release.builders.base import BuildRequest, Built, utc_now
 
 if TYPE_CHECKING:
@@ -170,13 +169,11 @@ class _Actions:
                 fix="set it to .../actions/workflows/FILE/dispatches, "
                 "or MLOPS_IMAGE_BUILDER=bundle",
             )
-        token = os.environ.get(CI_TOKEN_ENV, "").strip()
-        if not token:
-            raise StepError(
-                "is not set; the ci builder needs a token to dispatch the build workflow",
-                subject=CI_TOKEN_ENV,
-                fix="export it (in pods: the Secret key token of MLOPS_K8S_CI_SECRET)",
-            )
+        token = required_secret(
+            CI_TOKEN_ENV,
+            needed_for="the ci builder needs a token to dispatch the build workflow",
+            fix="export it (in pods: the Secret key token of MLOPS_K8S_CI_SECRET)",
+        )
         dispatch_url = build.ci_dispatch_url.rstrip("/")
         if not dispatch_url.endswith("/dispatches"):
             raise StepError(

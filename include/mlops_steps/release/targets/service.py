@@ -7,13 +7,12 @@ share, promote it to stable, or drop it. The admin token comes from ``SERVING_AD
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlops_steps.core.errors import StepError
-from mlops_steps.core.settings import Settings
+from mlops_steps.core.settings import Settings, required_secret
 from mlops_steps.release.targets.base import Release, TrafficState
 
 ADMIN_TOKEN_ENV = "SERVING_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a token)
@@ -27,13 +26,11 @@ class ServiceTarget:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceTarget:
-        token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
-        if not token:
-            raise StepError(
-                "is not set; the deployment steps need the service's admin token",
-                subject=ADMIN_TOKEN_ENV,
-                fix="export the same token the service runs with (a Kubernetes Secret in pods)",
-            )
+        token = required_secret(
+            ADMIN_TOKEN_ENV,
+            needed_for="the deployment steps need the service's admin token",
+            fix="export the same token the service runs with (a Kubernetes Secret in pods)",
+        )
         return cls(settings.deploy.service_url, token)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
