@@ -1,4 +1,5 @@
-"""The bridge's pure parts: MLflow's signature scheme byte for byte, freshness, payload mapping."""
+"""The bridge's pure parts: MLflow's signature scheme byte for byte, freshness, payload mapping,
+and which way the mount and the app import each other."""
 
 from __future__ import annotations
 
@@ -142,3 +143,22 @@ def test_test_payloads_are_mlflows_own() -> None:
 def test_malformed_payloads(body: bytes, reason: str) -> None:
     with pytest.raises(PayloadError, match=reason):
         parse(body, DELIVERY)
+
+
+def test_the_mount_never_imports_the_app() -> None:
+    """The app imports the mount for its paths; the plugin wires the two, so there is no cycle
+    (and loading the plugin imports no FastAPI)."""
+    import ast
+    import inspect
+
+    from mlops_provider.webhooks import mount
+
+    tree = ast.parse(inspect.getsource(mount))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert not {name for name in imported if name and name.startswith("mlops_provider")}
