@@ -5,24 +5,24 @@
   through the ``mlflow_default`` connection.
 * :class:`LiveAirflow`: what ``airflow standalone`` starts (API server, scheduler, DAG processor,
   triggerer; SQLite and the LocalExecutor), as separate processes in their own process groups so
-  they stop by their own PIDs, with a REST client logged in as a SimpleAuthManager user. The
-  lifecycle demo (scripts/lifecycle.py) and the live alert test use it.
+  they stop by their own PIDs, with a REST client (scripts/airflow_rest.py) logged in as a
+  SimpleAuthManager user. The lifecycle demo (scripts/lifecycle.py) and the live alert test use
+  it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from airflow_rest import AirflowRest, ApiError
 from processes import free_port, stop_process_groups, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +45,6 @@ def local_airflow_env(home: Path, mlflow_url: str) -> dict[str, str]:
     }
 
 
-class ApiError(RuntimeError):
-    """A REST call answered with an error status (the message has the body)."""
-
-
 @dataclass
 class LiveAirflow:
     """Airflow components started from ``env`` under ``home`` (see :meth:`start`)."""
@@ -59,7 +55,6 @@ class LiveAirflow:
     users: dict[str, str]  # SimpleAuthManager user -> password
     logs: Path
     pids: dict[str, int] = field(default_factory=dict)
-    _tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -159,41 +154,17 @@ class LiveAirflow:
         stop_process_groups(list(self.pids.values()), timeout)
         self.pids.clear()
 
-    def token(self, user: str) -> str:
-        response = _http(
-            "POST",
-            f"{self.base_url}/auth/token",
-            {"username": user, "password": self.users[user]},
-        )
-        return str(response["access_token"])
-
-    def api(self, method: str, path: str, body: Any = None, *, user: str | None = None) -> Any:
-        """One REST call as ``user`` (default: the first configured user); the JSON answer."""
-        user = user or next(iter(self.users))
-        if user not in self._tokens:
-            self._tokens[user] = self.token(user)
-        headers = {"Authorization": f"Bearer {self._tokens[user]}"}
-        return _http(method, self.base_url + path, body, headers)
+    @functools.cached_property
+    def rest(self) -> AirflowRest:
+        """The REST client, as the first configured user."""
+        user = next(iter(self.users))
+        return AirflowRest(self.base_url, user, self.users[user])
 
     def wait_until_up(self, timeout: float = 180) -> None:
-        user = next(iter(self.users))
         wait_for(
             "the Airflow API server",
-            lambda: self.token(user),
+            self.rest.login,
             timeout,
             self.logs,
             errors=(OSError, ValueError, ApiError),
         )
-
-
-def _http(method: str, url: str, body: Any = None, headers: Mapping[str, str] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))  # noqa: S310
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
-            payload = response.read()
-    except urllib.error.HTTPError as exc:
-        raise ApiError(f"{method} {url} -> {exc.code}: {exc.read().decode()[:500]}") from None
-    return json.loads(payload) if payload else None

@@ -24,7 +24,8 @@ from urllib.parse import quote
 
 import pytest
 
-from local_airflow import ApiError, LiveAirflow
+from airflow_rest import ApiError
+from local_airflow import LiveAirflow
 from processes import free_port, wait_for
 from tests.alert_receivers import HttpReceiver, http_receiver
 
@@ -63,11 +64,11 @@ class Live:
     def trigger(
         self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None
     ) -> str:
-        body = {"logical_date": logical_date, "conf": conf or {}}
-        return str(self.airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"])
+        run = self.airflow.rest.trigger_run(dag_id, conf, logical_date=logical_date)
+        return str(run["dag_run_id"])
 
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self.airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+        return str(self.airflow.rest.run(dag_id, run_id)["state"])
 
     def alerts(self) -> list[dict[str, Any]]:
         if not self.alerts_file.exists():
@@ -111,10 +112,7 @@ def live_airflow(tmp_path: Path) -> Iterator[Live]:
             airflow.wait_until_up(120)
             _wait(
                 "the test DAGs to be parsed",
-                lambda: (
-                    {d["dag_id"] for d in airflow.api("GET", "/api/v2/dags")["dags"]}
-                    == set(DAG_IDS)
-                ),
+                lambda: airflow.rest.dag_ids() == set(DAG_IDS),
                 120,
                 airflow.logs,
             )

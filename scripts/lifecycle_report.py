@@ -1,0 +1,96 @@
+"""What the lifecycle demo reads back to tell what happened: the registry's aliases and versions
+(MLflow's REST API), what the model service serves, the files the DAG runs wrote; and the
+summary printed at the end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from lifecycle_stack import MODEL, TRAINING, USER, Stack, say, stage
+
+
+def _get(url: str) -> Any:
+    response = requests.get(url, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def registry(stack: Stack) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """(aliases, versions with their tags), read from MLflow's REST API."""
+    model = _get(f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/get?name={MODEL}")
+    aliases = {a["alias"]: a["version"] for a in model["registered_model"].get("aliases", [])}
+    found = _get(
+        f"{stack.mlflow_url}/api/2.0/mlflow/model-versions/search?filter="
+        + quote(f"name='{MODEL}'")
+    )["model_versions"]
+    versions = sorted(
+        ({"version": v["version"], **{t["key"]: t["value"] for t in v.get("tags", [])}}
+         for v in found),
+        key=lambda v: int(v["version"]),
+    )  # fmt: skip
+    return aliases, versions
+
+
+def serving(stack: Stack) -> str:
+    ready = _get(f"{stack.service_url}/ready")
+    canary = (
+        f", canary v{ready['canary']} at {ready['canary_weight']:.0%}" if ready["canary"] else ""
+    )
+    return f"stable v{ready['stable']}{canary}"
+
+
+def partition_results(stack: Stack, run_id: str, dag_id: str = TRAINING) -> Path:
+    run = stack.airflow.rest.run(dag_id, run_id)
+    when = dt.datetime.fromisoformat(run["logical_date"] or run["run_after"])
+    key = when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return stack.home / "data" / MODEL / f"partition={key}" / "results"
+
+
+def latest_window(stack: Stack) -> dict[str, Any]:
+    """The newest monitored window's verdict (``monitoring.json``) and its directory."""
+    windows = sorted((stack.home / "data" / "monitoring" / MODEL).glob("window=*"))
+    if not windows or not (windows[-1] / "monitoring.json").is_file():
+        return {}
+    return {**json.loads((windows[-1] / "monitoring.json").read_text()), "dir": windows[-1]}
+
+
+def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
+    stage("5/5  Summary", started)
+    aliases, versions = registry(stack)
+    say(f"{'version':<8} {'aliases':<28} {'gate':<8} {'release':<10} partition", indent=4)
+    for version in versions:
+        names = ", ".join(sorted(a for a, v in aliases.items() if v == version["version"]))
+        say(f"v{version['version']:<7} {names or '-':<28} "
+            f"{version.get('mlops.gate.decision', '-'):<8} "
+            f"{version.get('mlops.deploy.status', '-'):<10} {version.get('mlops.partition', '-')}",
+            indent=4)  # fmt: skip
+    gate = facts.get("gate", {})
+    say(f"the drifted model was never registered: gate {gate.get('decision')} "
+        f"({gate.get('reason')})", indent=4)  # fmt: skip
+    say(f"the service now: {serving(stack)}", indent=4)
+    ledger = stack.home / "data" / "ledger" / f"{MODEL}-deployments.jsonl"
+    say("deployment ledger:", indent=4)
+    for line in ledger.read_text().splitlines() if ledger.is_file() else []:
+        entry = json.loads(line)
+        say(f"- v{entry['version']} {entry['decision']} by {entry.get('approved_by')} "
+            f"(run {entry.get('dag_run_id')})", indent=6)  # fmt: skip
+    say("where to look:", indent=4)
+    airflow = stack.airflow
+    password_file = airflow.home / "simple_auth_manager_passwords.json.generated"
+    for label, where in (
+        ("Airflow UI", f"{airflow.base_url}  (user {USER}, password in {password_file})"),
+        ("MLflow UI", stack.mlflow_url),
+        ("service docs", f"{stack.service_url}/docs  (and /metrics, /model/info)"),
+        ("drift report", facts.get("monitoring_report")),
+        ("gate report", partition_results(stack, facts["drifted_run"]) / "gate.json"),
+        ("ledger", ledger),
+        ("alerts", stack.home / "alerts" / "alerts.jsonl"),
+        ("process logs", airflow.logs),
+    ):
+        say(f"{label:<13} {where}", indent=6)

@@ -1,0 +1,156 @@
+"""What the lifecycle demo (scripts/lifecycle.py) runs: MLflow, Airflow's four components and the
+model service on loopback, and the PID file through which a later run (or ``make down``) stops
+them by their own PIDs. Also the names the story's modules share and how they print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import airflow_settings
+from local_airflow import LiveAirflow
+from mlflow_server import is_healthy, start_server
+from processes import alive, port_or_free, stop_process_groups, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = REPO / ".mlops" / "lifecycle"
+PIDS_FILE = STATE / "pids.json"
+MODEL = "churn"
+TRAINING, DEPLOYMENT, MONITORING = "mlops_training", "mlops_deployment", "mlops_monitoring"
+DAG_IDS = {TRAINING, DEPLOYMENT, MONITORING, "mlops_rollback"}
+USER = "admin"
+
+
+def say(message: str = "", *, indent: int = 0) -> None:
+    print(" " * indent + message, flush=True)
+
+
+def stage(title: str, started: float) -> None:
+    say(f"\n==> {title}  [{time.monotonic() - started:5.0f} s]")
+
+
+def record_pids(pids: dict[str, int]) -> None:
+    """Written after each start, so an interrupted start-up is stopped too."""
+    PIDS_FILE.write_text(json.dumps(pids, indent=2))
+
+
+@dataclass
+class Stack:
+    """The running demo: where each server answers, and the PIDs that stop them."""
+
+    mlflow_url: str
+    service_url: str
+    airflow: LiveAirflow
+    home: Path  # MLOPS_HOME: data partitions, model store, prediction log, alerts
+    pids: dict[str, int]
+
+    def stop(self) -> None:
+        stop_process_groups(self.pids.values())
+        PIDS_FILE.unlink(missing_ok=True)
+
+
+def stop_previous() -> None:
+    """Stop what a previous run left running (``--keep-running``, or an interrupted run)."""
+    if not PIDS_FILE.is_file():
+        return
+    pids = {name: int(pid) for name, pid in json.loads(PIDS_FILE.read_text()).items()}
+    running = {name: pid for name, pid in pids.items() if alive(pid)}
+    if running:
+        say(f"==> Stopping the previous run's processes: {', '.join(running)}")
+        stop_process_groups(running.values())
+    PIDS_FILE.unlink()
+
+
+def start_stack(args: argparse.Namespace) -> Stack:
+    home = STATE / "mlops"
+    mlflow_port = port_or_free(args.mlflow_port)
+    say(f"    MLflow server on 127.0.0.1:{mlflow_port} (SQLite + local artifacts, webhooks on)")
+    mlflow = start_server(STATE / "mlflow", mlflow_port)
+    pids = {"mlflow": mlflow.pid}
+    record_pids(pids)
+
+    service_port = port_or_free(args.service_port)
+    service_url = f"http://127.0.0.1:{service_port}"
+    admin_token = secrets.token_urlsafe(24)
+    declared = airflow_settings.load()
+    airflow = LiveAirflow.configure(
+        STATE / "airflow",
+        dags_folder=REPO / "dags",
+        port=port_or_free(args.airflow_port),
+        users={USER: "admin"},
+        extra_env={
+            **declared.variables_env(),
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow.url,
+            "MLOPS_HOME": str(home),
+            "MLOPS_RUNNER": "local",
+            "MLOPS_SERVICE_URL": service_url,
+            # The release steps find the service's admin token where production keeps such
+            # secrets: in an Airflow connection (its password), here given as AIRFLOW_CONN_*.
+            "AIRFLOW_CONN_MLOPS_SERVING": json.dumps(
+                {"conn_type": "http", "host": service_url, "password": admin_token}
+            ),
+            "MLOPS_WEBHOOK_SECRET": secrets.token_hex(32),
+            # The story runs in order: no cron ticks, only the events and triggers below.
+            "MLOPS_TRAINING_SCHEDULE": "off",
+            "MLOPS_MONITORING_SCHEDULE": "off",
+            "MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE": "off",
+            # A deployment run woken by a registry event that is not a new challenger (the
+            # promotion moving `champion`) gives up after 2 minutes instead of 25.
+            "MLOPS_CANDIDATE_WAIT_S": "120",
+            # Seven processes share this machine's cores while the gate times predictions.
+            "MLOPS_GATE_MAX_LATENCY_MS": str(args.max_latency_ms),
+        },
+    )
+    say(f"    Airflow on {airflow.base_url}: metadata database, airflow_settings.yaml")
+    airflow.migrate()
+    for line in airflow.python(
+        f"import sys; sys.path.insert(0, {str(REPO / 'scripts')!r}); import airflow_settings as s;"
+        " print('\\n'.join(s.apply(s.load())))"
+    ).splitlines():
+        say(line, indent=8)
+    airflow.start()
+    pids |= airflow.pids
+    record_pids(pids)
+    service_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_"))},
+        "MLFLOW_TRACKING_URI": mlflow.url,
+        "SERVING_MODEL_NAME": MODEL,
+        "SERVING_ADMIN_TOKEN": admin_token,
+        "SERVING_MODEL_STORE": str(home / "model-store" / MODEL),
+        "SERVING_PREDICTION_LOG": str(home / "predictions"),
+        "SERVING_PREDICTION_LOG_FLUSH_MS": "500",
+    }
+    with (airflow.logs / "service.log").open("ab") as out:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "mlops_serving.app:create_app",
+             "--host", "127.0.0.1", "--port", str(service_port), "--no-access-log"],
+            env=service_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    pids["service"] = service.pid
+    record_pids(pids)
+    stack = Stack(mlflow.url, service_url, airflow, home, pids)
+    say(f"    model service on {service_url} (no champion yet: /ready says 503)")
+    airflow.wait_until_up()
+    wait_for("the model service", lambda: is_healthy(service_url), 120, airflow.logs)
+    wait_for(
+        "the DAG processor to parse dags/",
+        lambda: airflow.rest.dag_ids() >= DAG_IDS,
+        180,
+        airflow.logs,
+    )
+    webhook = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "register_webhook.py"),
+         "--mlflow-url", mlflow.url, "--airflow-url", airflow.base_url],
+        env=airflow.env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if webhook.returncode != 0:
+        raise RuntimeError(f"registering the MLflow webhook failed:\n{webhook.stderr}")
+    say(f"    MLflow webhook -> Airflow: {webhook.stdout.strip()}")
+    return stack

@@ -1,0 +1,108 @@
+"""The acts of the lifecycle demo (scripts/lifecycle.py), in order: a first release, a drifted
+model the gate stops, drift in served traffic that retrains and releases again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from lifecycle_report import latest_window, partition_results, registry, serving
+from lifecycle_runs import follow, newest_run, release, run_ids, run_url, trigger, woken_by
+from lifecycle_stack import MODEL, MONITORING, TRAINING, Stack, say, stage
+from processes import wait_for
+
+
+def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
+    """The drifted period's customers reach the service, 100 per /predict/batch request."""
+    import pandas as pd
+
+    from mlops_steps.contract.schema import FEATURE_NAMES, ID_COLUMN
+
+    def logged() -> int:
+        log_dir = stack.home / "predictions"
+        return sum(len(p.read_bytes().splitlines()) for p in log_dir.rglob("*.jsonl"))
+
+    frame = pd.read_parquet(results.parent / "data.parquet").head(rows)
+    records = json.loads(frame.loc[:, list(FEATURE_NAMES)].to_json(orient="records"))
+    ids = frame[ID_COLUMN].astype(str).tolist()
+    before = logged()
+    url = f"{stack.service_url}/predict/batch"
+    with requests.Session() as session:
+        for start in range(0, len(records), 100):
+            batch = slice(start, start + 100)
+            body = {"instances": records[batch], "entity_ids": ids[batch]}
+            session.post(url, json=body, timeout=60).raise_for_status()
+    wait_for("the prediction log to be flushed", lambda: logged() >= before + len(records), 60)
+    time.sleep(1)  # the monitoring window ends at its run's logical date: after the last row
+    return len(records)
+
+
+def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    stage("2/5  Train, register a challenger, release it (approval, canary, promotion)", started)
+    trained = trigger(stack, TRAINING, "demo_1_reference_data", {"rows": args.rows})
+    if follow(stack, TRAINING, trained) != "success":
+        raise RuntimeError(
+            f"the first training run failed; see {run_url(stack, TRAINING, trained)}"
+        )
+    aliases, _ = registry(stack)
+    first = aliases["challenger"]
+    say(f"registered {MODEL} v{first} as @challenger", indent=4)
+    facts["release_1"] = release(stack, first)
+    aliases, _ = registry(stack)
+    say(f"aliases {aliases}; the service: {serving(stack)}", indent=4)
+
+    stage("3/5  Train on drifted data: a worse model the gate must stop", started)
+    drifted = trigger(stack, TRAINING, "demo_2_drifted_data",
+                      {"rows": args.rows, "drift": 0.8, "seed": 7})  # fmt: skip
+    state = follow(stack, TRAINING, drifted)
+    results = partition_results(stack, drifted)
+    gate = (
+        json.loads((results / "gate.json").read_text()) if (results / "gate.json").is_file() else {}
+    )
+    say(f"run {state}; gate: {gate.get('decision', '?')} ({gate.get('reason', 'see the UI')})",
+        indent=4)  # fmt: skip
+    after, _ = registry(stack)
+    if state != "failed" or after != aliases:
+        raise RuntimeError(f"the drifted model was not stopped: run {state}, aliases {after}")
+    say(f"aliases unchanged {after}; the service: {serving(stack)}", indent=4)
+    facts["drifted_run"], facts["gate"] = drifted, gate
+
+    stage("4/5  Drifted customers reach the service; monitoring sees it and retrains", started)
+    served = serve_drifted_customers(stack, results, args.traffic_rows)
+    say(f"served {served} drifted customers through /predict/batch (prediction log flushed)",
+        indent=4)  # fmt: skip
+    trainings = run_ids(stack, TRAINING)
+    monitored = trigger(stack, MONITORING, "demo_3_monitoring", {"window_hours": 1})
+    if follow(stack, MONITORING, monitored) != "success":
+        raise RuntimeError(f"monitoring failed; see {run_url(stack, MONITORING, monitored)}")
+    verdict = latest_window(stack)
+    facts["monitoring_report"] = verdict.get("dir", "(none written)")
+    say(f"drifted columns: {', '.join(verdict.get('drifted_columns', [])) or 'none'}; "
+        f"rows judged: {verdict.get('rows', {}).get('champion')}", indent=4)  # fmt: skip
+    say(f"reports: {facts['monitoring_report']}", indent=4)
+    if not verdict.get("drift_detected"):
+        raise RuntimeError("monitoring saw no drift in the drifted traffic; see its task log")
+    retrain = wait_for(
+        "the drift event to start a training run",
+        lambda: newest_run(stack, TRAINING, trainings),
+        120,
+        stack.airflow.logs,
+    )
+    retrain_id = retrain["dag_run_id"]
+    say(f"retraining run {retrain_id} ({retrain['run_type']}), woken by:", indent=4)
+    for event in woken_by(stack, TRAINING, retrain_id):
+        say(f"- {event}", indent=6)
+    if follow(stack, TRAINING, retrain_id) != "success":
+        raise RuntimeError(f"retraining failed; see {run_url(stack, TRAINING, retrain_id)}")
+    aliases, _ = registry(stack)
+    retrained = aliases["challenger"]
+    say(f"registered {MODEL} v{retrained} as @challenger", indent=4)
+    facts["retrain"] = retrain_id
+    facts["release_2"] = release(stack, retrained)
+    return facts
