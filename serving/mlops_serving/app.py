@@ -30,9 +30,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from mlops_serving.codec import InvalidInput
 from mlops_serving.config import ServingSettings
 from mlops_serving.metrics import ServingMetrics
-from mlops_serving.model import InvalidInput, LoadedModel, ModelLoadError, load_model
+from mlops_serving.model import LoadedModel, ModelLoadError, load_model
 from mlops_serving.predlog import PredictionLog, RequestBody
 
 log = logging.getLogger("mlops_serving")

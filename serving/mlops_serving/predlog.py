@@ -6,13 +6,14 @@ for a flush), the scores and a few strings. Every ``flush_interval`` seconds a b
 hands what has accumulated to a writer, which turns each prediction into a JSON line and appends
 them to ``<dir>/date=YYYY-MM-DD/predictions-<host>-<pid>.jsonl``, or puts them as one object per
 flush under ``s3://bucket/prefix/date=YYYY-MM-DD/``. This is what drift monitoring and label joins
-read (``include/mlops_steps/predictions.py``).
+read (``include/mlops_steps/monitoring/predictions.py``).
 
 Two writers:
 
 * ``"thread"``: the background thread encodes and writes itself (tests, benchmarks, tools);
 * ``"process"`` (the service): a child process (:func:`main`, at a lower CPU priority) receives
-  each flush over a pipe in frames of a few dozen requests, decodes the bodies again and writes.
+  each flush over a pipe (:mod:`mlops_serving.predlog_process`) in frames of a few dozen
+  requests, decodes the bodies again and writes.
   Encoding a 10,000-row batch as lines holds the interpreter lock for ~20 ms; in the service's
   own process that stalls every request in flight (a waiting thread gets the lock back only
   after 5 ms), which was most of the service's p99 latency, so it happens in a process of its
@@ -31,26 +32,22 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import pickle
 import signal
 import socket
-import struct
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
 import orjson
 
+from mlops_serving.predlog_process import ProcessWriter, serve_pipe
+
 log = logging.getLogger(__name__)
 
-_FRAME_HEADER = struct.Struct("<Q")  # byte length of the pickled flush that follows
-_RESTART_BACKOFF_S = 5.0  # a child that keeps dying is restarted at most this often
 _WRITER_NICENESS = 10  # the writer is background work: requests get the CPU first
 _ENTRIES_PER_FRAME = 64  # requests per pipe frame: ~0.1 ms of pickling
 _ROWS_PER_FRAME = 10_000  # and rows (a 10,000-row request body is ~4 MB)
@@ -110,10 +107,6 @@ def encode_lines(entry: Entry) -> list[bytes]:
     ]
 
 
-def _rows(entries: Sequence[Entry]) -> int:
-    return sum(len(entry[6]) for entry in entries)
-
-
 class SinkWriter:
     """Encodes entries and appends them to the sink (a directory or ``s3://bucket/prefix``)."""
 
@@ -159,143 +152,6 @@ class SinkWriter:
         self._sequence += 1
         key = "/".join(p for p in (prefix, day, f"{self._name}-{self._sequence:08d}.jsonl") if p)
         self._s3_client.put_object(Bucket=bucket, Key=key, Body=payload)
-
-
-# Run by import, not as ``-m``: entries pickled by the service name mlops_serving.predlog's
-# classes, which must be the ones the writer's code checks against.
-_CHILD_MAIN = "import sys; from mlops_serving.predlog import main; sys.exit(main())"
-
-
-class _Child:
-    """One writer process and the flushes it has not answered yet (rows per flush)."""
-
-    def __init__(self, sink: str) -> None:
-        package_root = str(Path(__file__).resolve().parents[1])
-        path = os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_MAIN, "--sink", sink],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
-        )
-        self.in_flight: collections.deque[int] = collections.deque()
-        self.reader: threading.Thread | None = None  # reads its answers (ProcessWriter)
-
-
-class ProcessWriter:
-    """Hands entries to a child process that writes them (see the module docstring)."""
-
-    def __init__(
-        self,
-        sink: str,
-        on_drop: Callable[[int], None] | None = None,
-        *,
-        restart_backoff_s: float = _RESTART_BACKOFF_S,
-    ) -> None:
-        self.sink = sink
-        self._on_drop = on_drop
-        self._child: _Child | None = None
-        self._restart_backoff_s = restart_backoff_s
-        self._started_at = -restart_backoff_s
-        self._lock = threading.Lock()
-        self._answered = threading.Condition(self._lock)
-        self.written_rows = 0
-
-    @property
-    def pid(self) -> int | None:
-        """The writer process's pid (None before the first flush)."""
-        child = self._child
-        return child.process.pid if child is not None else None
-
-    def _current(self) -> _Child | None:
-        """The running child, or a new one (at most one start per backoff period)."""
-        if self._child is not None and self._child.process.poll() is None:
-            return self._child
-        if time.monotonic() - self._started_at < self._restart_backoff_s:
-            return None
-        self._started_at = time.monotonic()
-        self._child = child = _Child(self.sink)
-        child.reader = threading.Thread(
-            target=self._read_answers, args=(child,), name="prediction-log-answers", daemon=True
-        )
-        child.reader.start()
-        return child
-
-    def write(self, entries: Sequence[Entry]) -> int:
-        """Send one flush to the child; returns the rows handed over (0 if they were dropped)."""
-        rows = _rows(entries)
-        frame = pickle.dumps(list(entries), protocol=pickle.HIGHEST_PROTOCOL)
-        with self._lock:
-            child = self._current()
-            if child is not None:
-                child.in_flight.append(rows)
-        if child is None:
-            self._drop(rows, "the writer process is restarting")
-            return 0
-        pipe = child.process.stdin
-        assert pipe is not None
-        try:
-            pipe.write(_FRAME_HEADER.pack(len(frame)))
-            pipe.write(frame)
-            pipe.flush()
-        except OSError as exc:  # the child died; its answer reader counts the rows as dropped
-            log.error("prediction log writer process is gone (%s); starting a new one", exc)
-            return 0
-        return rows
-
-    def _read_answers(self, child: _Child) -> None:
-        """One line per flush from the child: rows written, rows failed; at its exit, whatever
-        it never answered is dropped."""
-        assert child.process.stdout is not None
-        # Counters are updated before a flush counts as answered, so whoever waits sees them.
-        for line in child.process.stdout:
-            written, failed = (int(x) for x in line.split())
-            if failed:
-                self._drop(failed, "the writer could not write them")
-            with self._lock:
-                if child.in_flight:
-                    child.in_flight.popleft()
-                self.written_rows += written
-                self._answered.notify_all()
-        child.process.wait()  # once reaped, write() starts a new child instead of using this one
-        with self._lock:
-            lost = sum(child.in_flight)
-        if lost:
-            self._drop(lost, f"the writer process exited with {child.process.returncode}")
-        with self._lock:
-            child.in_flight.clear()
-            self._answered.notify_all()
-
-    def _drop(self, rows: int, why: str) -> None:
-        log.error("prediction log: %d rows not written: %s", rows, why)
-        if self._on_drop:
-            self._on_drop(rows)
-
-    def wait(self, timeout: float) -> bool:
-        """Wait until the child has answered (or lost) every flush sent so far."""
-        with self._lock:
-            child = self._child
-            if child is None:
-                return True
-            return self._answered.wait_for(lambda: not child.in_flight, timeout)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Close the pipe; the child writes what it was sent and exits."""
-        with self._lock:
-            child, self._child = self._child, None
-        if child is None:
-            return
-        with contextlib.suppress(OSError):
-            assert child.process.stdin is not None
-            child.process.stdin.close()
-        try:
-            child.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("prediction log writer did not finish in %.0fs; killing it", timeout)
-            child.process.kill()
-            child.process.wait()
-        if child.reader is not None:
-            child.reader.join(timeout)  # its last answers counted before close returns
 
 
 class PredictionLog:
@@ -395,30 +251,9 @@ class PredictionLog:
             return written
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
-    data = stream.read(size)
-    if not data:
-        return None
-    if len(data) != size:
-        raise EOFError(f"prediction log pipe closed mid-frame ({len(data)} of {size} bytes)")
-    return data
-
-
-def serve_pipe(sink: str, source: BinaryIO, answers: BinaryIO) -> None:
-    """The child's loop: read flushes until the pipe closes, write each, answer with counts."""
-    writer = SinkWriter(sink)
-    while (header := _read_exactly(source, _FRAME_HEADER.size)) is not None:
-        (size,) = _FRAME_HEADER.unpack(header)
-        body = _read_exactly(source, size)
-        if body is None:
-            raise EOFError("prediction log pipe closed after a frame header")
-        entries = pickle.loads(body)  # noqa: S301 (our own parent, over a private pipe)
-        written, failed = writer.write(entries)
-        answers.write(b"%d %d\n" % (written, failed))
-        answers.flush()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """The writer process :class:`~mlops_serving.predlog_process.ProcessWriter` starts: writes
+    what the service sends until the service closes the pipe."""
     parser = argparse.ArgumentParser(description="The model service's prediction log writer.")
     parser.add_argument("--sink", required=True, help="a directory or s3://bucket/prefix")
     args = parser.parse_args(argv)
@@ -429,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(_WRITER_NICENESS)
-    serve_pipe(args.sink, sys.stdin.buffer, sys.stdout.buffer)
+    serve_pipe(SinkWriter(args.sink).write, sys.stdin.buffer, sys.stdout.buffer)
     return 0
 
 

@@ -9,7 +9,8 @@ from mlflow import MlflowClient
 from tests.serving.conftest import MODEL
 
 from mlops_serving import model as served
-from mlops_serving.model import InvalidInput, LoadedModel, load_model
+from mlops_serving.codec import InvalidInput
+from mlops_serving.model import LoadedModel, load_model
 from mlops_steps.contract.schema import FEATURE_NAMES
 from mlops_steps.contract.synthetic import generate_churn
 

@@ -13,7 +13,8 @@ import numpy as np
 import orjson
 import pytest
 
-from mlops_serving.predlog import PredictionLog, ProcessWriter, RequestBody
+from mlops_serving.predlog import PredictionLog, RequestBody
+from mlops_serving.predlog_process import ProcessWriter
 from processes import wait_for
 
 
