@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people leave in templates; a service with one of these as its admin token refuses to start.
 PLACEHOLDER_TOKENS = frozenset(
@@ -11,81 +13,87 @@ PLACEHOLDER_TOKENS = frozenset(
      "placeholder", "dev", "test", "xxx", "todo"}
 )  # fmt: skip
 MIN_TOKEN_LENGTH = 16
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
 class ServingConfigError(ValueError):
     """A setting is missing or unsafe; the message names the variable and the fix."""
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+class ServingSettings(BaseSettings):
+    """What the service serves and how.
 
+    Each field is read from exactly the environment variable its alias names (case-sensitive,
+    no other spellings); in code, pass them by those names too. Values are stripped, and a blank
+    one counts as unset (a template's ``SERVING_TRACK=``). Invalid or unsafe settings raise
+    :class:`ServingConfigError` naming the variable.
+    """
 
-def _fraction(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ServingConfigError(f"{name}={raw!r} is not a number between 0 and 1") from None
-    if not 0.0 <= value <= 1.0:
-        raise ServingConfigError(f"{name}={raw!r} is not between 0 and 1")
-    return value
+    model_config = SettingsConfigDict(case_sensitive=True, frozen=True)
 
+    model_name: str = Field("churn", validation_alias="SERVING_MODEL_NAME")
+    # alias (or version number) of the stable variant
+    stable_ref: str = Field("champion", validation_alias="SERVING_STABLE_ALIAS")
+    # alias or version of the canary variant; empty = no canary
+    canary_ref: str = Field("", validation_alias="SERVING_CANARY_REF")
+    canary_weight: float = Field(0.0, validation_alias="SERVING_CANARY_WEIGHT")
+    # the variant name of the primary model (a canary Deployment: canary)
+    track: str = Field("stable", validation_alias="SERVING_TRACK")
+    admin_token: str = Field("", validation_alias="SERVING_ADMIN_TOKEN")
+    dev_mode: bool = Field(False, validation_alias="SERVING_DEV_MODE")
+    # a directory or s3://bucket/prefix
+    prediction_log: str = Field(".mlops/predictions", validation_alias="SERVING_PREDICTION_LOG")
+    prediction_log_flush_ms: int = Field(250, validation_alias="SERVING_PREDICTION_LOG_FLUSH_MS")
+    max_batch_rows: int = Field(10_000, validation_alias="SERVING_MAX_BATCH_ROWS")
+    # directory of local bundles (``bundle:<dir>`` refs); empty = none
+    model_store: str = Field("", validation_alias="SERVING_MODEL_STORE")
 
-def _positive_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ServingConfigError(f"{name}={raw!r} is not a positive integer")
-    return int(raw)
+    def __init__(self, **values: Any) -> None:
+        """Read the environment (``values`` override it); a clean error instead of pydantic's."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ServingConfigError("; ".join(map(_explain, exc.errors()))) from None
 
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """What the service serves and how."""
-
-    model_name: str = "churn"
-    stable_ref: str = "champion"  # alias (or version number) of the stable variant
-    canary_ref: str = ""  # alias or version of the canary variant; empty = no canary
-    canary_weight: float = 0.0
-    track: str = "stable"  # the variant name of the primary model (a canary Deployment: canary)
-    admin_token: str = ""
-    dev_mode: bool = False
-    prediction_log: str = ".mlops/predictions"  # a directory or s3://bucket/prefix
-    prediction_log_flush_s: float = 0.25
-    max_batch_rows: int = 10_000
-    load_retry_max_s: float = 30.0
-    model_store: str = ""  # directory of local bundles (``bundle:<dir>`` refs); empty = none
-
+    @model_validator(mode="before")
     @classmethod
-    def from_env(cls) -> ServingSettings:
-        settings = cls(
-            model_name=os.environ.get("SERVING_MODEL_NAME", "").strip() or cls.model_name,
-            stable_ref=os.environ.get("SERVING_STABLE_ALIAS", "").strip() or cls.stable_ref,
-            canary_ref=os.environ.get("SERVING_CANARY_REF", "").strip(),
-            canary_weight=_fraction("SERVING_CANARY_WEIGHT", 0.0),
-            track=os.environ.get("SERVING_TRACK", "").strip() or cls.track,
-            admin_token=os.environ.get("SERVING_ADMIN_TOKEN", "").strip(),
-            dev_mode=_flag("SERVING_DEV_MODE"),
-            prediction_log=os.environ.get("SERVING_PREDICTION_LOG", "").strip()
-            or cls.prediction_log,
-            max_batch_rows=_positive_int("SERVING_MAX_BATCH_ROWS", cls.max_batch_rows),
-            model_store=os.environ.get("SERVING_MODEL_STORE", "").strip(),
-            prediction_log_flush_s=float(
-                _positive_int("SERVING_PREDICTION_LOG_FLUSH_MS", 250) / 1000.0
-            ),
-        )
-        settings.check()
-        return settings
+    def _blank_is_unset(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        stripped = {k: v.strip() if isinstance(v, str) else v for k, v in values.items()}
+        return {k: v for k, v in stripped.items() if v != ""}
 
-    def check(self) -> None:
+    @field_validator("dev_mode", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> Any:
+        """Anything but 1/true/yes/on (any case) is off, as before: no start-up failure."""
+        return value.lower() in _TRUE_WORDS if isinstance(value, str) else value
+
+    @field_validator("canary_weight", mode="before")
+    @classmethod
+    def _fraction(cls, value: Any, info: ValidationInfo) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ServingConfigError(
+                f"{_variable(info)}={value!r} is not a number between 0 and 1"
+            ) from None
+        if not 0.0 <= number <= 1.0:
+            raise ServingConfigError(f"{_variable(info)}={value!r} is not between 0 and 1")
+        return number
+
+    @field_validator("prediction_log_flush_ms", "max_batch_rows", mode="before")
+    @classmethod
+    def _positive_int(cls, value: Any, info: ValidationInfo) -> int:
+        text = str(value)
+        if not text.isdecimal() or int(text) < 1:
+            raise ServingConfigError(f"{_variable(info)}={value!r} is not a positive integer")
+        return int(text)
+
+    @model_validator(mode="after")
+    def _safe_admin_token(self) -> ServingSettings:
         """Refuse to run with an unusable admin token outside dev mode."""
-        if self.dev_mode:
-            return
-        if (
+        if not self.dev_mode and (
             self.admin_token.lower() in PLACEHOLDER_TOKENS
             or len(self.admin_token) < MIN_TOKEN_LENGTH
         ):
@@ -94,3 +102,19 @@ class ServingSettings:
                 f"{MIN_TOKEN_LENGTH} characters; set a random token (e.g. `openssl rand -hex 24`) "
                 "or SERVING_DEV_MODE=true on a development machine"
             )
+        return self
+
+
+def _variable(info: ValidationInfo) -> str:
+    """The environment variable of the field being validated."""
+    assert info.field_name is not None
+    return str(ServingSettings.model_fields[info.field_name].validation_alias)
+
+
+def _explain(error: Any) -> str:
+    """One pydantic error as a line: our own message, or pydantic's after the variable's name
+    (never the value, which may be the admin token)."""
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, ServingConfigError):
+        return str(cause)
+    return f"{'.'.join(map(str, error['loc']))}: {error['msg']}"
