@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any, cast
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from mlops_provider.webhooks.events import ALIAS_CREATED, VERSION_CREATED
 from mlops_provider.webhooks.mount import webhook_url

@@ -108,7 +108,7 @@ print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}
                   "dags": sorted(bag.dags), "heavy": sorted(loaded & set({HEAVY_MODULES!r}))}}))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
-    env.update({"PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'include'}", **extra_env})
+    env.update({"PYTHONPATH": f"{REPO / 'include'}", **extra_env})
     completed = subprocess.run(
         [sys.executable, "-c", code],
         check=False,
@@ -139,8 +139,8 @@ def test_kubernetes_mode_parses_without_a_cluster() -> None:
 
 
 def test_plugin_manager_does_not_shadow_packages_with_provider_files() -> None:
-    """plugins/.airflowignore keeps Airflow from importing provider files by bare name
-    (hooks/mlflow.py would otherwise replace the real mlflow package in the worker)."""
+    """The provider is an installed package, not plugin files: Airflow's plugin manager imports
+    nothing by a bare name (a hooks/mlflow.py there would replace the real mlflow package)."""
     code = (
         "import sys\n"
         "from airflow import plugins_manager\n"
