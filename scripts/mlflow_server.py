@@ -24,6 +24,9 @@ STARTUP_TIMEOUT_S = 180.0
 #: Seconds the server caches its webhook list per event (MLflow's default is 60 s, so a webhook
 #: registered just after an event of its kind would stay silent for up to a minute).
 WEBHOOK_CACHE_TTL_S = 2
+#: The interpreter that runs ``mlflow server`` when it is not this one: a venv of the task image's
+#: requirements (mlflow-skinny) has the client but no server, so its test runs name another.
+SERVER_PYTHON_ENV = "MLFLOW_SERVER_PYTHON"
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,10 @@ def webhook_encryption_key(home: Path) -> str:
     return path.read_text().strip()
 
 
-def start_server(home: Path, port: int, *, python: str = sys.executable) -> MlflowServer:
-    """Start ``mlflow server`` under ``home`` and wait until /health answers."""
+def start_server(home: Path, port: int, *, python: str | None = None) -> MlflowServer:
+    """Start ``mlflow server`` under ``home`` and wait until /health answers (run by ``python``,
+    else $MLFLOW_SERVER_PYTHON, else this interpreter)."""
+    python = python or os.environ.get(SERVER_PYTHON_ENV) or sys.executable
     home.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
     log_path = home / "mlflow-server.log"

@@ -34,7 +34,7 @@ from mlops_steps.core.policies import TrainParams
 from mlops_steps.core.settings import Settings, code_version
 from mlops_steps.training import pyfunc_model
 
-_MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "pandas", "numpy")
+_MODEL_REQUIREMENTS = ("lightgbm", "pandas", "numpy")
 
 
 def _categories() -> dict[str, list[str]]:
@@ -127,6 +127,13 @@ def _slice_metrics(valid: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
                 metrics = classification_metrics(labels, scores[index])
                 out[f"valid_auc__{column}__{value}"] = metrics["auc"]
     return out
+
+
+def _model_requirements(mlflow_version: str) -> list[str]:
+    """The logged model's pins. MLflow by its module's version, as MLflow pins itself: the task
+    image installs mlflow-skinny, which has no distribution named "mlflow" to look up."""
+    pins = [f"{name}=={metadata.version(name)}" for name in _MODEL_REQUIREMENTS]
+    return [f"mlflow=={mlflow_version}", *pins]
 
 
 def run_train(settings: Settings, partition_key: str, params: TrainParams) -> dict[str, Any]:
@@ -234,7 +241,7 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
                 artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
                 signature=signature,
                 input_example=example,
-                pip_requirements=[f"{p}=={metadata.version(p)}" for p in _MODEL_REQUIREMENTS],
+                pip_requirements=_model_requirements(mlflow.__version__),
             )
         result = {
             "run_id": run.info.run_id,
