@@ -165,8 +165,23 @@ def add_cli_options(
             type=item.cli_type,
             default=default,
             metavar=(item.option.choices and "{" + ",".join(item.option.choices) + "}") or None,
-            help=f"{item.option.help} (default: {shown})",
+            help=f"{item.option.help} (default: {shown}{_bounds(item.option)})",
         )
+
+
+def _bounds(opt: Option) -> str:
+    """The declared bounds as the help shows them: "; 0..1", "; > 0", "; >= 20"."""
+    low = opt.minimum if opt.minimum is not None else opt.exclusive_minimum
+    if low is None and opt.maximum is None:
+        return ""
+    if low is not None and opt.maximum is not None and opt.exclusive_minimum is None:
+        return f"; {low:g}..{opt.maximum:g}"
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if opt.exclusive_minimum is not None else '>='} {low:g}")
+    if opt.maximum is not None:
+        parts.append(f"<= {opt.maximum:g}")
+    return "; " + ", ".join(parts)
 
 
 def _metavar(item: Declared) -> str | None:
