@@ -129,12 +129,11 @@ def _declared(policy_cls: Any) -> tuple[Declared, ...]:
         opt = f.metadata.get(_KEY)
         if opt is None:
             continue
-        kinds = [k for k in typing.get_args(hints[f.name]) or (hints[f.name],) if k is not None]
-        kinds = [k for k in kinds if k is not type(None)]
+        members = typing.get_args(hints[f.name]) or (hints[f.name],)  # X | None, or X
+        kinds = [k for k in members if k is not type(None)]
         if len(kinds) != 1 or kinds[0] not in (int, float, str, bool):
             raise TypeError(f"{policy_cls.__name__}.{f.name}: one of int, float, str, bool")
-        nullable = type(None) in typing.get_args(hints[f.name])
-        found.append(Declared(f.name, opt, kinds[0], nullable))
+        found.append(Declared(f.name, opt, kinds[0], nullable=type(None) in members))
     return tuple(found)
 
 
@@ -164,7 +163,7 @@ def add_cli_options(
             dest=item.name,
             type=item.cli_type,
             default=default,
-            metavar=(item.option.choices and "{" + ",".join(item.option.choices) + "}") or None,
+            metavar=_metavar(item),
             help=f"{item.option.help} (default: {shown}{_bounds(item.option)})",
         )
 
