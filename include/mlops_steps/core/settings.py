@@ -47,14 +47,8 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable and the fix."""
 
 
-def _lookup(name: str) -> tuple[str, str]:
-    """``MLOPS_X`` from the environment, else the env-backed Airflow Variable
-    ``AIRFLOW_VAR_MLOPS_X`` (see :func:`mlops_steps.core.options.lookup_env`)."""
-    return lookup_env(name)
-
-
 def _raw(name: str) -> str:
-    return _lookup(name)[1]
+    return lookup_env(name)[1]
 
 
 def _env_str(name: str, default: str) -> str:
@@ -63,7 +57,7 @@ def _env_str(name: str, default: str) -> str:
 
 def _env_number(name: str, default: _Number) -> _Number:
     """An int or float setting (the type of ``default``), with an error naming the variable."""
-    name, raw = _lookup(name)
+    name, raw = lookup_env(name)
     if not raw:
         return default
     try:
@@ -213,7 +207,7 @@ class Settings:
 
 
 def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
-    name, raw = _lookup(name)
+    name, raw = lookup_env(name)
     raw = raw or default
     for choice in choices:
         if raw == choice:
@@ -241,7 +235,7 @@ def _alert_channels_from_env() -> tuple[AlertChannel, ...]:
 
 def _env_schedule(name: str, default: str | None) -> str | None:
     """A cron expression, or ``off`` (also ``none``) for no time-based runs."""
-    name, raw = _lookup(name)
+    name, raw = lookup_env(name)
     if not raw:
         return default
     if raw.lower() in {"off", "none"}:
