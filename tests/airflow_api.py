@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from airflow_rest import AirflowRest
+from airflow_rest import AirflowRest, ApiError
 from processes import wait_for
 
 APPROVER = "approver"  # declared in tests/conftest.py (AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS)
@@ -52,13 +52,44 @@ def answer_in_background(dag_id: str, option: str) -> tuple[threading.Thread, li
 
     def respond() -> None:
         try:
+            # An API error while dag.test() writes the same SQLite file (a 5xx, a lost token) is
+            # "not yet", as a person would reload the page.
             waiting = wait_for(
-                f"an approval request of {dag_id}", lambda: api.pending_hitl(dag_id), 600
+                f"an approval request of {dag_id}",
+                lambda: api.pending_hitl(dag_id),
+                600,
+                errors=(OSError, ValueError, ApiError),
             )
             outcome.append((waiting[0], api.answer_hitl(waiting[0], option)))
         except Exception as exc:  # surfaced by the test's assertions, not lost in the thread
             outcome.append(exc)
+            _reject_pending(dag_id)
 
     thread = threading.Thread(target=respond, daemon=True)
     thread.start()
     return thread, outcome
+
+
+def _reject_pending(dag_id: str) -> None:
+    """Answer every open request of ``dag_id`` with "Reject" straight in the metadata database.
+
+    Under ``dag.test()`` an unanswered request blocks the test's thread for good: signals (and so
+    pytest's timeout) are not handled while it waits. When the API could not answer, the run is
+    released on the safe side and the test fails on the error in its outcome instead of hanging.
+    """
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils import timezone
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        open_requests = (
+            session.query(HITLDetail)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .filter(TaskInstance.dag_id == dag_id, HITLDetail.responded_at.is_(None))
+        )
+        for request in open_requests:
+            request.chosen_options = ["Reject"]
+            request.params_input = {}
+            request.responded_by = {"id": "test-harness", "name": "test harness (API failed)"}
+            request.responded_at = timezone.utcnow()
