@@ -77,9 +77,9 @@ def _reject_pending(dag_id: str) -> None:
     pytest's timeout) are not handled while it waits. When the API could not answer, the run is
     released on the safe side and the test fails on the error in its outcome instead of hanging.
     """
+    from airflow._shared.timezones import timezone
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
-    from airflow.utils import timezone
     from airflow.utils.session import create_session
 
     with create_session() as session:
