@@ -68,6 +68,7 @@ def test_every_task_renders_a_schema_valid_pod(monkeypatch: pytest.MonkeyPatch) 
 
         assert task.on_finish_action.value == "delete_pod", name
         assert task.log_events_on_failure and task.get_logs, name
+        assert task.log_pod_spec_on_failure is False, name  # the spec holds every env value
         labels = manifest["metadata"]["labels"]
         assert labels["dag_id"] == task.dag_id and labels["task_id"] == task.task_id, name
         assert labels["run_id"] and labels["try_number"] == "1", name
@@ -96,6 +97,46 @@ def test_pods_carry_secrets_only_by_reference(monkeypatch: pytest.MonkeyPatch) -
             assert "value" not in env[secret], (name, secret)
             ref = env[secret]["valueFrom"]["secretKeyRef"]
             assert ref["name"].startswith("mlops-") and ref["optional"] is True, (name, secret)
+
+
+def test_connection_credentials_reach_pods_only_by_secret_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Airflow splits a URI's user info into the connection's login and password.
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "http://svc-mlflow:s3cret@127.0.0.1:5999")
+    for name, task in _tasks(load_dags(monkeypatch, "kubernetes")):
+        manifest = _manifest(task)
+        text = json.dumps(manifest)
+        assert "s3cret" not in text and "svc-mlflow" not in text, name
+        env = {e["name"]: e for e in _container(manifest)["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == {"name": "MLFLOW_TRACKING_URI", "value": MLFLOW_URL}
+        assert env["MLFLOW_TRACKING_PASSWORD"] == {
+            "name": "MLFLOW_TRACKING_PASSWORD",
+            "valueFrom": {
+                "secretKeyRef": {"name": "mlops-mlflow", "key": "password", "optional": True}
+            },
+        }, name
+
+
+@pytest.mark.parametrize(
+    "host", ["https://svc-mlflow:s3cret@mlflow.example", "svc-mlflow:s3cret@mlflow.example"]
+)
+def test_a_connection_host_holding_credentials_fails_the_task_instead_of_leaking(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    from mlops_provider.operators.env_guard import CredentialsInUrl
+
+    # A connection whose host field itself holds user:pass@ (as a form or JSON may set it).
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": host})
+    )
+    for runner in ("kubernetes", "local"):
+        for name, task in _tasks(load_dags(monkeypatch, runner)):
+            with pytest.raises(CredentialsInUrl) as caught:
+                _manifest(task) if runner == "kubernetes" else rendered(task)
+            message = str(caught.value)
+            assert "'mlflow_default'" in message and "login/password" in message, name
+            assert "s3cret" not in message, name
 
 
 def _local_and_pod(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str, Any]]]:

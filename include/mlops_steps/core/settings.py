@@ -32,6 +32,9 @@ ImageBuilderKind = Literal["bundle", "ci", "kaniko"]
 IMAGE_BUILDERS: tuple[ImageBuilderKind, ...] = ("bundle", "ci", "kaniko")
 DeployTargetKind = Literal["service", "kubernetes"]
 DEPLOY_TARGETS: tuple[DeployTargetKind, ...] = ("service", "kubernetes")
+#: How far the MLflow client may be from the server: same major version, or same major.minor.
+MlflowVersionSkew = Literal["major", "minor"]
+MLFLOW_VERSION_SKEWS: tuple[MlflowVersionSkew, ...] = ("major", "minor")
 AlertChannel = Literal["file", "slack", "email", "webhook"]
 ALERT_CHANNELS: tuple[AlertChannel, ...] = ("file", "slack", "email", "webhook")
 
@@ -157,6 +160,8 @@ class Settings:
     experiment_name: str = "churn-training"
     mlflow_conn_id: str = "mlflow_default"
     aws_conn_id: str = "aws_default"  # local runner: S3 keys (login/password) for s3:// URIs
+    # Steps refuse an MLflow server whose version differs from the client's beyond this.
+    mlflow_version_skew: MlflowVersionSkew = "major"
     # Step defaults a deployment may change (core/policies.py declares each with its variable).
     ingest: SourceRequest = field(default_factory=SourceRequest)
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
@@ -329,6 +334,9 @@ def load_settings() -> Settings:
         experiment_name=_env_str("MLOPS_EXPERIMENT", Settings.experiment_name),
         mlflow_conn_id=_env_str("MLOPS_MLFLOW_CONN_ID", Settings.mlflow_conn_id),
         aws_conn_id=_env_str("MLOPS_AWS_CONN_ID", Settings.aws_conn_id),
+        mlflow_version_skew=_env_choice(
+            "MLOPS_MLFLOW_VERSION_SKEW", MLFLOW_VERSION_SKEWS, Settings.mlflow_version_skew
+        ),
         ingest=from_env(SourceRequest, ConfigError),
         validation=from_env(ValidationPolicy, ConfigError),
         training=from_env(TrainParams, ConfigError),

@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from mlops_provider.hooks.mlflow import mlflow_tracking_uri
+from mlops_provider.operators.env_guard import (
+    mlflow_tracking_uri_for_steps,
+    refuse_credentials_in_url,
+)
 from mlops_steps.core.errors import EXIT_REJECTED, EXIT_SKIPPED
 from mlops_steps.core.results import RESULT_MARKER
 from mlops_steps.core.settings import RunnerMode, Settings, get_settings
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 #: Template macros the step environment uses; pass as ``user_defined_macros`` on the DAG.
-STEP_MACROS: dict[str, Any] = {"mlflow_tracking_uri": mlflow_tracking_uri}
+STEP_MACROS: dict[str, Any] = {"mlflow_tracking_uri": mlflow_tracking_uri_for_steps}
 
 #: The partition key of a DAG run: its logical date, or when it was asked to run for runs that
 #: have none (asset-triggered runs in Airflow 3).
@@ -46,6 +49,10 @@ PARTITION_KEY = "{{ (dag_run.logical_date or dag_run.run_after) | ts_nodash }}"
 LOCAL_PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "VIRTUAL_ENV", "MLOPS_CODE_SHA")
 
 POD_LABELS = {"app.kubernetes.io/part-of": "airflow-mlops", "app.kubernetes.io/name": "mlops-step"}
+#: Capability labels the NetworkPolicies select on (deploy/k8s/network-policies.yaml): a pod holding
+#: the serving admin token may reach the serving pods; one with a service account token, the API.
+SERVING_CLIENT_LABEL = "mlops.airflow.apache.org/serving-client"
+KUBERNETES_API_LABEL = "mlops.airflow.apache.org/kubernetes-api"
 _NON_ROOT_UID = 50000  # the airflow user of the official images; the task image uses it too
 
 
@@ -60,6 +67,7 @@ def step_environment(settings: Settings, extra: Mapping[str, str] | None = None)
         "MLOPS_AIRFLOW_RUN_ID": "{{ run_id }}",
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLOPS_MLFLOW_VERSION_SKEW": settings.mlflow_version_skew,
         "PYTHONUNBUFFERED": "1",
         **(extra or {}),
     }
@@ -275,18 +283,38 @@ def connection_field(conn_id: str, field: str) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def plain_environment(spec: StepSpec) -> dict[str, str]:
+    """The step's literal env values, each checked to carry no URL credentials (templated ones
+    are checked when they render, by the macro that produces them)."""
+    env = spec.environment()
+    for name, value in env.items():
+        if "{{" not in value:
+            refuse_credentials_in_url(value, source=f"the step environment variable {name}")
+    return env
+
+
 def build_local_operator(spec: StepSpec, **operator_kwargs: Any) -> LocalStepOperator:
     argv = spec.argv()
     return LocalStepOperator(
         task_id=spec.task_id,
         cmds=argv[:1],
         arguments=argv[1:],
-        env_vars=spec.environment(),
+        env_vars=plain_environment(spec),
         secret_env=[s.env for s in spec.secrets],
         secret_connections={s.env: (s.connection, s.field) for s in spec.secrets if s.connection},
         execution_timeout=spec.timeout,
         **operator_kwargs,
     )
+
+
+def pod_labels(spec: StepSpec) -> dict[str, str]:
+    """The step pod's labels: the pipeline's, the verb, and its network capabilities."""
+    labels = {**POD_LABELS, "app.kubernetes.io/component": spec.verb}
+    if any(secret.env == "SERVING_ADMIN_TOKEN" for secret in spec.secrets):
+        labels[SERVING_CLIENT_LABEL] = "true"
+    if spec.uses_kubernetes_api:
+        labels[KUBERNETES_API_LABEL] = "true"
+    return labels
 
 
 def build_pod_operator(
@@ -309,7 +337,10 @@ def build_pod_operator(
         cmds=argv[:1],
         arguments=argv[1:],
         env_vars=[
-            *(k8s.V1EnvVar(name=name, value=value) for name, value in spec.environment().items()),
+            *(
+                k8s.V1EnvVar(name=name, value=value)
+                for name, value in plain_environment(spec).items()
+            ),
             # Optional refs: a deployment without S3 or MLflow auth need not create the Secret.
             *(
                 k8s.V1EnvVar(
@@ -336,7 +367,7 @@ def build_pod_operator(
             )
         ],
         volume_mounts=[k8s.V1VolumeMount(name=data_volume, mount_path=str(settings.data_root))],
-        labels={**POD_LABELS, "app.kubernetes.io/component": spec.verb},
+        labels=pod_labels(spec),
         service_account_name=k8s_settings.service_account,
         automount_service_account_token=spec.uses_kubernetes_api,
         security_context=k8s.V1PodSecurityContext(
@@ -352,7 +383,8 @@ def build_pod_operator(
         on_finish_action="delete_pod",
         get_logs=True,
         log_events_on_failure=True,
-        log_pod_spec_on_failure=True,
+        # The pod spec holds every env value: never copy it into the task log.
+        log_pod_spec_on_failure=False,
         do_xcom_push=True,
         skip_on_exit_code=EXIT_SKIPPED,
         startup_timeout_seconds=600,
