@@ -5,7 +5,7 @@ version answered, and compares them with that version's own training partition (
 its ``mlops.partition`` tag and checked against ``mlops.data_sha256``):
 
 * data drift: Evidently's per-column tests on every row, dataset drift when the share of drifted
-  features reaches ``drift_share`` (see :mod:`mlops_steps.monitoring.drift`);
+  features reaches ``drift_share`` (see :mod:`mlops_steps.common.drift`);
 * prediction drift: served scores against the champion's scores on its own hold-out;
 * performance, where delayed labels exist (``$MLOPS_DATA_ROOT/labels/*.csv|parquet``): AUC and
   accuracy of the joined rows against the version's training-time ``mlops.holdout_*`` tags.
@@ -29,16 +29,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_steps.common.storage import write_json
-from mlops_steps.common.tracking import connect
-from mlops_steps.core.policies import DriftPolicy, PerformancePolicy
-from mlops_steps.core.settings import Settings
-from mlops_steps.monitoring.drift import (
+from mlops_steps.common.drift import (
     check_policy,
     data_drift,
     prediction_drift,
     write_reports,
 )
+from mlops_steps.common.storage import write_json
+from mlops_steps.common.tracking import connect
+from mlops_steps.core.policies import DriftPolicy, PerformancePolicy
+from mlops_steps.core.settings import Settings
 from mlops_steps.monitoring.labels import performance
 from mlops_steps.monitoring.predictions import check_features, read_window
 from mlops_steps.monitoring.reference import (

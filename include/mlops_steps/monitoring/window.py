@@ -6,7 +6,21 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from mlops_steps.common.drift import AllNullFeature, FeatureKind
 from mlops_steps.core.errors import StepError
+
+# AllNullFeature and FeatureKind live in common/drift.py (training's shift check uses them too);
+# monitoring keeps naming them from here.
+__all__ = [
+    "AllNullFeature",
+    "EmptyWindow",
+    "FeatureKind",
+    "MonitoringDataError",
+    "NullFeatureValues",
+    "SchemaMismatch",
+    "Window",
+    "parse_time",
+]
 
 
 class MonitoringDataError(StepError):
@@ -19,10 +33,6 @@ class EmptyWindow(MonitoringDataError):
 
 class SchemaMismatch(MonitoringDataError):
     """Logged features do not match the champion's feature spec (missing, extra, wrong type)."""
-
-
-class AllNullFeature(MonitoringDataError):
-    """A feature holds no value at all in the window (Evidently must never see such a column)."""
 
 
 class NullFeatureValues(MonitoringDataError):
@@ -77,15 +87,3 @@ def parse_time(text: str, flag: str) -> dt.datetime:
             fix="use e.g. 2026-11-23T10:15:00+00:00",
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-@dataclass(frozen=True)
-class FeatureKind:
-    """What the champion's feature spec says a feature holds."""
-
-    name: str
-    kind: str  # integer | float | category
-
-    @property
-    def numeric(self) -> bool:
-        return self.kind != "category"

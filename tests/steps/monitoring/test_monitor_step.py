@@ -119,10 +119,10 @@ def test_injected_drift_is_detected_reported_and_logged(
 def test_false_alarm_rate_on_fresh_samples_is_low(monitoring_env: Champion) -> None:
     """Ten fresh samples of the training distribution and ten drifted ones, judged with the
     default policy by the same functions the step uses (scores from the champion)."""
+    from mlops_steps.common.drift import data_drift, prediction_drift
     from mlops_steps.common.tracking import connect
     from mlops_steps.core.policies import DriftPolicy
     from mlops_steps.core.settings import load_settings
-    from mlops_steps.monitoring.drift import data_drift, prediction_drift
     from mlops_steps.monitoring.predictions import check_features
     from mlops_steps.monitoring.reference import (
         champion_features,

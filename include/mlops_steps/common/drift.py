@@ -1,5 +1,8 @@
 """Data drift and prediction drift, judged by Evidently's own statistical tests.
 
+Shared by monitoring (served rows against the champion's training data) and training (a new
+partition against the champion's training partition), so both judge shift the same way.
+
 The decision runs Evidently's per-column tests (the same registry, option resolution and NaN
 handling as ``DataDriftPreset``) on *every* row of the window and of the reference. The HTML and
 JSON report is Evidently's ``DataDriftPreset`` on at most ``report_sample_rows`` rows per side: the
@@ -24,9 +27,24 @@ import pandas as pd
 
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.policies import DriftPolicy
-from mlops_steps.monitoring.window import AllNullFeature, FeatureKind
 
 SCORE_COLUMN = "score"
+
+
+class AllNullFeature(StepError):
+    """A feature holds no value at all (Evidently must never see such a column)."""
+
+
+@dataclass(frozen=True)
+class FeatureKind:
+    """What the champion's feature spec says a feature holds."""
+
+    name: str
+    kind: str  # integer | float | category
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind != "category"
 
 
 @dataclass(frozen=True)
