@@ -3,7 +3,10 @@
 One directory per partition (one per logical date) holds the ingested data, its manifest, the
 validation results and Data Docs, and each later step's JSON result. Re-running a logical date
 rewrites the same directory, and every file is written to a temporary name and renamed into place,
-so a crash never leaves a half-written file that a later step would trust.
+so a crash never leaves a half-written file that a later step would trust. Temporary names carry
+the writer's host and pid (two overlapping attempts of a task, even in two pods sharing the
+volume, never write the same temporary file), and each file is fsynced before its rename and its
+directory after it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,22 +91,53 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _attempt_tag() -> str:
+    """Who writes: host (the pod) and pid, so temporary files of overlapping attempts differ and
+    a leftover one names the attempt that left it."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> str:
+    """Write ``path`` through ``write(tmp)`` into an attempt-scoped temporary file in the same
+    directory, fsync it, hash it and rename it into place. Returns the sha256 of the bytes that
+    were renamed, so a caller records the checksum of what *it* wrote even when another attempt
+    replaces the file a moment later."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{_attempt_tag()}.", suffix=".tmp"
+    )
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
-        Path(tmp).replace(path)
+        digest = sha256_file(tmp)
+        tmp.replace(path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+    return digest
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_bytes(path: Path, payload: bytes) -> str:
+    """Replace ``path`` with ``payload`` atomically; returns the payload's sha256."""
+    return _atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> str:
+    """Replace ``path`` with ``payload`` as JSON atomically; returns the file's sha256."""
+    return atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path, *, produced_by: str) -> dict[str, Any]:
@@ -125,16 +161,10 @@ def read_json(path: Path, *, produced_by: str) -> dict[str, Any]:
     return data
 
 
-def write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False, compression="zstd")
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_parquet(path: Path, frame: pd.DataFrame) -> str:
+    """Replace ``path`` with ``frame`` atomically; returns the sha256 of the file this call
+    wrote (record that, not a re-read of ``path``: another attempt may have replaced it)."""
+    return _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, compression="zstd"))
 
 
 def load_partition_frame(partition: Partition) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -4,9 +4,12 @@ lines, appended once per version and decision), and the per-version step results
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ from mlops_steps.core.settings import Settings
 PREVIOUS_CHAMPION = "previous_champion"
 PROMOTED, REJECTED, ROLLED_BACK = "promoted", "rejected", "rolled_back"
 STATUS_TAG = "mlops.deploy.status"
+#: What makes two ledger lines the same decision: one line per model, version and decision.
+DECISION_KEY = ("model_name", "version", "decision")
 
 
 def deployment_dir(settings: Settings, version: str) -> Path:
@@ -23,23 +28,55 @@ def deployment_dir(settings: Settings, version: str) -> Path:
     return settings.data_root / "deployments" / settings.model_name / f"v{version}"
 
 
-def _ledger_append(settings: Settings, entry: dict[str, Any]) -> None:
-    """Append one decision; O_APPEND keeps concurrent writers' lines whole."""
-    path = settings.ledger_path
+@contextlib.contextmanager
+def _locked(path: Path, mode: int) -> Iterator[None]:
+    """An advisory lock on ``<ledger>.lock`` (beside the ledger, so the lock outlives no
+    rename): exclusive for read-check-append, shared for reads, across every process and pod
+    that shares the volume."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        fcntl.flock(fd, mode)
+        yield
     finally:
-        os.close(fd)
+        os.close(fd)  # closing releases the lock
 
 
-def read_ledger(settings: Settings) -> list[dict[str, Any]]:
-    path = settings.ledger_path
+def _entries(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_once(path: Path, entry: dict[str, Any], key: Sequence[str] = DECISION_KEY) -> bool:
+    """Append ``entry`` as one JSON line unless a line with the same ``key`` fields is there.
+
+    Read, check and append happen under one exclusive lock, and the line is written with one
+    ``write`` and fsynced, so concurrent attempts never duplicate a decision nor tear a line.
+    Returns whether the line was appended. (The ledger's whole interface is this and
+    :func:`read_ledger`: an object-store ledger would implement the two with a conditional put.)
+    """
+    wanted = tuple(entry.get(field) for field in key)
+    line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
+    with _locked(path, fcntl.LOCK_EX):
+        if any(tuple(e.get(field) for field in key) == wanted for e in _entries(path)):
+            return False
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"{path}: short write ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return True
+
+
+def read_ledger(settings: Settings) -> list[dict[str, Any]]:
+    if not settings.ledger_path.is_file():
+        return []
+    with _locked(settings.ledger_path, fcntl.LOCK_SH):
+        return _entries(settings.ledger_path)
 
 
 def record_decision(
@@ -67,11 +104,7 @@ def record_decision(
         "image_ref": tags.get("mlops.image.ref"),
         **extra,
     }
-    already = any(
-        e.get("version") == version and e.get("decision") == status for e in read_ledger(settings)
-    )
-    if not already:
-        _ledger_append(settings, entry)
+    append_once(settings.ledger_path, entry)
     for key, value in {
         STATUS_TAG: status,
         "mlops.deploy.reason": reason[:4000],

@@ -46,7 +46,9 @@ def run_ingest(settings: Settings, partition_key: str, source: SourceRequest) ->
             return {**previous, "unchanged": True}
 
     # Manifest last: it is the commit marker that later steps check the data file against.
-    write_parquet(partition.data, frame)
+    # The checksum of the bytes this attempt wrote: an overlapping attempt may replace the file
+    # before the manifest lands, and then the data no longer matches it (load fails, named).
+    file_sha256 = write_parquet(partition.data, frame)
     manifest: dict[str, Any] = {
         "partition": partition.key,
         "path": str(partition.data),
@@ -55,7 +57,7 @@ def run_ingest(settings: Settings, partition_key: str, source: SourceRequest) ->
         if source.is_synthetic
         else {},
         "data_sha256": data_sha256,
-        "file_sha256": sha256_file(partition.data),
+        "file_sha256": file_sha256,
         "ingested_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "summary": _summary(frame),
     }
