@@ -1,6 +1,8 @@
 # The Airflow image: scheduler, API server, DAG processor, triggerer and workers.
 # It orchestrates only; the ML stack runs in the task image (Dockerfile.task) as Kubernetes pods.
 FROM apache/airflow:3.3.2-python3.11
+# The base image's non-root user (uid 50000, group 0), stated so no later layer runs as root.
+USER airflow
 
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/mlops/
 RUN pip install --no-cache-dir -r /opt/mlops/requirements.txt -c /opt/mlops/constraints.txt
@@ -21,3 +23,8 @@ COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 
 ENV MLOPS_RUNNER=kubernetes
+
+# Per component (the API server's health route, the others' job heartbeat): see the script.
+COPY --chown=airflow:0 deploy/airflow/healthcheck.sh /opt/mlops/healthcheck.sh
+HEALTHCHECK --interval=60s --timeout=30s --start-period=90s --retries=3 \
+    CMD ["bash", "/opt/mlops/healthcheck.sh"]

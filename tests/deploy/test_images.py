@@ -170,3 +170,74 @@ def test_serving_image_runs_as_non_root_with_a_health_check() -> None:
     assert instructions["EXPOSE"] == "8000"
     command = json.loads(instructions["CMD"])
     assert command[:3] == ["uvicorn", "--factory", "mlops_serving.app:create_app"]
+
+
+def test_airflow_image_states_its_non_root_user_before_any_build_step() -> None:
+    keywords = [keyword for keyword, _ in _instructions("Dockerfile")]
+    users = [args for keyword, args in _instructions("Dockerfile") if keyword == "USER"]
+    assert users == ["airflow"]
+    assert keywords.index("USER") < keywords.index("RUN")
+
+
+def test_airflow_image_health_check_is_the_per_component_script() -> None:
+    instructions = _instructions("Dockerfile")
+    (check,) = [args for keyword, args in instructions if keyword == "HEALTHCHECK"]
+    command = json.loads(check.split(" CMD ", 1)[1])
+    assert command == ["bash", "/opt/mlops/healthcheck.sh"]
+    copies = [shlex.split(a) for k, a in instructions if k == "COPY"]
+    assert ["--chown=airflow:0", "deploy/airflow/healthcheck.sh", command[1]] in copies
+
+
+def test_task_image_declares_no_health_check_and_says_why() -> None:
+    text = (REPO / "Dockerfile.task").read_text()
+    assert dict(_instructions("Dockerfile.task"))["HEALTHCHECK"] == "NONE"
+    assert re.search(r"^# checkov:skip=CKV_DOCKER_2:\S.+$", text, re.MULTILINE)
+
+
+#: PID 1's command line -> the check the script runs (None: healthy without a check).
+COMPONENT_CHECKS = {
+    "/usr/bin/dumb-init -- /entrypoint api-server": (
+        "curl --fail --silent --show-error --max-time 10 --output /dev/null "
+        "http://127.0.0.1:8080/api/v2/monitor/health"
+    ),
+    "/usr/bin/dumb-init -- /entrypoint scheduler": (
+        "airflow jobs check --job-type SchedulerJob --local"
+    ),
+    "/usr/bin/dumb-init -- /entrypoint bash -c exec airflow triggerer": (
+        "airflow jobs check --job-type TriggererJob --local"
+    ),
+    "/usr/bin/dumb-init -- /entrypoint dag-processor": (
+        "airflow jobs check --job-type DagProcessorJob --local"
+    ),
+    "/usr/bin/dumb-init -- /entrypoint airflow tasks run mlops_training train": None,
+    "/usr/bin/dumb-init -- /entrypoint db migrate": None,
+}
+
+
+@pytest.mark.parametrize("cmdline", sorted(COMPONENT_CHECKS))
+@pytest.mark.parametrize("check_fails", [False, True])
+def test_airflow_health_check_script_runs_the_components_check(
+    cmdline: str, check_fails: bool, tmp_path: Path
+) -> None:
+    import subprocess
+
+    calls = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("airflow", "curl"):  # stand-ins that record their argv and pass or fail
+        stub = bin_dir / tool
+        stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\nexit {int(check_fails)}\n')
+        stub.chmod(0o755)
+    proc_cmdline = tmp_path / "cmdline"
+    proc_cmdline.write_bytes(b"\0".join(w.encode() for w in cmdline.split()) + b"\0")
+    result = subprocess.run(
+        ["bash", str(REPO / "deploy/airflow/healthcheck.sh")],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "AIRFLOW_HEALTHCHECK_CMDLINE": str(proc_cmdline)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    expected = COMPONENT_CHECKS[cmdline]
+    ran = calls.read_text().splitlines() if calls.exists() else []
+    assert ran == ([expected] if expected else [])
+    assert result.returncode == (1 if expected and check_fails else 0), result.stderr
