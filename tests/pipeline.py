@@ -7,7 +7,11 @@ from collections.abc import Sequence
 
 
 def train_and_register(
-    partition: str, *ingest_args: str, rows: int = 8000, gate_args: Sequence[str] = ()
+    partition: str,
+    *ingest_args: str,
+    rows: int = 8000,
+    gate_args: Sequence[str] = (),
+    validate_args: Sequence[str] = (),
 ) -> None:
     """ingest → validate → train → evaluate → gate → register for one partition, under the
     MLOPS_* / MLFLOW_* environment the caller set."""
@@ -15,7 +19,7 @@ def train_and_register(
 
     for argv in (
         ["ingest", "--rows", str(rows), *ingest_args],
-        ["validate"],
+        ["validate", *validate_args],
         ["train"],
         ["evaluate", "--bootstrap-resamples", "50"],
         ["gate", *gate_args],

@@ -26,7 +26,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 def _validate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.training.validate import run_validate
 
-    return run_validate(settings, args.partition, args.min_rows)
+    return run_validate(settings, args.partition, from_args(ValidationPolicy, args))
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

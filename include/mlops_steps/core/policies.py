@@ -83,6 +83,23 @@ class ValidationPolicy:
         minimum=1,
         env="MLOPS_MIN_ROWS",
     )
+    # Against the champion's training partition (training/shift.py). A flipped label column
+    # moved the churn rate 0.31 -> 0.69; the synthetic source's drift=1 moves it 0.30 -> 0.58.
+    max_label_shift: float = option(
+        0.15,
+        help="max change of the label rate vs the champion's training data",
+        title="Max label-rate shift vs the champion's data",
+        description="A larger change fails validation unless accept_shift is set.",
+        minimum=0,
+        maximum=1,
+        env="MLOPS_MAX_LABEL_SHIFT",
+    )
+    accept_shift: bool = option(
+        False,
+        help="this run means to learn a new label distribution (recorded on the version)",
+        title="Accept a label-rate shift",
+        description="Set only when the labels' new distribution is intended; it is recorded.",
+    )
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,17 @@ class GateThresholds:
         minimum=0,
         maximum=1,
         env="MLOPS_GATE_MAX_AUC_DROP",
+    )
+    # The champion's AUC on the new hold-out against its own training-time AUC: a collapse means
+    # the new labels disagree with the old ones (0.87 -> 0.13 on flipped labels), not that the
+    # challenger is better, so a person must review it.
+    max_champion_collapse: float = option(
+        0.2,
+        help="Gate: max AUC the champion may lose on the new hold-out before review is needed",
+        title="Gate: max champion AUC collapse (else needs review)",
+        minimum=0,
+        maximum=1,
+        env="MLOPS_GATE_MAX_CHAMPION_COLLAPSE",
     )
 
 

@@ -37,6 +37,10 @@ def single_row_latency_ms(model: Any, rows: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def _number(text: str | None) -> float | None:
+    return None if text in (None, "") else float(text)
+
+
 def run_evaluate(settings: Settings, partition_key: str, resamples: int) -> dict[str, Any]:
     import mlflow
 
@@ -75,11 +79,15 @@ def run_evaluate(settings: Settings, partition_key: str, resamples: int) -> dict
             labels, challenger_scores, champion_scores, resamples=resamples
         )
         comparison["auc_delta"] = challenger_metrics["auc"] - champion_metrics["auc"]
+        tags = dict(champion_version.tags or {})
         result["champion"] = {
             "version": str(champion_version.version),
             "run_id": champion_version.run_id,
             "model_uri": champion_uri,
             **champion_metrics,
+            # What it scored on its own hold-out when it was trained (the gate's collapse check).
+            "training_auc": _number(tags.get("mlops.holdout_auc")),
+            "training_accuracy": _number(tags.get("mlops.holdout_accuracy")),
         }
         result["comparison"] = comparison
         logged |= {f"champion_holdout_{k}": v for k, v in champion_metrics.items()}

@@ -1,4 +1,11 @@
-"""gate: decide whether the challenger may be registered, from absolute and relative checks."""
+"""gate: decide whether the challenger may be registered, from absolute and relative checks.
+
+Three decisions: ``failed`` (nothing is registered), ``passed``, and ``needs_review``: the
+challenger passed every check, but the champion collapsed on the new hold-out against its own
+training-time AUC. Then the new labels disagree with the old ones (a label bug, or a new
+distribution) and "better than the champion" means nothing; the version is registered so a person
+can review it, and the deployment never approves it automatically.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +59,32 @@ def evaluate_gate(evaluation: dict[str, Any], thresholds: GateThresholds) -> lis
     return checks
 
 
+PASSED, FAILED, NEEDS_REVIEW = "passed", "failed", "needs_review"
+
+
+def review_reasons(evaluation: dict[str, Any], thresholds: GateThresholds) -> list[str]:
+    """Why a person must look at this challenger before it may be released (pure)."""
+    champion = evaluation.get("champion")
+    if champion is None:
+        return []
+    trained = champion.get("training_auc")
+    if trained is None:
+        return [
+            f"champion v{champion['version']} has no training-time AUC (tag mlops.holdout_auc), "
+            "so a collapse on the new hold-out cannot be ruled out"
+        ]
+    collapse = trained - champion["auc"]
+    if collapse <= thresholds.max_champion_collapse:
+        return []
+    return [
+        f"champion v{champion['version']} collapsed on the new hold-out: AUC {trained:.2f} at "
+        f"training -> {champion['auc']:.2f} now (a drop of {collapse:.2f} > "
+        f"max_champion_collapse {thresholds.max_champion_collapse:.2f}); the new labels disagree "
+        "with the data it learnt (a label bug or a new distribution), so the challenger is not "
+        "'better': review the data before releasing it"
+    ]
+
+
 def _describe(check: dict[str, Any]) -> str:
     relation = "<=" if check["check"].startswith("max_latency") else ">="
     return f"{check['check']}: {check['value']:.4f} (needs {relation} {check['threshold']:.4f})"
@@ -62,8 +95,13 @@ def run_gate(settings: Settings, partition_key: str, thresholds: GateThresholds)
     evaluation = read_json(partition.result("evaluate"), produced_by="evaluate")
     checks = evaluate_gate(evaluation, thresholds)
     failed = [c for c in checks if not c["passed"]]
-    decision = "failed" if failed else "passed"
-    reason = "; ".join(_describe(c) for c in failed) if failed else "all checks passed"
+    reviews = review_reasons(evaluation, thresholds)
+    if failed:
+        decision, reason = FAILED, "; ".join(_describe(c) for c in failed)
+    elif reviews:
+        decision, reason = NEEDS_REVIEW, "needs review: " + "; ".join(reviews)
+    else:
+        decision, reason = PASSED, "all checks passed"
     report = {
         "partition": partition.key,
         "run_id": evaluation["run_id"],
@@ -73,6 +111,7 @@ def run_gate(settings: Settings, partition_key: str, thresholds: GateThresholds)
         "reason": reason,
         "thresholds": asdict(thresholds),
         "checks": checks,
+        "review": reviews,
         "champion_version": (evaluation.get("champion") or {}).get("version"),
     }
     write_json(partition.result("gate"), report)

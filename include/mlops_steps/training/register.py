@@ -1,6 +1,8 @@
 """register: make the gated challenger a model version with the alias ``challenger``.
 
-One version per training run: a retry looks the version up by run id before registering. The
+One version per training run: a retry looks the version up by run id before registering, and two
+overlapping attempts that both registered keep the lower version (the other deletes its own). Only
+a FINISHED training run is registered (a run a killed attempt left behind is not). The
 ``champion`` alias is never touched here; promotion belongs to the deployment pipeline.
 """
 
@@ -14,6 +16,8 @@ from mlops_steps.common.storage import Partition, read_json, write_json
 from mlops_steps.common.tracking import CHALLENGER, CHAMPION, connect, version_by_alias
 from mlops_steps.core.errors import GateFailed, StepError
 from mlops_steps.core.settings import Settings
+from mlops_steps.training.gate import NEEDS_REVIEW, PASSED
+from mlops_steps.training.shift import shift_tags
 
 _READY_TIMEOUT_S = 300.0
 
@@ -30,6 +34,26 @@ def _existing_version(client: Any, model_name: str, run_id: str) -> Any | None:
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
+def _require_finished_run(client: Any, run_id: str) -> None:
+    status = client.get_run(run_id).info.status
+    if status != "FINISHED":
+        raise StepError(
+            f"training run {run_id} is {status}, not FINISHED; only a finished run is registered",
+            subject="results/train.json",
+            fix="re-run 'train' for this partition (it retires runs left by killed attempts)",
+        )
+
+
+def _one_version_per_run(client: Any, model_name: str, run_id: str, created: str) -> str:
+    """After registering ``created``: an overlapping attempt may have registered the same run
+    too. Every attempt keeps the lowest version and deletes the one it created if higher."""
+    lowest = _existing_version(client, model_name, run_id)
+    kept = str(lowest.version) if lowest is not None else created
+    if kept != created:
+        client.delete_model_version(model_name, created)
+    return kept
+
+
 def _wait_ready(client: Any, model_name: str, version: str) -> Any:
     deadline = time.monotonic() + _READY_TIMEOUT_S
     while True:
@@ -44,7 +68,9 @@ def _wait_ready(client: Any, model_name: str, version: str) -> Any:
         time.sleep(1.0)
 
 
-def version_tags(gate: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, str]:
+def version_tags(
+    gate: dict[str, Any], evaluation: dict[str, Any], validation: dict[str, Any]
+) -> dict[str, str]:
     """Tags that let the deployment pipeline re-check the gate without reading local files."""
     challenger = evaluation["challenger"]
     tags = {
@@ -57,6 +83,7 @@ def version_tags(gate: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, 
         "mlops.holdout_accuracy": f"{challenger['accuracy']:.6f}",
         "mlops.latency_p95_ms": f"{challenger['latency_p95_ms']:.4f}",
     }
+    tags |= shift_tags(validation.get("shift"))
     if evaluation.get("champion"):
         tags["mlops.compared_to_champion"] = str(evaluation["champion"]["version"])
         tags["mlops.auc_delta"] = f"{evaluation['comparison']['auc_delta']:.6f}"
@@ -70,7 +97,9 @@ def run_register(settings: Settings, partition_key: str) -> dict[str, Any]:
     trained = read_json(partition.result("train"), produced_by="train")
     evaluation = read_json(partition.result("evaluate"), produced_by="evaluate")
     gate = read_json(partition.result("gate"), produced_by="gate")
-    if gate.get("decision") != "passed":
+    validation = read_json(partition.result("validate"), produced_by="validate")
+    # needs_review is registered (a person reviews it); the deployment never auto-approves it.
+    if gate.get("decision") not in {PASSED, NEEDS_REVIEW}:
         raise GateFailed(
             f"gate decision is {gate.get('decision')!r}; nothing registered",
             subject=str(partition.result("gate")),
@@ -85,17 +114,18 @@ def run_register(settings: Settings, partition_key: str) -> dict[str, Any]:
 
     client = connect()
     model_name, run_id = settings.model_name, trained["run_id"]
+    _require_finished_run(client, run_id)
     existing = _existing_version(client, model_name, run_id)
     created = existing is None
     if existing is None:
         registered = mlflow.register_model(
             trained["model_uri"], model_name, await_registration_for=int(_READY_TIMEOUT_S)
         )
-        version_number = str(registered.version)
+        version_number = _one_version_per_run(client, model_name, run_id, str(registered.version))
     else:
         version_number = str(existing.version)
     version = _wait_ready(client, model_name, version_number)
-    for key, value in version_tags(gate, evaluation).items():
+    for key, value in version_tags(gate, evaluation, validation).items():
         client.set_model_version_tag(model_name, version_number, key, value)
 
     champion = version_by_alias(client, model_name, CHAMPION)

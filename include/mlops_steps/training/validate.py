@@ -2,7 +2,9 @@
 
 The suite is built from :mod:`mlops_steps.schema` (so the contract has one source), run through a
 checkpoint that also renders Data Docs beside the partition, and summarised into
-``validation/result.json``. Any failed expectation fails the step with each failure named.
+``validation/result.json``. Any failed expectation fails the step with each failure named, and
+so does an expectation that was built but not evaluated (a silently dropped check is a failure).
+Then the partition is compared with the champion's training data (:mod:`.shift`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,19 @@ from typing import Any
 
 from mlops_steps.common.storage import Partition, load_partition_frame, write_json
 from mlops_steps.contract.schema import ALL_COLUMNS, FEATURES, ID_COLUMN, LABEL_COLUMN
-from mlops_steps.core.errors import ValidationFailed
+from mlops_steps.core.errors import StepError, ValidationFailed
+from mlops_steps.core.policies import ValidationPolicy
 from mlops_steps.core.settings import Settings
+from mlops_steps.training.shift import compare_with_champion, refuse_label_shift
 
 _INT_TYPES = ["int64", "int32", "int16", "int8", "Int64", "Int32"]
 _FLOAT_TYPES = ["float64", "float32", "Float64", *_INT_TYPES]
 _STRING_TYPES = ["object", "str", "string", "StringDtype"]
 _SITE = "partition_site"
+
+
+class ExpectationsNotEvaluated(ValidationFailed):
+    """Fewer (or more) expectations were evaluated than the suite was built with."""
 
 
 def build_expectations(min_rows: int) -> list[Any]:
@@ -89,7 +97,9 @@ def _drop_default_docs_site(context: Any) -> None:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def run_validate(settings: Settings, partition_key: str, min_rows: int) -> dict[str, Any]:
+def run_validate(
+    settings: Settings, partition_key: str, policy: ValidationPolicy
+) -> dict[str, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from task pods
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # chatty at INFO on import
     import great_expectations as gx
@@ -119,7 +129,8 @@ def run_validate(settings: Settings, partition_key: str, min_rows: int) -> dict[
         .add_batch_definition_whole_dataframe(name="whole_partition")
     )
     suite = context.suites.add(gx.ExpectationSuite(name="churn_contract"))
-    for expectation in build_expectations(min_rows):
+    built = build_expectations(policy.min_rows)
+    for expectation in built:
         suite.add_expectation(expectation)
     validation = context.validation_definitions.add(
         gx.ValidationDefinition(name="churn_partition", data=batch_definition, suite=suite)
@@ -134,24 +145,44 @@ def run_validate(settings: Settings, partition_key: str, min_rows: int) -> dict[
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     suite_result = next(iter(outcome.run_results.values()))
     failures = [_describe_failure(r) for r in suite_result.results if not r.success]
+    evaluated = suite_result.statistics["evaluated_expectations"]
 
     partition.validation_dir.mkdir(parents=True, exist_ok=True)
     write_json(partition.validation_dir / "gx_result.json", suite_result.to_json_dict())
     summary: dict[str, Any] = {
         "partition": partition.key,
         "data_sha256": manifest["data_sha256"],
-        "success": bool(suite_result.success),
-        "evaluated_expectations": suite_result.statistics["evaluated_expectations"],
+        "success": bool(suite_result.success) and not failures and evaluated == len(built),
+        "built_expectations": len(built),
+        "evaluated_expectations": evaluated,
         "successful_expectations": suite_result.statistics["successful_expectations"],
         "failed_expectations": failures,
         "data_docs_index": str(partition.data_docs_dir / "index.html"),
         "rows": len(frame),
     }
-    write_json(partition.result("validate"), summary)
-    if failures:
+    if failures or not suite_result.success:
+        write_json(partition.result("validate"), summary)
         raise ValidationFailed(
-            f"{len(failures)} expectation(s) failed: " + "; ".join(failures),
+            f"{len(failures)} expectation(s) failed: " + "; ".join(failures or ["(unnamed)"]),
             subject=str(partition.data),
             fix=f"fix the source data; Data Docs: {summary['data_docs_index']}",
         )
+    if evaluated != len(built) or len(suite_result.results) != len(built):
+        write_json(partition.result("validate"), summary)
+        raise ExpectationsNotEvaluated(
+            f"the suite was built with {len(built)} expectations but {evaluated} were evaluated "
+            f"({len(suite_result.results)} results): a check was dropped or skipped",
+            subject=str(partition.data),
+            fix="check the Great Expectations version and the suite (build_expectations); "
+            f"Data Docs: {summary['data_docs_index']}",
+        )
+    try:
+        shift = compare_with_champion(settings, partition, frame, policy)
+    except StepError as exc:
+        summary |= {"success": False, "shift": {"status": "not_compared", "error": str(exc)}}
+        write_json(partition.result("validate"), summary)
+        raise
+    summary |= {"success": not shift["refused"], "shift": shift}
+    write_json(partition.result("validate"), summary)
+    refuse_label_shift(shift, partition)
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,10 +13,14 @@ import pytest
 from mlops_steps.common.storage import Partition, load_partition_frame, sha256_file
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.errors import StepError, ValidationFailed
-from mlops_steps.core.policies import SourceRequest
+from mlops_steps.core.policies import SourceRequest, ValidationPolicy
 from mlops_steps.core.settings import load_settings
 from mlops_steps.training.ingest import run_ingest
-from mlops_steps.training.validate import run_validate
+from mlops_steps.training.validate import (
+    ExpectationsNotEvaluated,
+    build_expectations,
+    run_validate,
+)
 
 KEY = "20261116T000000"
 
@@ -66,10 +71,16 @@ def test_bad_partition_keys(mlops_env: Path, key: str) -> None:
         run_ingest(load_settings(), key, SourceRequest("synthetic://churn", 1_000, 1))
 
 
-def test_valid_partition_passes_and_writes_data_docs(mlops_env: Path) -> None:
+@pytest.fixture
+def no_champion(mlops_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry (MLflow on a local SQLite file) where no model has a champion yet."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{mlops_env.parent / 'registry.db'}")
+
+
+def test_valid_partition_passes_and_writes_data_docs(mlops_env: Path, no_champion: None) -> None:
     settings = load_settings()
     run_ingest(settings, KEY, SourceRequest("synthetic://churn", 2_000, 9))
-    summary = run_validate(settings, KEY, min_rows=1_000)
+    summary = run_validate(settings, KEY, ValidationPolicy(min_rows=1_000))
     assert summary["success"] is True
     assert summary["failed_expectations"] == []
     assert summary["evaluated_expectations"] >= 50
@@ -78,6 +89,37 @@ def test_valid_partition_passes_and_writes_data_docs(mlops_env: Path) -> None:
     partition = Partition.of(settings.dataset_root, KEY)
     assert json.loads(partition.result("validate").read_text())["success"] is True
     assert (partition.validation_dir / "gx_result.json").is_file()
+    assert summary["evaluated_expectations"] == summary["built_expectations"]
+    # No champion: nothing to compare, recorded as such (not a failure).
+    assert summary["shift"]["status"] == "no_champion"
+    report = json.loads((partition.validation_dir / "shift.json").read_text())
+    assert report["summary"] == "no champion yet: nothing to compare"
+    assert (partition.validation_dir / "shift.html").is_file()
+
+
+def test_a_dropped_expectation_fails_validation(
+    mlops_env: Path, no_champion: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Success alone is not enough: every expectation built must have been evaluated."""
+    import great_expectations as gx
+
+    add = gx.ExpectationSuite.add_expectation
+
+    def add_all_but_the_row_count(suite: Any, expectation: Any) -> Any:
+        if type(expectation).__name__ == "ExpectTableRowCountToBeBetween":
+            return expectation  # dropped on the way in, as a buggy upgrade might
+        return add(suite, expectation)
+
+    monkeypatch.setattr(gx.ExpectationSuite, "add_expectation", add_all_but_the_row_count)
+    settings = load_settings()
+    run_ingest(settings, KEY, SourceRequest("synthetic://churn", 2_000, 9))
+    with pytest.raises(ExpectationsNotEvaluated) as info:
+        run_validate(settings, KEY, ValidationPolicy(min_rows=1_000))
+    built = len(build_expectations(1_000))
+    assert f"built with {built} expectations but {built - 1} were evaluated" in str(info.value)
+    summary = json.loads(Partition.of(settings.dataset_root, KEY).result("validate").read_text())
+    assert summary["success"] is False
+    assert (summary["built_expectations"], summary["evaluated_expectations"]) == (built, built - 1)
 
 
 def _corrupt(kind: str) -> tuple[pd.DataFrame, str]:
@@ -123,7 +165,7 @@ def test_bad_data_fails_validation_naming_the_expectation(
     frame, expected = _corrupt(kind)
     _ingest_frame(tmp_path, frame)
     with pytest.raises(ValidationFailed) as info:
-        run_validate(load_settings(), KEY, min_rows=1_000)
+        run_validate(load_settings(), KEY, ValidationPolicy(min_rows=1_000))
     assert expected in str(info.value)
     assert "Data Docs" in str(info.value)
     summary = json.loads(
@@ -134,4 +176,4 @@ def test_bad_data_fails_validation_naming_the_expectation(
 
 def test_validate_without_ingest_says_which_step_to_run(mlops_env: Path) -> None:
     with pytest.raises(StepError, match="run the 'ingest' step"):
-        run_validate(load_settings(), KEY, min_rows=1)
+        run_validate(load_settings(), KEY, ValidationPolicy(min_rows=1))

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
 from mlops_steps.cli import main as cli
@@ -27,13 +28,20 @@ def _result(partition: str, step: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _pipeline(partition: str, *, seed: str = "42", drift: str = "0", **gate: str) -> list[int]:
+def _pipeline(
+    partition: str,
+    *,
+    seed: str = "42",
+    drift: str = "0",
+    validate_args: tuple[str, ...] = (),
+    **gate: str,
+) -> list[int]:
     # Latency is not what these tests judge: a loaded 2-core machine measured 27-34 ms (> 25 ms).
     gate.setdefault("max_latency_ms", "1000")
     gate_args = [a for k, v in gate.items() for a in (f"--{k.replace('_', '-')}", v)]
     return [
         _step("ingest", partition, "--rows", ROWS, "--seed", seed, "--drift", drift),
-        _step("validate", partition),
+        _step("validate", partition, *validate_args),
         _step("train", partition, "--seed", "42"),
         _step("evaluate", partition, "--bootstrap-resamples", "200"),
         _step("gate", partition, *gate_args),
@@ -120,7 +128,8 @@ def test_champion_comparison_and_a_failing_gate_that_changes_nothing(tracking: s
     assert before == {"versions": [1, 2], "aliases": {"champion": "1", "challenger": "2"}}
 
     # Drifted, noisier data: the model is worse, the gate refuses, the registry is untouched.
-    codes = _pipeline("drifted", seed="3", drift="1.0")
+    # (drift=1 also moves the churn rate 0.30 -> 0.58: the run accepts that shift, to be gated.)
+    codes = _pipeline("drifted", seed="3", drift="1.0", validate_args=("--accept-shift", "true"))
     assert codes[:4] == [0, 0, 0, 0]
     assert codes[4] == 2, "gate must reject"
     assert codes[5] == 2, "register must refuse an ungated model"
@@ -142,3 +151,50 @@ def test_reregistering_the_champion_does_not_make_it_challenger(tracking: str) -
     registered = _result("p1", "register")
     assert (registered["alias"], registered["created"]) == ("champion", False)
     assert _registry_state(client, settings.model_name)["aliases"] == {"champion": "1"}
+
+
+def test_flipped_labels_are_refused_then_registered_only_for_review(
+    tracking: str, tmp_path: Any
+) -> None:
+    """A label bug the hold-out cannot see: validate refuses the label shift; a run that accepts
+    it reaches the gate, which finds the champion collapsed and asks for a review."""
+    settings = load_settings()
+    client = MlflowClient(tracking)
+    assert _pipeline("first", seed="1") == [0] * 6
+    client.set_registered_model_alias(settings.model_name, "champion", "1")
+    before = _registry_state(client, settings.model_name)
+
+    flipped = generate_churn(int(ROWS), seed=3)
+    flipped["churn"] = 1 - flipped["churn"]
+    source = tmp_path / "flipped.csv"
+    flipped.to_csv(source, index=False)
+    assert _step("ingest", "flipped", "--source", str(source)) == 0
+    assert _step("validate", "flipped") == 2  # LabelShiftRefused
+    validation = _result("flipped", "validate")
+    label = validation["shift"]["label"]
+    assert validation["shift"]["refused"] is True and label["exceeded"] is True
+    assert label["champion_rate"] < 0.35 and label["new_rate"] > 0.65
+    assert _registry_state(client, settings.model_name) == before
+
+    assert _step("validate", "flipped", "--accept-shift", "true") == 0
+    assert _step("train", "flipped", "--seed", "42") == 0
+    assert _step("evaluate", "flipped", "--bootstrap-resamples", "50") == 0
+    assert _step("gate", "flipped", "--max-latency-ms", "1000") == 0
+    gate = _result("flipped", "gate")
+    champion = _result("flipped", "evaluate")["champion"]
+    assert champion["training_auc"] > 0.8 and champion["auc"] < 0.2  # 0.87 -> 0.13 in the issue
+    assert gate["decision"] == "needs_review" and all(c["passed"] for c in gate["checks"])
+    assert gate["reason"].startswith("needs review: champion v1 collapsed on the new hold-out")
+    assert client.get_run(gate["run_id"]).data.tags["mlops.gate.decision"] == "needs_review"
+
+    assert _step("register", "flipped") == 0
+    tags = client.get_model_version(settings.model_name, "2").tags
+    assert tags["mlops.gate.decision"] == "needs_review"
+    assert tags["mlops.gate.reason"] == gate["reason"]
+    assert tags["mlops.shift.accepted"] == "true" and tags["mlops.shift.compared_to"] == "1"
+    assert float(tags["mlops.shift.label_shift"]) == pytest.approx(label["shift"], abs=1e-6)
+    assert tags["mlops.shift.report"].endswith("partition=flipped/validation/shift.html")
+    assert _registry_state(client, settings.model_name)["aliases"] == {
+        "champion": "1",
+        "challenger": "2",
+    }
