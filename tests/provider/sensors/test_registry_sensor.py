@@ -70,6 +70,15 @@ def test_a_timeout_event_fails_or_skips_with_the_last_reason(registry: Registry)
         _sensor(registry.model, timeout=60).execute_complete({}, event)
     with pytest.raises(AirflowSkipException, match=r"soft_fail: timed out .*'promoted'"):
         _sensor(registry.model, timeout=60, soft_fail=True).execute_complete({}, event)
+    # As a real triggerer resumes the task: through resume_execution, whose soft_fail handling
+    # wraps any AirflowException (a skip too) in "Skipping due to soft_fail is set to True."
+    # (found on the live stack: tests/e2e/test_faults_live.py).
+    with pytest.raises(
+        AirflowSkipException, match=r"^soft_fail: timed out after 60 s .*'promoted'"
+    ):
+        _sensor(registry.model, timeout=60, soft_fail=True).resume_execution(
+            "execute_complete", {"event": event}, {}
+        )
 
 
 def test_poke_returns_the_version_as_xcom(registry: Registry) -> None:

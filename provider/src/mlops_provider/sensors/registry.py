@@ -197,8 +197,14 @@ class MlflowModelVersionSensor(BaseSensorOperator):
             raise self._explained_skip(err) from err
 
     def _explained_skip(self, err: AirflowSkipException) -> AirflowSkipException:
-        """BaseSensorOperator's soft_fail skips say only "Skipping due to soft_fail"; say why."""
+        """BaseSensorOperator's soft_fail skips say only "Skipping due to soft_fail"; say why.
+
+        Its ``resume_execution`` also re-wraps the explained skip that :meth:`execute_complete`
+        raises for a trigger's timeout event (a skip is an AirflowException): keep ours.
+        """
         cause = err.__cause__
+        if isinstance(cause, AirflowSkipException) and str(cause).startswith("soft_fail: "):
+            return AirflowSkipException(str(cause))
         if str(err).startswith(_BASE_TIMEOUT_PREFIX) or isinstance(cause, AirflowSensorTimeout):
             return AirflowSkipException(f"soft_fail: {self._timeout_message()}")
         if isinstance(cause, AirflowException) and not isinstance(cause, AirflowSkipException):
