@@ -2,7 +2,8 @@
 
 A training run is identified by its *training key*: the data hash, the training parameters and the
 code version. A retry, or a re-run of the same logical date, finds the finished MLflow run with that
-key and returns it instead of training again, so nothing is logged or registered twice.
+key and returns it instead of training again, so nothing is logged or registered twice. Runs of the
+key left RUNNING by a killed attempt are marked KILLED first (see run_lifecycle).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import warnings
 from dataclasses import asdict
@@ -32,7 +34,7 @@ from mlops_steps.contract.schema import (
 )
 from mlops_steps.core.policies import TrainParams
 from mlops_steps.core.settings import Settings, code_version
-from mlops_steps.training import pyfunc_model
+from mlops_steps.training import pyfunc_model, run_lifecycle
 
 _MODEL_REQUIREMENTS = ("lightgbm", "pandas", "numpy")
 
@@ -65,14 +67,27 @@ def _airflow_tags() -> dict[str, str]:
     }
 
 
-def _find_finished_run(client: Any, experiment_id: str, key: str) -> Any | None:
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlops.training_key` = '{key}' and attributes.status = 'FINISHED'",
-        max_results=1,
-        order_by=["attributes.start_time DESC"],
-    )
-    return runs[0] if runs else None
+def _attempt() -> str:
+    """Who this attempt is, for the tag on runs it retires."""
+    run_id = os.environ.get("MLOPS_AIRFLOW_RUN_ID") or "run by hand"
+    return f"{run_id}, pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _finished_run_after_retiring_stale(settings: Settings, client: Any, key: str) -> Any | None:
+    """Mark runs of ``key`` a dead attempt left RUNNING as KILLED; the key's FINISHED run."""
+    import mlflow
+
+    mlflow.set_experiment(settings.experiment_name)
+    experiment_id = client.get_experiment_by_name(settings.experiment_name).experiment_id
+    run_lifecycle.retire_stale_runs(client, experiment_id, key, by=_attempt())
+    return run_lifecycle.finished_run(client, experiment_id, key)
+
+
+def _reuse(run: Any, partition: Partition) -> dict[str, Any]:
+    result = json.loads(run.data.tags["mlops.train_result"])
+    result["reused"] = True
+    write_json(partition.result("train"), result)
+    return result
 
 
 def _plots(labels: np.ndarray, scores: np.ndarray, booster: Any) -> dict[str, Any]:
@@ -147,14 +162,9 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
     key = training_key(data_sha256, params)
 
     client = connect()
-    mlflow.set_experiment(settings.experiment_name)
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    existing = _find_finished_run(client, experiment.experiment_id, key)
+    existing = _finished_run_after_retiring_stale(settings, client, key)
     if existing is not None:
-        result = json.loads(existing.data.tags["mlops.train_result"])
-        result["reused"] = True
-        write_json(partition.result("train"), result)
-        return result
+        return _reuse(existing, partition)
 
     splits = split_frame(frame)
     x_train, x_valid = model_frame(splits.train), model_frame(splits.valid)
@@ -185,7 +195,10 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
         "mlops.model_name": settings.model_name,
         **_airflow_tags(),
     }
-    with mlflow.start_run(run_name=f"train-{partition.key}", tags=tags) as run:
+    with (
+        run_lifecycle.sigterm_ends_run_killed(),
+        mlflow.start_run(run_name=f"train-{partition.key}", tags=tags) as run,
+    ):
         mlflow.log_params({**asdict(params), "rows": len(frame), "features": len(FEATURE_NAMES)})
         train_set = lgb.Dataset(x_train, y_train, categorical_feature=list(CATEGORICAL_FEATURES))
         valid_set = lgb.Dataset(x_valid, y_valid, reference=train_set)
@@ -254,7 +267,11 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
             "best_iteration": booster.best_iteration,
         }
         # Written last: a run carrying its result tag finished everything above.
-        mlflow.set_tag("mlops.train_result", json.dumps(result, sort_keys=True))
+        other = run_lifecycle.claim_finish(client, run.info, key)
+        if other is None:
+            mlflow.set_tag("mlops.train_result", json.dumps(result, sort_keys=True))
+    if other is not None:  # an overlapping attempt finished the same key first
+        return _reuse(other, partition)
     result["reused"] = False
     write_json(partition.result("train"), result)
     return result
