@@ -71,6 +71,9 @@ v{{ c['champion_version'] or '(none yet)' }}.
 
 Gate: {{ c['gate_reason'] }}
 
+Data vs the champion's training data: {{ c['shift']['summary'] }}
+(report: {{ c['shift']['report'] }})
+
 Data sha256 `{{ c['data_sha256'] }}` (partition {{ c['partition'] }}).
 MLflow run: {{ c['links']['mlflow_run'] }} · Data Docs: {{ c['links']['data_docs'] }}
 
@@ -150,6 +153,8 @@ with DAG(
         subject=f"Deploy {model} v{{{{ {CANDIDATE}['version'] }}}} to production?",
         body=APPROVAL_BODY,
         require_approval="{{ params.require_approval }}",
+        # A needs_review candidate is never auto-approved; its page opens with the reason.
+        review_reason=f"{{{{ {CANDIDATE}['review_reason'] or '' }}}}",
         reject_task_id="reject",
         response_timeout=timedelta(hours=settings.deploy.approval_timeout_hours),
         notifiers=[approval_notifier()],

@@ -3,12 +3,16 @@
 Airflow's own REST API.
 
 Three trained versions are made once per module by the real training steps: v1 and v2 on fresh
-data (good), v3 on data whose labels were flipped (a label bug the gate cannot see: the model
-looks excellent on its own hold-out). Each test copies them into a model of its own.
+data (good), v3 on data whose labels were flipped (a label bug: the model looks excellent on its
+own hold-out). validate refuses the flipped partition's label shift; only a run that accepts the
+shift registers v3, and the gate marks it ``needs_review`` (the champion collapsed on its
+hold-out), so no deployment approves it automatically. Each test copies them into a model of its
+own.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -22,6 +26,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from mlops_steps.cli import main as cli
 from tests import airflow_api
 from tests.dags.helpers import for_dag_test, load_dags
 from tests.pipeline import train_and_register
@@ -39,6 +44,7 @@ FAST_ANALYSIS = {"analysis_rounds": 2, "requests_per_round": 400, "round_interva
 @dataclass(frozen=True)
 class Template:
     home: Path  # MLOPS_HOME holding the template's partitions
+    refused: dict[str, Any]  # the flipped partition's first validate: exit code, result, registry
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +64,30 @@ def template(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
         flipped["churn"] = 1 - flipped["churn"]
         source = home / "flipped.csv"
         flipped.to_csv(source, index=False)
-        train_and_register("flipped", "--source", str(source), rows=ROWS, gate_args=RELAXED_LATENCY)
-    yield Template(home)
+        # As the pipeline runs it: validate refuses the label shift and nothing is registered.
+        assert cli.main(["ingest", "--partition", "flipped", "--source", str(source)]) == 0
+        refused = {
+            "exit_code": cli.main(["validate", "--partition", "flipped"]),
+            "validate": json.loads(
+                (home / "data" / TEMPLATE / "partition=flipped" / "results" / "validate.json")
+                .read_text()
+            ),
+            "versions": sorted(
+                v.version for v in MlflowClient(mlflow_server).search_model_versions(
+                    f"name = '{TEMPLATE}'"
+                )
+            ),
+        }  # fmt: skip
+        # A run that says it means to learn the new distribution: registered, for review only.
+        train_and_register(
+            "flipped",
+            "--source",
+            str(source),
+            rows=ROWS,
+            gate_args=RELAXED_LATENCY,
+            validate_args=["--accept-shift", "true"],
+        )
+    yield Template(home, refused)
 
 
 @dataclass
@@ -200,13 +228,46 @@ def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
     assert [e["decision"] for e in deployment.ledger()] == ["promoted", "rolled_back"]
 
 
-def test_bad_candidate_is_rolled_back_and_nothing_changes(deployment: Deployment) -> None:
+def test_a_candidate_needing_review_is_never_auto_approved(deployment: Deployment) -> None:
     # No webhook here: the sensor has to notice the alias moving on its own.
     _challenge(deployment, "3", delay=3.0)
+    before = deployment.traffic()
     run = deployment.dag.test(run_conf={**FAST_ANALYSIS, "require_approval": False})
     states = _states(run)
     assert str(run.state) == "failed", states
-    assert states["wait_for_candidate"] == "success"
+    assert (states["wait_for_candidate"], states["resolve"]) == ("success", "success"), states
+    assert states["approve"] == "failed", states
+    released = ("build_image", "canary", "analyze_canary", "promote", "reject")
+    assert {states[t] for t in released} == {"upstream_failed"}, states
+    # The rollback has no decision to record (the approval pushed none): it records nothing.
+    assert states["rollback"] == "failed" and states["release_rolled_back"] == "upstream_failed"
+
+    assert deployment.aliases() == {"champion": "1", "challenger": "3"}
+    assert deployment.traffic() == before
+    assert not (deployment.home / "model-store").exists()  # nothing was even built
+    assert deployment.ledger() == []
+    assert "mlops.deploy.status" not in deployment.tags("3")  # still open for a person
+
+
+def test_a_reviewed_candidate_the_canary_rejects_is_rolled_back(deployment: Deployment) -> None:
+    """A person approves v3 despite the review banner; the canary still catches it."""
+    _challenge(deployment, "3")
+    approver, outcome = airflow_api.answer_in_background("mlops_deployment", "Approve")
+    run = deployment.dag.test(run_conf=FAST_ANALYSIS)
+    approver.join(timeout=30)
+    ((request, _response),) = outcome
+    # The page opens with the reason (red no-entry sign: the UI renders Markdown without HTML).
+    assert request["subject"].startswith("\u26d4 NEEDS REVIEW: Deploy")
+    lines = request["body"].splitlines()
+    assert lines[0] == "## \u26d4 NEEDS REVIEW"
+    assert lines[2].startswith("**champion v1 collapsed on the new hold-out: AUC 0.")
+    assert "Data vs the champion's training data: vs champion v1: label rate 0.3" in request["body"]
+    assert "accepted by the run" in request["body"]
+    assert "partition=flipped/validation/shift.html" in request["body"]
+
+    states = _states(run)
+    assert str(run.state) == "failed", states
+    assert states["approve"] == "success" and states["reject"] == "skipped", states
     assert states["analyze_canary"] == "failed" and states["rollback"] == "success", states
     assert states["promote"] == "upstream_failed"
     assert states["release_rolled_back"] == "failed"  # the run shows the release did not happen
@@ -218,9 +279,8 @@ def test_bad_candidate_is_rolled_back_and_nothing_changes(deployment: Deployment
     assert tags["mlops.deploy.status"] == "rejected"
     (entry,) = deployment.ledger()
     assert entry["decision"] == "rejected" and entry["version"] == "3"
-    assert entry["analysis"]["passed"] is False
-    assert "score_psi" in entry["analysis"]["failed_checks"]
-    assert entry["approved_by"].startswith("auto-approved")
+    assert entry["analysis"]["passed"] is False and entry["analysis"]["failed_checks"]
+    assert entry["approved_by"] == airflow_api.APPROVER
 
 
 def test_rejection_at_approval_changes_nothing(deployment: Deployment) -> None:
@@ -252,10 +312,20 @@ def test_ungated_version_is_refused(deployment: Deployment) -> None:
     assert deployment.ledger() == []
 
 
-def test_the_flipped_model_passed_the_gate(template: Template, mlflow_server: str) -> None:
-    """The premise of the rollback test: the gate passes v3, so only the canary can catch it."""
+def test_the_flipped_partition_is_refused_then_registered_only_for_review(
+    template: Template, mlflow_server: str
+) -> None:
+    """The premises of the two tests above, as the training steps left them."""
+    refused = template.refused
+    assert refused["exit_code"] == 2  # LabelShiftRefused
+    assert refused["versions"] == ["1", "2"]  # nothing registered
+    label = refused["validate"]["shift"]["label"]
+    assert label["champion_rate"] < 0.35 and label["new_rate"] > 0.65 and label["exceeded"]
+
     tags = MlflowClient(mlflow_server).get_model_version(TEMPLATE, "3").tags
-    assert tags["mlops.gate.decision"] == "passed"
+    assert tags["mlops.gate.decision"] == "needs_review"
+    assert tags["mlops.gate.reason"].startswith("needs review: champion v1 collapsed")
+    assert tags["mlops.shift.accepted"] == "true" and tags["mlops.shift.compared_to"] == "1"
     frame = pd.read_parquet(
         template.home / "data" / TEMPLATE / "partition=flipped" / "data.parquet"
     )

@@ -92,9 +92,11 @@ def run_resolve(settings: Settings, version: str | None) -> dict[str, Any]:
             f"{tags.get('mlops.deploy.reason', '')})",
             subject=subject,
         )
-    if tags.get("mlops.gate.decision") != "passed":
+    decision = tags.get("mlops.gate.decision")
+    # needs_review may be released only by a person (the approval step never auto-approves it).
+    if decision not in {"passed", "needs_review"}:
         raise StepError(
-            f"has no passed quality gate (mlops.gate.decision={tags.get('mlops.gate.decision')!r})",
+            f"has no passed quality gate (mlops.gate.decision={decision!r})",
             subject=subject,
             fix="only versions registered by the training pipeline's gate can be deployed",
         )
@@ -119,7 +121,20 @@ def run_resolve(settings: Settings, version: str | None) -> dict[str, Any]:
             "latency_p95_ms": _number(tags.get("mlops.latency_p95_ms")),
             "auc_delta_vs_champion": _number(tags.get("mlops.auc_delta")),
         },
+        "gate_decision": decision,
         "gate_reason": tags.get("mlops.gate.reason"),
+        "review_reason": (
+            (tags.get("mlops.gate.reason") or "the gate asked for a review").removeprefix(
+                "needs review: "
+            )
+            if decision == "needs_review"
+            else None
+        ),
+        "shift": {
+            "summary": tags.get("mlops.shift.summary") or "not recorded on this version",
+            "accepted": tags.get("mlops.shift.accepted") == "true",
+            "report": tags.get("mlops.shift.report"),
+        },
         "links": _links(settings, client, candidate),
     }
 
