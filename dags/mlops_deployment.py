@@ -25,6 +25,7 @@ from mlops_provider.operators.outcome import ReleaseRolledBackOperator
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
 from mlops_provider.params import dag_params, step_args
 from mlops_provider.sensors.registry import MlflowModelVersionSensor
+from mlops_steps.core.options import cross_checked
 from mlops_steps.core.policies import AnalysisPolicy, CanaryPolicy
 from mlops_steps.core.settings import get_settings
 
@@ -145,9 +146,16 @@ with DAG(
     )
     resolve = step_operator(
         release_step(
-            "resolve", "resolve", ("--version", "{{ params.version }}"), uses_kubernetes_api=False
+            "resolve",
+            "resolve",
+            # The analysis Params' cross check (core/policies.py) refuses a run here, first.
+            (
+                "--version", "{{ params.version }}",
+                *step_args(AnalysisPolicy, only=cross_checked(AnalysisPolicy)),
+            ),
+            uses_kubernetes_api=False,
         )
-    )
+    )  # fmt: skip
     approve = CandidateApprovalOperator(
         task_id="approve",
         subject=f"Deploy {model} v{{{{ {CANDIDATE}['version'] }}}} to production?",
@@ -184,6 +192,7 @@ with DAG(
             "analyze",
             (
                 *VERSION,
+                # The candidate's own partition, which the analysis never replays.
                 "--data-partition", f"{{{{ {CANDIDATE}['partition'] }}}}",
                 *step_args(AnalysisPolicy, only=ANALYSIS_PARAMS),
             ),

@@ -106,6 +106,9 @@ def start_stack(args: argparse.Namespace) -> Stack:
             "MLOPS_CANDIDATE_WAIT_S": "120",
             # Seven processes share this machine's cores while the gate times predictions.
             "MLOPS_GATE_MAX_LATENCY_MS": str(args.max_latency_ms),
+            # The demo's first release has no champion whose hold-out could judge it: it is
+            # judged on its own hold-out, by choice (later releases replay the champion's).
+            "MLOPS_ANALYSIS_FIRST_RELEASE": "candidate_holdout",
         },
     )
     say(f"    Airflow on {airflow.base_url}: metadata database, airflow_settings.yaml")

@@ -4,6 +4,7 @@ default and bounds, because both are derived from the step's policy (core/polici
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import re
 from collections.abc import Callable
@@ -84,3 +85,34 @@ def test_a_changed_default_moves_flag_and_param_together(monkeypatch: pytest.Mon
     assert dags["mlops_deployment"].params.get_param("canary_weight").value == 0.2
     assert _flags_of("gate")["--min-auc"].default == 0.9
     assert _flags_of("canary")["--weight"].default == 0.2
+
+
+def test_params_that_break_a_cross_check_stop_the_runs_first_step(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Airflow 3.3 validates each Param alone (the trigger form and the API accept analysis
+    rounds 1 with max failed rounds 2), so the first step task, resolve, reads both Params and
+    refuses the pair before anything changes."""
+    from mlops_steps.cli.main import main
+    from tests.dags.helpers import render_context
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "http://127.0.0.1:9")
+    dag = load_dags(monkeypatch, "local")["mlops_deployment"]
+    conf = {"analysis_rounds": 1, "max_failed_rounds": 2}
+    params = copy.deepcopy(dag.params)
+    params.update(conf)
+    assert params.validate()["max_failed_rounds"] == 2  # what Airflow allows
+
+    (first,) = [t for t in dag.tasks if not t.upstream_task_ids]
+    (resolve,) = first.downstream_list
+    assert resolve.task_id == "resolve"
+    context = render_context(dag, "resolve")
+    context["params"] |= conf
+    resolve.render_template_fields(context)
+    argv = [str(a) for a in resolve.arguments]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--max-failed-rounds (Param max_failed_rounds) 2 is above --rounds" in error
+    assert "(Param analysis_rounds) 1" in error

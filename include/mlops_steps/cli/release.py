@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from mlops_steps.cli.base import AddVerb, Handler
-from mlops_steps.core.options import add_cli_options, from_args
+from mlops_steps.core.options import add_cli_options, cross_checked, from_args
 from mlops_steps.core.policies import AnalysisPolicy, CanaryPolicy
 from mlops_steps.core.settings import Settings
 
@@ -25,6 +25,9 @@ def _release(args: argparse.Namespace, settings: Settings) -> Any:
 def _resolve(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.release.deploy import run_resolve
 
+    # The run's first step: analysis settings that break a cross check end it here, before
+    # anything changes (Airflow validates each Param alone).
+    from_args(AnalysisPolicy, args)
     return run_resolve(settings, args.version or None)
 
 
@@ -85,12 +88,17 @@ def add_verbs(verb: AddVerb, settings: Settings) -> None:
         partition=False,
     )
     resolve.add_argument("--version", default="", help="a version number; empty = challenger")
+    add_cli_options(resolve, AnalysisPolicy, settings.analysis, only=cross_checked(AnalysisPolicy))
     release_verb("build-image", _build_image, "Build (or find) the version's serving image.")
     canary = release_verb("canary", _canary, "Put the version live as the canary.")
     _add_release_args(canary)
     add_cli_options(canary, CanaryPolicy, settings.canary)
     analyze = release_verb("analyze", _analyze, "Replay traffic and judge the canary.")
-    analyze.add_argument("--data-partition", required=True, help="the version's data partition")
+    analyze.add_argument(
+        "--data-partition",
+        required=True,
+        help="the version's own data partition (never replayed: see --reference-set)",
+    )
     add_cli_options(analyze, AnalysisPolicy, settings.analysis)
     promote = release_verb("promote", _promote, "Make the canary the champion.")
     _add_release_args(promote)

@@ -16,11 +16,12 @@ import functools
 import math
 import os
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 _KEY = "mlops_option"
+_PARSER_DEST = "_mlops_parser"  # the (sub)parser that declared a policy's flags
 #: What the CLI and the DAG templates write for "no value: let the method choose".
 AUTO = "auto"
 _AUTO_WORDS = {"", AUTO, "none", "None", "null"}
@@ -155,6 +156,7 @@ def add_cli_options(
 ) -> None:
     """``--field-name`` for each declared field, defaulting to ``defaults`` (else the class's)."""
     source = defaults if defaults is not None else policy_cls()
+    parser.set_defaults(**{_PARSER_DEST: parser})  # from_args reports a broken cross check
     for item in _selected(policy_cls, only):
         default = getattr(source, item.name)
         shown = AUTO if default is None else default
@@ -190,10 +192,86 @@ def _metavar(item: Declared) -> str | None:
 
 
 def from_args(policy_cls: type[_Policy], args: argparse.Namespace, **extra: Any) -> _Policy:
-    """The policy the parsed flags describe (fields without a flag keep their defaults)."""
+    """The policy the parsed flags describe (fields without a flag keep their defaults); flags
+    that break one of its ``cross_checks`` end the command as a usage error naming both."""
     flags = vars(args)
     values = {d.name: flags[d.name] for d in declared(policy_cls) if d.name in flags}
-    return policy_cls(**values, **extra)
+    try:
+        return policy_cls(**values, **extra)
+    except CrossFieldError as exc:
+        parser: argparse.ArgumentParser | None = flags.get(_PARSER_DEST)
+        if parser is None:
+            raise
+        parser.error(exc.with_names(lambda name: _flag_of(policy_cls, name)))
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """A rule between two fields of one policy: ``field`` may not exceed ``limit``.
+
+    Declared once in a policy's ``cross_checks``; the policy enforces it on construction, so the
+    flags (a usage error), the environment (a configuration error) and a DAG run's Params (its
+    first step task parses them) all refuse the same combination. Airflow 3.3 validates each
+    Param alone against its own JSON schema; it has no hook for a rule between two of them.
+    """
+
+    field: str
+    limit: str
+    why: str
+
+    def broken_by(self, policy: Any) -> bool:
+        value, bound = getattr(policy, self.field), getattr(policy, self.limit)
+        return value is not None and bound is not None and value > bound
+
+
+class CrossFieldError(ValueError):
+    """A policy's fields break one of its ``cross_checks``; the message names both fields."""
+
+    def __init__(self, policy: Any, rule: AtMost) -> None:
+        self.policy, self.rule = policy, rule
+        super().__init__(self.with_names(lambda name: _all_names(type(policy), name)))
+
+    def with_names(self, name: Callable[[str], str]) -> str:
+        rule, policy = self.rule, self.policy
+        return (
+            f"{name(rule.field)} {getattr(policy, rule.field)} is above {name(rule.limit)} "
+            f"{getattr(policy, rule.limit)}: {rule.why}"
+        )
+
+
+def cross_checks(policy_cls: type) -> tuple[AtMost, ...]:
+    """The rules between fields that ``policy_cls`` declares (its ``cross_checks``)."""
+    return tuple(getattr(policy_cls, "cross_checks", ()))
+
+
+def cross_checked(policy_cls: type) -> list[str]:
+    """The declared fields that take part in a cross check, in declaration order."""
+    names = {n for rule in cross_checks(policy_cls) for n in (rule.field, rule.limit)}
+    return [d.name for d in declared(policy_cls) if d.name in names]
+
+
+def check_cross_fields(policy: Any) -> None:
+    """Raise :class:`CrossFieldError` for the first of the policy's cross checks it breaks
+    (called from the policy's ``__post_init__``)."""
+    for rule in cross_checks(type(policy)):
+        if rule.broken_by(policy):
+            raise CrossFieldError(policy, rule)
+
+
+def _declared_field(policy_cls: type, name: str) -> Declared | None:
+    return next((d for d in declared(policy_cls) if d.name == name), None)
+
+
+def _flag_of(policy_cls: type, name: str) -> str:
+    """A field as a step's log shows it (a DAG run sets the Param): "--rounds (Param x)"."""
+    item = _declared_field(policy_cls, name)
+    return f"{item.flag} (Param {item.param})" if item else name
+
+
+def _all_names(policy_cls: type, name: str) -> str:
+    """A field as every caller may know it: "rounds (--rounds, Param analysis_rounds)"."""
+    item = _declared_field(policy_cls, name)
+    return f"{name} ({item.flag}, Param {item.param})" if item else name
 
 
 def lookup_env(name: str) -> tuple[str, str]:
@@ -224,7 +302,10 @@ def from_env(policy_cls: type[_Policy], error: type[Exception] = ValueError) -> 
         except ValueError as exc:
             default = getattr(policy_cls(), item.name)
             raise error(f"{name}={raw!r}: {exc}; set it to e.g. {default}") from None
-    return policy_cls(**values)
+    try:
+        return policy_cls(**values)
+    except CrossFieldError as exc:
+        raise error(f"the environment's defaults break a rule: {exc}") from None
 
 
 def param_schemas(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from mlops_steps.core.options import option
+from mlops_steps.core.options import AtMost, check_cross_fields, option
 
 SYNTHETIC_SOURCE = "synthetic://churn"
 DEFAULT_SEED = 42
@@ -202,8 +203,8 @@ class AnalysisPolicy:
     )
     max_failed_rounds: int = option(
         2,
-        help="roll back after this many failed rounds",
-        title="Roll back after this many failed rounds",
+        help="roll back after this many failed rounds (at most --rounds)",
+        title="Roll back after this many failed rounds (at most the rounds)",
         minimum=1,
     )
     concurrency: int = 4
@@ -224,6 +225,33 @@ class AnalysisPolicy:
         maximum=1,
         env="MLOPS_GATE_MIN_ACCURACY",
     )
+    # The labelled rows replayed (release/golden.py): this pinned set if given, else the
+    # champion's hold-out; never rows of the candidate's own partition, unless a first release
+    # (no champion) is explicitly allowed to be judged on its own hold-out.
+    reference_set: str = option(
+        "",
+        help="labelled partition replayed instead of the champion's hold-out, pinned as "
+        "KEY@DATA_SHA256 (empty: the champion's hold-out)",
+        env="MLOPS_ANALYSIS_REFERENCE_SET",
+    )
+    first_release: str = option(
+        "refuse",
+        help="with no champion and no reference set: refuse, or judge on the candidate's own "
+        "hold-out (its accuracy then only shows the service reproduces the offline score)",
+        choices=("refuse", "candidate_holdout"),
+        env="MLOPS_ANALYSIS_FIRST_RELEASE",
+    )
+
+    cross_checks: ClassVar[tuple[AtMost, ...]] = (
+        AtMost(
+            "max_failed_rounds",
+            "rounds",
+            why="a run whose every round failed would still pass",
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        check_cross_fields(self)
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,31 @@
-"""Automated canary analysis: replay labelled hold-out rows through the service and judge.
+"""Automated canary analysis: replay an independent golden set through the service and judge.
 
-Each round sends ``requests_per_round`` real rows of the candidate's own hold-out (customer id as
-the routing key, so the canary gets its share) and reads the service's Prometheus metrics before and
-after. The judgement compares the canary with the stable variant on what the service itself measured
-(error rate, p99 latency, score distribution) and on accuracy against the replayed labels. Rates and
-latency are judged per round; distribution and accuracy on everything seen so far (a round of a few
-dozen canary rows is too noisy on its own), and the PSI limit grows by what two samples of that size
+Each round sends ``requests_per_round`` labelled rows of a golden set that is not the candidate's
+own data (release/golden.py: a pinned reference set, else the champion's hold-out) through
+``/predict`` (release/replay.py) and reads the service's Prometheus metrics before and after,
+counting only the samples of the versions judged (the canary's and the stable one's ``version``
+label). The judgement compares the canary with the stable variant on what the service itself
+measured (error rate, p99 latency, score distribution), on accuracy against the replayed labels,
+and on the requests that got no usable answer at all (client errors). Rates and latency are
+judged per round; distribution and accuracy on everything seen so far (a round of a few dozen
+canary rows is too noisy on its own), and the PSI limit grows by what two samples of that size
 reach by chance, so a small canary is not rejected for sampling noise.
 
 Fail closed: a round with no canary traffic, no stable traffic while a stable version serves,
-missing series or a NaN is a failed round. ``max_failed_rounds`` failed rounds end the analysis
-early with a rejection; the verdict and every round's numbers go to ``analysis.json``.
+missing series or a NaN is a failed round; metrics without a version label, a traffic change
+during the analysis or no independent golden set stop it. The run passes only when it completed
+every round it was asked for and failed fewer than ``max_failed_rounds`` (at most ``rounds``,
+a cross check of the policy); reaching that many ends it early with a rejection. The verdict and
+every round's numbers go to ``analysis.json``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,10 +34,13 @@ import numpy as np
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.policies import AnalysisPolicy
 from mlops_steps.core.settings import Settings
+from mlops_steps.release.golden import current_champion, golden_set
+from mlops_steps.release.replay import CANARY, STABLE, Replay, replay_round
 from mlops_steps.release.targets import open_target
 from mlops_steps.release.targets.base import TrafficState
 
-STABLE, CANARY = "stable", "canary"
+_JUDGED = ("serving_requests_total", "serving_request_latency_seconds_bucket")
+_SCORES = "serving_prediction_score_bucket"
 
 
 class CanaryFailed(StepError):
@@ -49,8 +56,15 @@ class Snapshot:
     score_buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
 
 
-def parse_metrics(text: str, endpoint: str = "predict") -> dict[str, Snapshot]:
-    """Per-variant counters from the service's Prometheus text."""
+def parse_metrics(
+    text: str, versions: Mapping[str, str | None], endpoint: str = "predict"
+) -> dict[str, Snapshot]:
+    """Per-variant counters of the versions judged, from the service's Prometheus text.
+
+    A sample counts only when its ``version`` label is the version ``versions`` names for its
+    variant (another version's samples, e.g. of a canary retired before this one, are ignored);
+    a sample without the label (a service older than it) fails closed.
+    """
     from prometheus_client.parser import text_string_to_metric_families
 
     snapshots: dict[str, Snapshot] = defaultdict(Snapshot)
@@ -60,20 +74,25 @@ def parse_metrics(text: str, endpoint: str = "predict") -> dict[str, Snapshot]:
             variant = labels.get("variant")
             if variant not in (STABLE, CANARY):
                 continue
-            if sample.name == "serving_requests_total" and labels.get("endpoint") == endpoint:
+            judged = sample.name in _JUDGED and labels.get("endpoint") == endpoint
+            if not judged and sample.name != _SCORES:
+                continue
+            if "version" not in labels:
+                raise CanaryFailed(
+                    f"has no 'version' label on {sample.name}, so the metrics of the version "
+                    "judged cannot be told from any other's",
+                    subject="the service's /metrics",
+                    fix="upgrade the model service to one that labels its metrics by version",
+                )
+            if labels["version"] != versions.get(variant):
+                continue
+            snap = snapshots[variant]
+            if sample.name == "serving_requests_total":
                 status = labels["status"]
-                snap = snapshots[variant]
                 snap.requests[status] = snap.requests.get(status, 0.0) + sample.value
-            elif (
-                sample.name == "serving_request_latency_seconds_bucket"
-                and labels.get("endpoint") == endpoint
-            ):
+            else:
                 le = float(labels["le"])
-                buckets = snapshots[variant].latency_buckets
-                buckets[le] = buckets.get(le, 0.0) + sample.value
-            elif sample.name == "serving_prediction_score_bucket":
-                le = float(labels["le"])
-                buckets = snapshots[variant].score_buckets
+                buckets = snap.score_buckets if sample.name == _SCORES else snap.latency_buckets
                 buckets[le] = buckets.get(le, 0.0) + sample.value
     return dict(snapshots)
 
@@ -157,22 +176,6 @@ def psi_noise_allowance(
     return float(chi2.ppf(0.99, len(bounds) - 1) * (1.0 / n1 + 1.0 / n2))
 
 
-@dataclass
-class Replay:
-    """What the client saw: per variant, labels and scores of answered rows, and errors."""
-
-    labels: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    failures: int = 0
-
-    def accuracy(self, variant: str) -> float:
-        labels, scores = self.labels.get(variant, []), self.scores.get(variant, [])
-        if not labels:
-            return math.nan
-        predicted = np.asarray(scores) >= 0.5
-        return float(np.mean(predicted == np.asarray(labels, dtype=bool)))
-
-
 def judge_round(
     policy: AnalysisPolicy,
     *,
@@ -208,6 +211,12 @@ def judge_round(
         checks.append({"check": name, "value": value, "limit": limit, "passed": bool(ok)})
 
     check(
+        "client_errors",
+        replay.failures,
+        policy.max_error_rate * replay.sent,
+        replay.sent > 0 and replay.failures <= policy.max_error_rate * replay.sent,
+    )
+    check(
         "canary_requests",
         canary["requests"],
         policy.min_canary_requests,
@@ -241,66 +250,46 @@ def judge_round(
         "checks": checks,
         "variants": stats,
         "score_psi": drift,
+        "requests_sent": replay.sent,
         "client_errors": replay.failures,
     }
 
 
-def _replay_rows(settings: Settings, partition_key: str) -> list[tuple[str, dict[str, Any], int]]:
-    """(customer id, features, label) of the candidate's hold-out rows."""
-    from mlops_steps.common.metrics import split_frame
-    from mlops_steps.common.storage import Partition, load_partition_frame
-    from mlops_steps.contract.schema import FEATURE_NAMES, ID_COLUMN, LABEL_COLUMN
-
-    partition = Partition.of(settings.dataset_root, partition_key)
-    frame, _ = load_partition_frame(partition)
-    holdout = split_frame(frame).holdout
-    features = holdout.loc[:, list(FEATURE_NAMES)]
-    records = json.loads(features.to_json(orient="records"))
-    return list(
-        zip(
-            holdout[ID_COLUMN].astype(str).tolist(),
-            records,
-            holdout[LABEL_COLUMN].astype(int).tolist(),
-            strict=True,
-        )
-    )
-
-
-Answer = tuple[int, str | None, float | None, int]  # status, variant, score, label
-
-
-def _send(
-    session: Any, url: str, rows: Iterable[tuple[str, dict[str, Any], int]], tag: str
-) -> list[Answer]:
-    out: list[Answer] = []
-    for index, (entity, features, label) in enumerate(rows):
-        body = {"features": features, "entity_id": entity, "request_id": f"{tag}-{index}"}
-        try:
-            response = session.post(url, json=body, timeout=10)
-        except Exception:  # a refused or timed-out request counts as a failure
-            out.append((0, None, None, label))
-            continue
-        payload = response.json() if response.status_code == 200 else {}
-        out.append((response.status_code, payload.get("variant"), payload.get("score"), label))
-    return out
+def overall(policy: AnalysisPolicy, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's verdict: it passes only when it completed every round it was asked for and
+    failed fewer than ``max_failed_rounds`` of them."""
+    failures = sum(not r["passed"] for r in rounds)
+    return {
+        "passed": len(rounds) >= policy.rounds and failures < policy.max_failed_rounds,
+        "failed_rounds": failures,
+        "rounds_completed": len(rounds),
+        "rounds_asked": policy.rounds,
+        "failed_checks": sorted(
+            {c["check"] for r in rounds if not r["passed"] for c in r["checks"] if not c["passed"]}
+        ),
+    }
 
 
 def run_analysis(
     settings: Settings, version: str, partition_key: str, policy: AnalysisPolicy
 ) -> dict[str, Any]:
-    """Drive traffic round by round and judge; raises CanaryFailed on a rejection."""
+    """Drive traffic round by round and judge; raises CanaryFailed on a rejection.
+
+    ``partition_key`` is the candidate's own partition: never replayed (release/golden.py).
+    """
     import requests
 
     target = open_target(settings)
     traffic = target.state()
-    _require_canary(traffic, version)
+    _require_canary(traffic, traffic, version)
     has_stable = traffic.stable_version is not None and traffic.canary_weight < 1.0
-    rows = _replay_rows(settings, partition_key)
-    if not rows:
-        raise CanaryFailed("has no hold-out rows to replay", subject=f"partition {partition_key}")
+    golden = golden_set(
+        settings, policy, candidate_partition=partition_key, champion=current_champion(settings)
+    )
+    versions = {STABLE: traffic.stable_version, CANARY: version}
     base = settings.deploy.service_url
-    rng = random.Random(f"{version}-{partition_key}")  # noqa: S311 (sampling, not security)
-    replay, rounds, failures = Replay(), [], 0
+    rng = random.Random(f"{version}-{golden.partition}")  # noqa: S311 (sampling, not security)
+    replay, rounds = Replay(), list[dict[str, Any]]()
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=policy.concurrency)
     session.mount("http://", adapter)
@@ -310,29 +299,29 @@ def run_analysis(
         urls = target.metrics_urls()
         if not urls:
             raise CanaryFailed("no serving process exposes metrics", subject=f"canary v{version}")
-        return merge(parse_metrics(session.get(url, timeout=10).text) for url in urls)
+        texts = []
+        for url in urls:
+            response = session.get(url, timeout=10)
+            response.raise_for_status()
+            texts.append(response.text)
+        return merge(parse_metrics(text, versions) for text in texts)
 
     start = scrape()
     for number in range(1, policy.rounds + 1):
-        _require_canary(target.state(), version)
+        _require_canary(target.state(), traffic, version)
         before = scrape()
-        sample = [rows[rng.randrange(len(rows))] for _ in range(policy.requests_per_round)]
-        shards = [sample[i :: policy.concurrency] for i in range(policy.concurrency)]
+        sample = [
+            golden.rows[rng.randrange(len(golden.rows))] for _ in range(policy.requests_per_round)
+        ]
         tag = f"canary-v{version}-r{number}"
-        with ThreadPoolExecutor(policy.concurrency) as pool:
-            results = pool.map(
-                _send,
-                [session] * len(shards),
-                [f"{base}/predict"] * len(shards),
-                shards,
-                [f"{tag}-{i}" for i in range(len(shards))],
-            )
-            for status, variant, score, label in (r for batch in results for r in batch):
-                if status == 200 and variant in (STABLE, CANARY) and score is not None:
-                    replay.labels[variant].append(label)
-                    replay.scores[variant].append(float(score))
-                else:
-                    replay.failures += 1
+        replay_round(
+            session,
+            f"{base}/predict",
+            sample,
+            concurrency=policy.concurrency,
+            tag=tag,
+            replay=replay,
+        )
         after = scrape()
         since_start = {
             v: Snapshot(
@@ -350,42 +339,46 @@ def run_analysis(
         )
         verdict["round"] = number
         rounds.append(verdict)
-        failures += not verdict["passed"]
-        if failures >= policy.max_failed_rounds:
+        if overall(policy, rounds)["failed_rounds"] >= policy.max_failed_rounds:
             break
         if number < policy.rounds:
             time.sleep(policy.interval_s)
-    passed = failures < policy.max_failed_rounds
-    failed_checks = sorted(
-        {c["check"] for r in rounds if not r["passed"] for c in r["checks"] if not c["passed"]}
-    )
+    summary = overall(policy, rounds)
     result = {
         "version": version,
-        "passed": passed,
-        "failed_rounds": failures,
+        **summary,
         "rounds": rounds,
-        "failed_checks": failed_checks,
         "compared_with_stable": has_stable,
+        "golden_set": golden.describe(),
         "traffic": traffic.as_dict(),
         "policy": asdict(policy),
     }
     from mlops_steps.release.ledger import write_result
 
     write_result(settings, version, "analysis", result)
-    if not passed:
+    if not summary["passed"]:
         raise CanaryFailed(
-            f"failed {failures} of {len(rounds)} rounds ({', '.join(failed_checks)})",
+            f"failed {summary['failed_rounds']} of {len(rounds)} rounds (asked for "
+            f"{policy.rounds}; {', '.join(summary['failed_checks']) or 'no check failed'})",
             subject=f"canary v{version}",
             fix="see analysis.json for each round's numbers; the rollback task restores traffic",
         )
     return result
 
 
-def _require_canary(traffic: TrafficState, version: str) -> None:
-    if traffic.canary_version != version or traffic.canary_weight <= 0:
+def _require_canary(now: TrafficState, at_start: TrafficState, version: str) -> None:
+    """The canary is ``version`` and the stable version is the one the analysis started with."""
+    if now.canary_version != version or now.canary_weight <= 0:
         raise CanaryFailed(
-            f"is not serving as the canary (target: canary v{traffic.canary_version} at "
-            f"{traffic.canary_weight})",
+            f"is not serving as the canary (target: canary v{now.canary_version} at "
+            f"{now.canary_weight})",
             subject=f"v{version}",
             fix="the canary task must run first; something else changed the traffic",
+        )
+    if now.stable_version != at_start.stable_version:
+        raise CanaryFailed(
+            f"was being compared with stable v{at_start.stable_version}, but the stable version "
+            f"is now v{now.stable_version}",
+            subject=f"canary v{version}",
+            fix="releases must not overlap (the promotion pool serialises them); re-run",
         )
