@@ -37,6 +37,9 @@ os.environ.update(
         "MLOPS_HOME": str(_SESSION_DIR / "mlops"),
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # MLflow's telemetry thread (no network here) sets and unsets a variable in os.environ
+        # while other threads iterate it: "KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'" in a step.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
 )
 os.environ.pop("MLFLOW_TRACKING_URI", None)
