@@ -6,6 +6,7 @@ Stdlib only, so the DAG processor and the serving process can import it cheaply.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,11 +75,29 @@ FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 SLICE_COLUMNS: tuple[str, ...] = ("contract_type", "internet_service")
 
 
-def feature_spec() -> dict[str, Any]:
-    """The JSON feature spec logged with every model (serving validates requests with it)."""
+def training_ranges(frame: Any) -> dict[str, tuple[float, float]]:
+    """The observed (min, max) of each numeric feature in a training frame (a pandas frame;
+    not imported here, this module stays stdlib only)."""
+    return {name: (float(frame[name].min()), float(frame[name].max())) for name in NUMERIC_FEATURES}
+
+
+def feature_spec(observed: Mapping[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """The JSON feature spec logged with every model (serving validates requests with it).
+
+    ``observed``: the (min, max) of each numeric feature in the training data (from
+    :func:`training_ranges`), written as ``"training_range": {"min": .., "max": ..}``.
+    Serving answers 422 beyond a
+    feature's ``minimum``/``maximum`` (impossible values) and serves but flags values outside
+    its training range (possible, but the model never saw them).
+    """
+    features = [f.to_dict() for f in FEATURES]
+    for feature in features:
+        seen = (observed or {}).get(feature["name"])
+        if seen is not None and feature["kind"] != "category":
+            feature["training_range"] = {"min": float(seen[0]), "max": float(seen[1])}
     return {
         "version": 1,
         "id_column": ID_COLUMN,
         "label_column": LABEL_COLUMN,
-        "features": [f.to_dict() for f in FEATURES],
+        "features": features,
     }

@@ -31,6 +31,7 @@ from mlops_steps.contract.schema import (
     LABEL_COLUMN,
     SLICE_COLUMNS,
     feature_spec,
+    training_ranges,
 )
 from mlops_steps.core.policies import TrainParams
 from mlops_steps.core.settings import Settings, code_version
@@ -239,7 +240,8 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
             booster_path = Path(tmp) / "booster.txt"
             booster.save_model(str(booster_path), num_iteration=booster.best_iteration)
             spec_path = Path(tmp) / "feature_spec.json"
-            spec_path.write_text(json.dumps(feature_spec(), indent=2))
+            # With each numeric feature's training range (serving flags values outside it).
+            spec_path.write_text(json.dumps(feature_spec(training_ranges(splits.train)), indent=2))
             mlflow.log_artifact(str(spec_path))
             mlflow.log_dict(manifest, "data/manifest.json")
             example = splits.valid.loc[:, list(FEATURE_NAMES)].head(5)
