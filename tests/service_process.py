@@ -47,7 +47,8 @@ def service_starter(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Service]]:
     """Start uvicorn processes of the service (stopped at the end); each waits for /ready, or
-    only for the port to answer with ``wait_ready=False``."""
+    only for the port to answer with ``wait_ready=False``. ``app_factory``: another factory
+    (a test's wrapper of the service that injects a fault)."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(
@@ -56,6 +57,7 @@ def service_starter(
         model_name: str,
         admin_token: str,
         wait_ready: bool = True,
+        app_factory: str = "mlops_serving.app:create_app",
         **env: str,
     ) -> Service:
         port = free_port()
@@ -72,7 +74,7 @@ def service_starter(
         }
         with output.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "mlops_serving.app:create_app",
+                [sys.executable, "-m", "uvicorn", "--factory", app_factory,
                  "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
                 env=environment,
                 stdout=sink,

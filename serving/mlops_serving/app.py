@@ -11,10 +11,14 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
+from mlops_serving.aliases import LiveAliases, registry_aliases
 from mlops_serving.api.routes import admin, model, ops, predict
+from mlops_serving.body_limit import BodySizeLimit
 from mlops_serving.config import ServingSettings
 from mlops_serving.metrics import ServingMetrics
 from mlops_serving.model import LoadedModel, load_model
@@ -42,19 +46,32 @@ def create_app(
         on_drop=metrics.log_dropped.inc,
         writer="process",
     )
-    loader = loader or _registry_loader(settings)
-    app.state["serving"] = ServingState(settings, metrics, predictions, loader)
+    client = None
+    if loader is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        loader = _registry_loader(client, settings)
+    state = ServingState(settings, metrics, predictions, loader)
+    if client is not None:
+        state.aliases = LiveAliases(registry_aliases(client, settings.model_name))
+    app.state["serving"] = state
     # /predict first: routes are matched in order, and it is the route that is measured.
     for router in (predict.router, ops.router, model.router, admin.router):
         app.include_router(router)
+    # Starlette and uvicorn have no body size limit of their own (see body_limit).
+    app.add_middleware(BodySizeLimit, max_bytes=settings.body_limit_bytes)
+    app.add_exception_handler(Exception, _internal_error)
     return app
 
 
-def _registry_loader(settings: ServingSettings) -> Callable[[str, str], LoadedModel]:
-    """Load by alias or version from the MLflow registry, or from the local model store."""
-    from mlflow import MlflowClient
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Any route's unexpected error: a JSON 500 without the stack (uvicorn logs it)."""
+    return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 
-    client = MlflowClient()
+
+def _registry_loader(client: Any, settings: ServingSettings) -> Callable[[str, str], LoadedModel]:
+    """Load by alias or version from the MLflow registry, or from the local model store."""
     store = Path(settings.model_store) if settings.model_store else None
     return lambda name, ref: load_model(client, name, ref, store)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -35,26 +35,85 @@ def _error(loc: list[Any], msg: str, kind: str, **ctx: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FieldSpec:
+    """One request field. Numeric fields carry the data contract's limits (``minimum`` and
+    ``maximum``: a value beyond them is impossible, a 422) and the range the model saw in
+    training (``training_range``: a value beyond it is served but flagged), when known."""
+
     name: str
     kind: str  # "integer" | "float" | "category"
     vocabulary: dict[str, float] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    training_range: tuple[float, float] | None = None
 
     def schema(self) -> dict[str, Any]:
         if self.vocabulary is not None:
             return {"type": "string", "enum": list(self.vocabulary)}
-        return {"type": "integer" if self.kind == "integer" else "number"}
+        out: dict[str, Any] = {"type": "integer" if self.kind == "integer" else "number"}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return out
+
+    def bounds(self) -> tuple[float, float]:
+        """The one range the fast paths check: the training range if known (within the
+        contract's limits: training data passed validation), else the contract's limits. A value
+        outside it takes the slow path, which tells an impossible value from an unusual one."""
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        if self.training_range is not None:  # clamped: a spec's word is not trusted blindly
+            return max(low, self.training_range[0]), min(high, self.training_range[1])
+        return low, high
+
+    def limit_error(self, value: float, loc: list[Any]) -> dict[str, Any] | None:
+        """The 422 for a value beyond the contract's limits, or None."""
+        if self.minimum is not None and value < self.minimum:
+            return _error(
+                loc,
+                f"Input should be greater than or equal to {self.minimum:g} "
+                "(the data contract's minimum)",
+                "greater_than_equal",
+                ge=self.minimum,
+            )
+        if self.maximum is not None and value > self.maximum:
+            return _error(
+                loc,
+                f"Input should be less than or equal to {self.maximum:g} "
+                "(the data contract's maximum)",
+                "less_than_equal",
+                le=self.maximum,
+            )
+        return None
+
+    def outside_training_range(self, value: float) -> bool:
+        return self.training_range is not None and not (
+            self.training_range[0] <= value <= self.training_range[1]
+        )
 
 
 class FeatureCodec:
-    """Validates feature records and encodes them as the booster's float matrix."""
+    """Validates feature records and encodes them as the booster's float matrix.
+
+    Both encoders also return which numeric values lie outside the training range (served, but
+    flagged for monitoring): ``()`` / ``{}`` in the common case, at the cost of one comparison
+    pair per numeric value (:meth:`FieldSpec.bounds`).
+    """
 
     def __init__(self, fields: list[FieldSpec]) -> None:
         self.fields = fields
         self.names = [f.name for f in fields]
         self._known = frozenset(self.names)
         self._getter = operator.itemgetter(*self.names)
-        # (name, vocabulary or None, whether an integer) per field: one tuple unpack per value.
-        self._plan = [(f.name, f.vocabulary, f.kind == "integer") for f in fields]
+        # (name, vocabulary or None, whether an integer, low, high) per field: one tuple unpack
+        # per value; low/high are the fast path's bounds (ignored for categories).
+        self._plan = [(f.name, f.vocabulary, f.kind == "integer", *f.bounds()) for f in fields]
+        numeric = [i for i, f in enumerate(fields) if f.vocabulary is None]
+        self._numeric = np.asarray(numeric, dtype=np.intp)
+        self._numeric_fields = [fields[i] for i in numeric]
+        self._low = np.asarray([fields[i].bounds()[0] for i in numeric], dtype=np.float64)
+        self._high = np.asarray([fields[i].bounds()[1] for i in numeric], dtype=np.float64)
+        self.checks_training_range = any(f.training_range is not None for f in fields)
 
     def json_schema(self) -> dict[str, Any]:
         return {
@@ -82,7 +141,7 @@ class FeatureCodec:
             return _error(loc, f"Input should be {expected}", f"{spec.kind}_type")
         if spec.kind == "integer" and not float(value).is_integer():
             return _error(loc, "Input should be an integer", "integer_type")
-        return float(value)
+        return spec.limit_error(value, loc) or float(value)
 
     def _row_errors(self, record: Any, loc: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
@@ -101,32 +160,47 @@ class FeatureCodec:
         ]
         return errors
 
-    def encode_one(self, record: Any, loc: list[Any]) -> list[float]:
-        """One record -> its feature values in the booster's order (the single-row fast path)."""
+    def encode_one(self, record: Any, loc: list[Any]) -> tuple[list[float], tuple[str, ...]]:
+        """One record -> its feature values in the booster's order (the single-row fast path)
+        and the names of the values outside the training range (usually none)."""
         if type(record) is dict and len(record) == len(self._plan):
             values: list[float] = []
             append = values.append
             try:
-                for name, vocabulary, integer in self._plan:
+                for name, vocabulary, integer, low, high in self._plan:
                     value = record[name]
                     if vocabulary is not None:
                         append(vocabulary[value])  # str keys only: nothing else matches
-                    elif type(value) is int or (
-                        type(value) is float
-                        and math.isfinite(value)
-                        and (not integer or value.is_integer())
-                    ):
+                    elif (
+                        type(value) is int
+                        or (
+                            type(value) is float
+                            and math.isfinite(value)
+                            and (not integer or value.is_integer())
+                        )
+                    ) and low <= value <= high:
                         append(float(value))  # OverflowError for ints beyond float range
                     else:
                         raise TypeError
             except (KeyError, TypeError, OverflowError):
                 pass
             else:
-                return values
-        raise InvalidInput(self._row_errors(record, loc) or [_error(loc, "Invalid", "value")])
+                return values, ()
+        errors = self._row_errors(record, loc)
+        if errors:
+            raise InvalidInput(errors)
+        # Valid, but beyond the training range: encoded the slow way, with the names.
+        values = [cast(float, self._check_value(s, record[s.name], loc)) for s in self.fields]
+        flagged = tuple(
+            s.name for s in self._numeric_fields if s.outside_training_range(record[s.name])
+        )
+        return values, flagged
 
-    def encode_many(self, records: list[Any], loc: list[Any]) -> np.ndarray:
-        """Many records -> an (m, n) float64 matrix; errors name the row.
+    def encode_many(
+        self, records: list[Any], loc: list[Any]
+    ) -> tuple[np.ndarray, dict[int, list[str]]]:
+        """Many records -> an (m, n) float64 matrix, and the names of the values outside the
+        training range by row (usually none); errors name the row.
 
         The fast path does C-level work per column (itemgetter, zip, map) and only falls back
         to checking record by record, to report errors, when something is off. A category
@@ -153,6 +227,9 @@ class FeatureCodec:
                 ):
                     raise TypeError
                 matrix[:, i] = values
+            numeric = matrix[:, self._numeric]
+            outside = (numeric < self._low) | (numeric > self._high)
+            flagged = self._flag_rows(numeric, outside) if outside.any() else {}
         except (KeyError, TypeError, ValueError, OverflowError):
             errors: list[dict[str, Any]] = []
             for index, record in enumerate(records):
@@ -160,7 +237,21 @@ class FeatureCodec:
                 if len(errors) >= _MAX_REPORTED_ERRORS:
                     break
             raise InvalidInput(errors[:_MAX_REPORTED_ERRORS]) from None
-        return matrix
+        return matrix, flagged
+
+    def _flag_rows(self, numeric: np.ndarray, outside: np.ndarray) -> dict[int, list[str]]:
+        """Rows with values outside the fast path's bounds: ValueError if any is beyond the
+        contract's limits (the caller then reports the errors), else the flagged names by row."""
+        flagged: dict[int, list[str]] = {}
+        for column in np.flatnonzero(outside.any(axis=0)).tolist():
+            spec = self._numeric_fields[column]
+            for row in np.flatnonzero(outside[:, column]).tolist():
+                value = float(numeric[row, column])
+                if spec.limit_error(value, []) is not None:
+                    raise ValueError(spec.name)
+                if spec.outside_training_range(value):
+                    flagged.setdefault(row, []).append(spec.name)
+        return flagged
 
     def smoke_row(self) -> np.ndarray:
         """A valid row (first category, zero) for a load-time smoke prediction."""

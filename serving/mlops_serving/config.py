@@ -14,6 +14,9 @@ PLACEHOLDER_TOKENS = frozenset(
 )  # fmt: skip
 MIN_TOKEN_LENGTH = 16
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+# The default body limit: generous bytes per batch row plus headroom (see ``max_body_bytes``).
+BODY_BYTES_PER_ROW = 1024
+BODY_HEADROOM_BYTES = 4 << 20
 
 
 class ServingConfigError(ValueError):
@@ -45,6 +48,17 @@ class ServingSettings(BaseSettings):
     prediction_log: str = Field(".mlops/predictions", validation_alias="SERVING_PREDICTION_LOG")
     prediction_log_flush_ms: int = Field(250, validation_alias="SERVING_PREDICTION_LOG_FLUSH_MS")
     max_batch_rows: int = Field(10_000, validation_alias="SERVING_MAX_BATCH_ROWS")
+    max_body_bytes: int | None = Field(
+        None,
+        validation_alias="SERVING_MAX_BODY_BYTES",
+        description=(
+            "Largest request body in bytes; a larger one gets 413 before it is read. Unset: "
+            "derived from the largest allowed batch, SERVING_MAX_BATCH_ROWS x "
+            f"{BODY_BYTES_PER_ROW} bytes (a 16-feature row is ~400 bytes of JSON) + "
+            f"{BODY_HEADROOM_BYTES >> 20} MiB "
+            "for entity ids and formatting: 14 MiB at the default 10,000 rows."
+        ),
+    )
     # directory of local bundles (``bundle:<dir>`` refs); empty = none
     model_store: str = Field("", validation_alias="SERVING_MODEL_STORE")
 
@@ -82,13 +96,22 @@ class ServingSettings(BaseSettings):
             raise ServingConfigError(f"{_variable(info)}={value!r} is not between 0 and 1")
         return number
 
-    @field_validator("prediction_log_flush_ms", "max_batch_rows", mode="before")
+    @field_validator("prediction_log_flush_ms", "max_batch_rows", "max_body_bytes", mode="before")
     @classmethod
-    def _positive_int(cls, value: Any, info: ValidationInfo) -> int:
+    def _positive_int(cls, value: Any, info: ValidationInfo) -> int | None:
+        if value is None and info.field_name == "max_body_bytes":
+            return None  # unset: derived (body_limit_bytes)
         text = str(value)
         if not text.isdecimal() or int(text) < 1:
             raise ServingConfigError(f"{_variable(info)}={value!r} is not a positive integer")
         return int(text)
+
+    @property
+    def body_limit_bytes(self) -> int:
+        """The request body limit in force: the setting, or the one derived from the batch size."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.max_batch_rows * BODY_BYTES_PER_ROW + BODY_HEADROOM_BYTES
 
     @model_validator(mode="after")
     def _safe_admin_token(self) -> ServingSettings:

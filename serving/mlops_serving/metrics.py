@@ -12,7 +12,7 @@ rows) use prometheus_client's own metrics.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,7 @@ class ServingMetrics:
         self.registry = registry or CollectorRegistry()
         self._requests: dict[tuple[str, str, str], _RequestSeries] = {}
         self._scored: dict[tuple[str, str], _ScoreSeries] = {}
+        self._out_of_range: dict[tuple[str, str, str], int] = {}
         self.registry.register(_RequestCollector(self))
         r = self.registry
         self.load_failures = Counter(
@@ -127,6 +128,12 @@ class ServingMetrics:
             series.rows += 1
             series.scores.observe(scores)
 
+    def out_of_range(self, variant: str, version: str, features: Iterable[str]) -> None:
+        """Count served values outside the training range, one per feature name given."""
+        for feature in features:
+            key = (feature, variant, version)
+            self._out_of_range[key] = self._out_of_range.get(key, 0) + 1
+
     def families(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "serving_requests",
@@ -155,7 +162,15 @@ class ServingMetrics:
             rows.add_metric(list(variant_version), score_series.rows)
             buckets, total = score_series.scores.family_sample()
             scores.add_metric(list(variant_version), buckets, total)
-        yield from (requests, latency, rows, scores)
+        out_of_range = CounterMetricFamily(
+            "serving_out_of_range",
+            "Served values outside the range the model saw in training, by feature (within the "
+            "data contract's limits: values beyond those get 422 and are not served).",
+            labels=["feature", "variant", "version"],
+        )
+        for key, count in list(self._out_of_range.items()):
+            out_of_range.add_metric(list(key), count)
+        yield from (requests, latency, rows, scores, out_of_range)
 
 
 class _RequestCollector(Collector):

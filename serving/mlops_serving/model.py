@@ -117,8 +117,22 @@ class LoadedModel:
             "loaded_by": self.ref,
             "run_id": self.run_id,
             "loaded_at": self.loaded_at,
+            "input_checks": self.input_checks(),
             **self.metadata,
         }
+
+    def input_checks(self) -> dict[str, Any]:
+        """Which checks requests get beyond types: the contract's limits always (422), the
+        training range only if the model's feature spec records it (served, flagged)."""
+        if self.codec.checks_training_range:
+            training = "values outside it are served, counted in serving_out_of_range_total "
+            training += "and flagged in the prediction log"
+        else:
+            training = (
+                "off: this model's feature spec records no training_range (trained before "
+                "training logged it); values within the contract's limits are not flagged"
+            )
+        return {"contract_limits": "values beyond them get 422", "training_range": training}
 
 
 def resolve_version(client: Any, model_name: str, ref: str) -> Any:
@@ -177,18 +191,15 @@ def load_bundle(client: Any, model_name: str, ref: str, model_store: Path | None
     bundle = (store / ref.removeprefix(BUNDLE_PREFIX)).resolve()
     if bundle.parent != store or not bundle.is_dir():
         raise ModelLoadError(f"{ref!r} is not a bundle directory in the model store {store}")
-    try:
-        manifest = json.loads((bundle / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{bundle}/manifest.json is unreadable: {exc}") from None
-    if manifest.get("model_name") != model_name:
+    manifest = _bundle_manifest(bundle)
+    if manifest["model_name"] != model_name:
         raise ModelLoadError(
-            f"bundle {bundle.name} holds model {manifest.get('model_name')!r}, not {model_name!r}"
+            f"bundle {bundle.name} holds model {manifest['model_name']!r}, not {model_name!r}"
         )
-    for relative, expected in manifest.get("files", {}).items():
-        digest = expected["sha256"] if isinstance(expected, dict) else expected
-        path = bundle / relative
-        if not path.is_file() or _sha256(path) != digest:
+    for relative, expected in manifest["files"].items():
+        digest = expected.get("sha256") if isinstance(expected, dict) else expected
+        path = (bundle / relative).resolve()
+        if not path.is_relative_to(bundle) or not path.is_file() or _sha256(path) != digest:
             raise ModelLoadError(f"bundle file {path} is missing or does not match its manifest")
     version = str(manifest["version"])
     metadata: dict[str, Any] = {"bundle": bundle.name, "image_ref": manifest.get("image_ref")}
@@ -208,6 +219,34 @@ def load_bundle(client: Any, model_name: str, ref: str, model_store: Path | None
         raise
     except Exception as exc:
         raise ModelLoadError(f"cannot load bundle {bundle}: {exc}") from exc
+
+
+# Manifest fields the service needs (release/builders/bundle.py writes them): what each must be.
+_MANIFEST_FIELDS = {
+    "model_name": ("a model name", lambda v: isinstance(v, str) and v != ""),
+    "version": ("a version number", lambda v: type(v) in (str, int) and str(v).isdecimal()),
+    "files": ("an object of file hashes", lambda v: isinstance(v, dict) and v != {}),
+}
+
+
+def _bundle_manifest(bundle: Path) -> dict[str, Any]:
+    """The bundle's manifest, or a ModelLoadError naming the field that is missing or wrong."""
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{bundle}/manifest.json is unreadable: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(f"{bundle}/manifest.json is not a JSON object")
+    rebuild = "rebuild the bundle (mlops-step build-image --version N)"
+    for name, (expected, valid) in _MANIFEST_FIELDS.items():
+        if name not in manifest:
+            raise ModelLoadError(f"{bundle}/manifest.json lacks the field {name!r}; {rebuild}")
+        if not valid(manifest[name]):
+            raise ModelLoadError(
+                f"{bundle}/manifest.json field {name!r} is {manifest[name]!r}, not {expected}; "
+                f"{rebuild}"
+            )
+    return manifest
 
 
 def _sha256(path: Path) -> str:
@@ -270,8 +309,24 @@ def _feature_codec(spec: dict[str, Any], signature: list[dict[str, Any]]) -> Fea
         vocabulary = None
         if feature["kind"] == "category":
             vocabulary = {c: float(i) for i, c in enumerate(feature["categories"])}
-        fields.append(FieldSpec(name, feature["kind"], vocabulary))
+        training = feature.get("training_range")
+        fields.append(
+            FieldSpec(
+                name,
+                feature["kind"],
+                vocabulary,
+                minimum=_bound(feature.get("minimum")),
+                maximum=_bound(feature.get("maximum")),
+                training_range=(float(training["min"]), float(training["max"]))
+                if training
+                else None,
+            )
+        )
     return FeatureCodec(fields)
+
+
+def _bound(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _single_row_predictor(model: LoadedModel, expected: float) -> SingleRowPredictor | None:
@@ -290,9 +345,9 @@ def _single_row_predictor(model: LoadedModel, expected: float) -> SingleRowPredi
 
 
 def _run_metadata(client: Any, version: Any) -> dict[str, Any]:
-    """Lineage for /model/info: data hash, code sha and training time from the training run."""
-    aliases = list(getattr(version, "aliases", []) or [])
-    meta: dict[str, Any] = {"aliases": aliases, "tags": dict(version.tags or {})}
+    """Lineage for /model/info: data hash, code sha and training time from the training run.
+    Not the aliases: they move after the load, so /model/info reads them when asked."""
+    meta: dict[str, Any] = {"tags": dict(version.tags or {})}
     if not version.run_id:
         return meta
     try:

@@ -36,7 +36,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlparse
@@ -65,7 +65,8 @@ class RequestBody(NamedTuple):
         return [value] if self.field == "features" else list(value)
 
 
-# (timestamp, request_id, entity_ids, variant, version, features, scores)
+# (timestamp, request_id, entity_ids, variant, version, features, scores, out_of_range): the
+# last maps a row's index to its features outside the training range (None: no such row).
 Entry = tuple[
     float,
     str,
@@ -74,13 +75,15 @@ Entry = tuple[
     str,
     RequestBody | Sequence[Any],
     Sequence[float] | np.ndarray,
+    Mapping[int, Sequence[str]] | None,
 ]
 
 
 def encode_lines(entry: Entry) -> list[bytes]:
     """One JSON line per prediction. The per-request fields are encoded once and each row adds
-    only its own (a batch of 10,000 rows costs ~2 µs a row, not ~9)."""
-    timestamp, request_id, entity_ids, variant, version, features, scores = entry
+    only its own (a batch of 10,000 rows costs ~2 µs a row, not ~9). A row with values outside
+    the training range names them in ``"out_of_range"`` (absent on the others)."""
+    timestamp, request_id, entity_ids, variant, version, features, scores, flagged = entry
     records = features.records() if isinstance(features, RequestBody) else features
     if len(records) != len(scores):
         raise ValueError(f"request {request_id}: {len(records)} records for {len(scores)} scores")
@@ -94,7 +97,7 @@ def encode_lines(entry: Entry) -> list[bytes]:
     )[:-1]
     values = scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
     dumps = orjson.dumps
-    return [
+    lines = [
         b'%s,"row":%d,"entity_id":%s,"score":%s,"features":%s}\n'
         % (
             head,
@@ -105,6 +108,9 @@ def encode_lines(entry: Entry) -> list[bytes]:
         )
         for index, score in enumerate(values)
     ]
+    for index, names in (flagged or {}).items():
+        lines[index] = b'%s,"out_of_range":%s}\n' % (lines[index][:-2], dumps(list(names)))
+    return lines
 
 
 class SinkWriter:
@@ -193,13 +199,17 @@ class PredictionLog:
         features: RequestBody | Sequence[Any],
         scores: Sequence[float] | np.ndarray,
         timestamp: float,
+        out_of_range: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
-        """Queue predictions (cheap: no I/O, no encoding on the caller's thread)."""
+        """Queue predictions (cheap: no I/O, no encoding on the caller's thread).
+        ``out_of_range``: by row index, the features outside the training range."""
         if len(self._buffer) >= self.max_buffered:  # deque length and append are thread-safe
             if self._on_drop:
                 self._on_drop(len(scores))
             return
-        self._buffer.append((timestamp, request_id, entity_ids, variant, version, features, scores))
+        self._buffer.append(
+            (timestamp, request_id, entity_ids, variant, version, features, scores, out_of_range)
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)

@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from mlops_serving.aliases import LiveAliases
 from mlops_serving.config import ServingSettings
 from mlops_serving.metrics import ServingMetrics
 from mlops_serving.model import LoadedModel, ModelLoadError
@@ -43,6 +44,8 @@ class ServingState:
         self.last_errors: dict[str, str] = {}
         self.admin_lock = threading.Lock()
         self.stop = threading.Event()
+        # The registry's aliases as they are now (for /model/info); None without a registry.
+        self.aliases: LiveAliases | None = None
 
     @property
     def routed_canary_weight(self) -> float:
@@ -58,9 +61,19 @@ class ServingState:
         }
 
     def load(self, variant: str, ref: str) -> LoadedModel:
-        """Load ``ref`` beside whatever is serving; on failure record why and re-raise."""
+        """Load ``ref`` beside whatever is serving; on failure record why and raise
+        ModelLoadError (also for a loader's unexpected error: the loader thread and the admin
+        routes rely on it, and the model serving keeps serving)."""
         try:
-            model = self._loader(self.settings.model_name, ref)
+            try:
+                model = self._loader(self.settings.model_name, ref)
+            except ModelLoadError:
+                raise
+            except Exception as exc:
+                log.exception("unexpected error loading %r", ref)
+                raise ModelLoadError(
+                    f"cannot load {ref!r}: unexpected {type(exc).__name__}: {exc}"
+                ) from exc
         except ModelLoadError as exc:
             self.metrics.load_failures.labels(variant).inc()
             self.last_errors[variant] = str(exc)

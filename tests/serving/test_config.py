@@ -20,6 +20,7 @@ DEFAULTS = {
     "prediction_log": ".mlops/predictions",
     "prediction_log_flush_ms": 250,
     "max_batch_rows": 10_000,
+    "max_body_bytes": None,
     "model_store": "",
 }
 
@@ -53,6 +54,7 @@ def test_defaults_and_every_variable_stripped(env: pytest.MonkeyPatch) -> None:
         SERVING_PREDICTION_LOG=" s3://bucket/log ",
         SERVING_PREDICTION_LOG_FLUSH_MS=" 200 ",
         SERVING_MAX_BATCH_ROWS=" 500 ",
+        SERVING_MAX_BODY_BYTES=" 2000000 ",
         SERVING_MODEL_STORE=" /store ",
     )
     assert settings.model_dump() == {
@@ -66,8 +68,21 @@ def test_defaults_and_every_variable_stripped(env: pytest.MonkeyPatch) -> None:
         "prediction_log": "s3://bucket/log",
         "prediction_log_flush_ms": 200,
         "max_batch_rows": 500,
+        "max_body_bytes": 2_000_000,
         "model_store": "/store",
     }
+    assert settings.body_limit_bytes == 2_000_000
+
+
+def test_the_body_limit_is_derived_from_the_largest_batch_unless_set(
+    env: pytest.MonkeyPatch,
+) -> None:
+    default = _settings(env, SERVING_ADMIN_TOKEN=TOKEN)
+    assert default.body_limit_bytes == 10_000 * 1024 + 4 * 1024 * 1024  # 14 MiB
+    assert _settings(env, SERVING_MAX_BATCH_ROWS="200").body_limit_bytes == 200 * 1024 + (4 << 20)
+    assert "SERVING_MAX_BATCH_ROWS x 1024 bytes" in str(
+        ServingSettings.model_fields["max_body_bytes"].description
+    )
 
 
 def test_blank_values_are_defaults_and_only_the_exact_names_count(
@@ -101,6 +116,8 @@ def test_dev_mode_is_on_for_true_words_only(env: pytest.MonkeyPatch, value: str,
         ("SERVING_MAX_BATCH_ROWS", "0", "is not a positive integer"),
         ("SERVING_MAX_BATCH_ROWS", "5.0", "is not a positive integer"),
         ("SERVING_PREDICTION_LOG_FLUSH_MS", "-5", "is not a positive integer"),
+        ("SERVING_MAX_BODY_BYTES", "1MB", "is not a positive integer"),
+        ("SERVING_MAX_BODY_BYTES", "0", "is not a positive integer"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(

@@ -55,3 +55,19 @@ def test_requests_count_by_status_and_latency_buckets_are_cumulative() -> None:
     assert samples[("serving_request_latency_seconds_count", series)] == 4
     assert np.isclose(samples[("serving_request_latency_seconds_sum", series)], 9.0044)
     assert len(LATENCY_BUCKETS) == 12
+
+
+def test_values_outside_the_training_range_are_counted_per_feature_variant_and_version() -> None:
+    metrics = ServingMetrics()
+    metrics.out_of_range("stable", "3", ("tenure_months",))
+    metrics.out_of_range("stable", "3", ["tenure_months", "avg_monthly_gb", "tenure_months"])
+    metrics.out_of_range("canary", "4", ["tenure_months"])
+    samples = _samples(metrics)
+
+    def count(feature: str, variant: str, version: str) -> float:
+        labels = (("feature", feature), ("variant", variant), ("version", version))
+        return samples[("serving_out_of_range_total", labels)]
+
+    assert count("tenure_months", "stable", "3") == 3
+    assert count("avg_monthly_gb", "stable", "3") == 1
+    assert count("tenure_months", "canary", "4") == 1

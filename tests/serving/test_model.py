@@ -29,8 +29,8 @@ def loaded(registry: str) -> LoadedModel:
 def test_the_single_row_fast_path_scores_exactly_like_the_booster(loaded: LoadedModel) -> None:
     assert loaded.single_row is not None
     records = _records(300)
-    batch = loaded.predict(loaded.codec.encode_many(records, ["instances"]))
-    singles = [loaded.predict_one(loaded.codec.encode_one(r, ["features"])) for r in records]
+    batch = loaded.predict(loaded.codec.encode_many(records, ["instances"])[0])
+    singles = [loaded.predict_one(loaded.codec.encode_one(r, ["features"])[0]) for r in records]
     assert np.array_equal(batch, np.asarray(singles))
 
 
@@ -44,7 +44,7 @@ def test_without_the_fast_path_single_rows_still_score(
     slow = load_model(MlflowClient(registry), MODEL, "1")
     assert slow.single_row is None
     record = _records(1)[0]
-    values = slow.codec.encode_one(record, ["features"])
+    values, _ = slow.codec.encode_one(record, ["features"])
     assert slow.predict_one(values) == loaded.predict_one(values)
 
 
@@ -73,9 +73,22 @@ def test_one_and_many_reject_the_same_values_naming_the_field(
     assert [(e["loc"], e["type"]) for e in many.value.errors] == [(["instances", 1, field], kind)]
 
 
-def test_whole_floats_are_integers_and_large_numbers_are_numbers(loaded: LoadedModel) -> None:
-    record = {**_records(1)[0], "tenure_months": 12.0, "monthly_charges": 1e26}
-    values = loaded.codec.encode_one(record, ["features"])
-    matrix = loaded.codec.encode_many([record], ["instances"])
+def test_whole_floats_are_integers(loaded: LoadedModel) -> None:
+    record = {**_records(1)[0], "tenure_months": 12.0, "monthly_charges": 80.0}
+    values, _ = loaded.codec.encode_one(record, ["features"])
+    matrix, _ = loaded.codec.encode_many([record], ["instances"])
     assert values == matrix[0].tolist()
     assert values[loaded.codec.names.index("tenure_months")] == 12.0
+
+
+def test_the_registered_model_carries_the_contract_limits_and_its_training_range(
+    loaded: LoadedModel,
+) -> None:
+    fields = {f.name: f for f in loaded.codec.fields}
+    tenure = fields["tenure_months"]
+    assert (tenure.minimum, tenure.maximum) == (0.0, 72.0)
+    assert tenure.training_range is not None
+    assert 0.0 <= tenure.training_range[0] <= tenure.training_range[1] <= 72.0
+    assert fields["contract_type"].training_range is None
+    assert loaded.codec.checks_training_range
+    assert loaded.info()["input_checks"]["training_range"].startswith("values outside it")

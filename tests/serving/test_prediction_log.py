@@ -98,7 +98,7 @@ def _body_entries(log: PredictionLog, records: list[dict[str, Any]]) -> None:
     batch = orjson.dumps({"instances": records[1:], "entity_ids": ["E2", "E3"]})
     log.record(request_id="many", entity_ids=["E2", "E3"], variant="canary", version="4",
                features=RequestBody(batch, "instances"), scores=np.array([0.5, 0.75]),
-               timestamp=11.0)  # fmt: skip
+               timestamp=11.0, out_of_range={1: ("tenure", "plan")})  # fmt: skip
 
 
 RECORDS = [
@@ -115,10 +115,10 @@ def test_the_writer_process_decodes_request_bodies_into_the_same_lines(tmp_path:
     assert log.written_rows == 3
     lines = _lines(tmp_path)
     assert [(x["request_id"], x["row"], x["entity_id"], x["variant"], x["model_version"],
-             x["score"], x["features"]) for x in lines] == [
-        ("one", 0, "E1", "stable", "3", 0.25, RECORDS[0]),
-        ("many", 0, "E2", "canary", "4", 0.5, RECORDS[1]),
-        ("many", 1, "E3", "canary", "4", 0.75, RECORDS[2]),
+             x["score"], x["features"], x.get("out_of_range")) for x in lines] == [
+        ("one", 0, "E1", "stable", "3", 0.25, RECORDS[0], None),
+        ("many", 0, "E2", "canary", "4", 0.5, RECORDS[1], None),
+        ("many", 1, "E3", "canary", "4", 0.75, RECORDS[2], ["tenure", "plan"]),
     ]  # fmt: skip
     # The same entries through the in-process writer give byte-identical lines.
     inline = tmp_path / "inline"
@@ -157,7 +157,7 @@ def test_the_writer_ignores_terminal_and_group_signals_until_its_pipe_closes(
 
 
 _ENTRY = (1.0, "r", ("E",), "stable", "1", RequestBody(b'{"features": {"a": 1}}', "features"),
-          (0.5,))  # fmt: skip
+          (0.5,), None)  # fmt: skip
 
 
 def _writer_with_a_child(

@@ -123,6 +123,104 @@ def test_malformed_bodies_get_422(service: Service, path: str, body: bytes, loc:
     assert response.json()["detail"][0]["loc"] == loc
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("tenure_months", -1, "greater_than_equal"),
+        ("tenure_months", 1e30, "less_than_equal"),
+        ("support_calls_90d", 31, "less_than_equal"),
+    ],
+)
+def test_values_beyond_the_contracts_limits_get_422_naming_the_field(
+    service: Service, field: str, value: float, kind: str
+) -> None:
+    record = {**_records(3)[0], field: value}
+    with service.client() as http:
+        single = http.post("/predict", json={"features": record})
+        batch = http.post("/predict/batch", json={"instances": [*_records(2), record]})
+    assert single.status_code == 422
+    assert [(e["loc"], e["type"]) for e in single.json()["detail"]] == [
+        (["body", "features", field], kind)
+    ]
+    assert batch.status_code == 422
+    assert [(e["loc"], e["type"]) for e in batch.json()["detail"]] == [
+        (["body", "instances", 2, field], kind)
+    ]
+
+
+def _numeric_spec(registry: str, version: str) -> dict[str, dict[str, Any]]:
+    """The numeric features of the version's logged feature spec, by name."""
+    run_id = MlflowClient(registry).get_model_version(MODEL, version).run_id
+    mlflow.set_tracking_uri(registry)
+    spec = mlflow.artifacts.load_dict(f"runs:/{run_id}/feature_spec.json")
+    return {f["name"]: f for f in spec["features"] if f["kind"] != "category"}
+
+
+def test_values_outside_the_training_range_are_served_counted_and_flagged(
+    registry: str, start_service: Callable[..., Service]
+) -> None:
+    service = start_service(registry)
+    numeric = _numeric_spec(registry, "1")
+    high, maximum = numeric["avg_monthly_gb"]["training_range"]["max"], 2_000.0
+    assert numeric["avg_monthly_gb"]["maximum"] == maximum
+    assert high < maximum  # possible, but above anything the model was trained on
+    unusual = min(high + 1.0, maximum)
+    records = _records(4)
+    for record in records:  # inside the training range except where set below
+        for name, feature in numeric.items():
+            low, top = feature["training_range"]["min"], feature["training_range"]["max"]
+            record[name] = type(record[name])(min(max(record[name], low), top))
+    with service.client() as http:
+        single = http.post(
+            "/predict", json={"features": {**records[0], "avg_monthly_gb": unusual},
+                              "entity_id": "R1"},
+        )  # fmt: skip
+        batch_rows = [records[1], {**records[2], "avg_monthly_gb": unusual}, records[3]]
+        batch = http.post("/predict/batch", json={"instances": batch_rows})
+        usual = http.post("/predict", json={"features": records[1], "entity_id": "R2"})
+        metrics = _metrics(http)
+        info = http.get("/model/info").json()["stable"]
+    assert (single.status_code, batch.status_code, usual.status_code) == (200, 200, 200)
+    counted = (("feature", "avg_monthly_gb"), ("variant", "stable"), ("version", "1"))
+    assert metrics[("serving_out_of_range_total", counted)] == 2
+    assert [k for k in metrics if k[0] == "serving_out_of_range_total"] == [
+        ("serving_out_of_range_total", counted)
+    ]
+    assert info["input_checks"]["training_range"].startswith("values outside it are served")
+    lines = _wait_for_log_lines(service.log_dir, 5)
+    flags = {(line["entity_id"], line["row"]): line.get("out_of_range") for line in lines}
+    assert flags == {
+        ("R1", 0): ["avg_monthly_gb"],
+        (None, 0): None,
+        (None, 1): ["avg_monthly_gb"],
+        (None, 2): None,
+        ("R2", 0): None,
+    }
+
+
+def test_model_info_shows_the_aliases_as_they_are_now(service: Service, registry: str) -> None:
+    client = MlflowClient(registry)
+    alias = "serving-info-test"
+
+    def stable_aliases() -> list[str]:
+        with service.client() as http:
+            return list(http.get("/model/info").json()["stable"]["aliases"])
+
+    def wait_until(expected: list[str]) -> None:
+        deadline = time.monotonic() + 30
+        while stable_aliases() != expected:
+            assert time.monotonic() < deadline, f"/model/info never showed {expected}"
+            time.sleep(0.5)
+
+    try:
+        client.set_registered_model_alias(MODEL, alias, "1")
+        wait_until(["champion", alias])
+        client.set_registered_model_alias(MODEL, alias, "2")  # moved after the load
+        wait_until(["champion"])
+    finally:
+        client.delete_registered_model_alias(MODEL, alias)
+
+
 def test_oversized_batch_gets_413_with_the_limit(service: Service) -> None:
     with service.client() as http:
         response = http.post("/predict/batch", json={"instances": _records(201)})

@@ -86,9 +86,8 @@ def feature_spec(observed: Mapping[str, tuple[float, float]] | None = None) -> d
 
     ``observed``: the (min, max) of each numeric feature in the training data (from
     :func:`training_ranges`), written as ``"training_range": {"min": .., "max": ..}``.
-    Serving answers 422 beyond a
-    feature's ``minimum``/``maximum`` (impossible values) and serves but flags values outside
-    its training range (possible, but the model never saw them).
+    Serving answers 422 beyond a feature's ``minimum``/``maximum`` (impossible values) and
+    serves but flags values outside its training range (possible, but the model never saw them).
     """
     features = [f.to_dict() for f in FEATURES]
     for feature in features:

@@ -6,10 +6,17 @@ model version, which changes at run time, and the hot path stays a few dozen mic
 same reason they take only the request (no ``Depends`` to resolve), answer with orjson, bump plain
 counters on the event loop (:mod:`mlops_serving.metrics`) and hand the prediction log the body as
 it arrived. The OpenAPI request bodies are declared by hand below.
+
+Values outside the model's training range are served, counted per feature and flagged in the
+prediction log; values beyond the data contract's limits are 422s (both from the codec). An
+unexpected error is a JSON 500 without the stack, counted like any answer under the variant and
+version that was chosen (:func:`_failed`): the canary analysis reads those counts.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 import uuid
 from typing import Any
@@ -17,8 +24,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from mlops_serving.api.deps import serving_state
+from mlops_serving.body_limit import BodyTooLarge
 from mlops_serving.codec import InvalidInput
 from mlops_serving.metrics import ServingMetrics
 from mlops_serving.model import LoadedModel
@@ -26,6 +35,7 @@ from mlops_serving.predlog import RequestBody
 from mlops_serving.state import STABLE, ServingState
 
 router = APIRouter(tags=["predict"])
+log = logging.getLogger("mlops_serving")
 
 _PREDICT_BODY = {
     "requestBody": {
@@ -131,6 +141,7 @@ def _served(
     entity_ids: Any,
     features: RequestBody,
     scores: Any,
+    out_of_range: dict[int, Any] | None,
 ) -> str:
     """Log and count a successful prediction; returns its request id. The log gets the
     body as it arrived (the writer decodes it again, in its own process)."""
@@ -143,6 +154,7 @@ def _served(
         features=features,
         scores=scores,
         timestamp=time.time(),
+        out_of_range=out_of_range,
     )
     seconds = time.perf_counter() - started
     state.metrics.request(endpoint, variant, model.version, 200, seconds)
@@ -155,63 +167,97 @@ def _not_ready(state: ServingState, endpoint: str, started: float) -> Response:
     return _json({"detail": f"no model loaded: {reason}"}, 503)
 
 
+def _failed(
+    state: ServingState, endpoint: str, started: float, variant: str, version: str
+) -> Response:
+    """A 500 for an unexpected error: counted under the variant and version that was chosen
+    (the canary analysis reads these), logged with its stack, answered without it."""
+    _finish(state.metrics, endpoint, started, 500, variant=variant, version=version)
+    error_id = uuid.uuid4().hex
+    log.exception("%s failed (error id %s, variant %s, version %s)", endpoint, error_id,
+                  variant, version)  # fmt: skip
+    return _json({"detail": f"internal error (error id {error_id}; see the service log)"}, 500)
+
+
 @router.post("/predict", openapi_extra=_PREDICT_BODY)
 async def predict(request: Request) -> Response:
     """Score one customer."""
     started = time.perf_counter()
     state = serving_state(request)
-    metrics = state.metrics
-    received = await _payload(request, metrics, "predict", started)
-    if isinstance(received, Response):
-        return received
-    body, payload = received
-    entity_id = payload.get("entity_id")
-    if entity_id is not None and type(entity_id) is not str:
-        return _reject(
-            metrics,
+    variant = version = "none"
+    try:
+        metrics = state.metrics
+        received = await _payload(request, metrics, "predict", started)
+        if isinstance(received, Response):
+            return received
+        body, payload = received
+        entity_id = payload.get("entity_id")
+        if entity_id is not None and type(entity_id) is not str:
+            return _reject(
+                metrics,
+                "predict",
+                started,
+                loc=["body", "entity_id"],
+                msg="Expected a string",
+                kind="string_type",
+            )
+        variant, model = state.route(entity_id)
+        if model is None:
+            return _not_ready(state, "predict", started)
+        version = model.version
+        features = payload.get("features")
+        try:
+            values, outside = model.codec.encode_one(features, ["body", "features"])
+        except InvalidInput as exc:
+            _finish(metrics, "predict", started, 422, variant=variant, version=version)
+            return _invalid(exc.errors)
+        score = model.predict_one(values)
+        metrics.scored(variant, version, score)
+        if outside:
+            metrics.out_of_range(variant, version, outside)
+        request_id = _served(
+            state,
             "predict",
             started,
-            loc=["body", "entity_id"],
-            msg="Expected a string",
-            kind="string_type",
+            variant=variant,
+            model=model,
+            payload=payload,
+            entity_ids=(entity_id,),
+            features=RequestBody(body, "features"),
+            scores=(score,),
+            out_of_range={0: outside} if outside else None,
         )
-    variant, model = state.route(entity_id)
-    if model is None:
-        return _not_ready(state, "predict", started)
-    features = payload.get("features")
-    try:
-        values = model.codec.encode_one(features, ["body", "features"])
-    except InvalidInput as exc:
-        _finish(metrics, "predict", started, 422, variant=variant, version=model.version)
-        return _invalid(exc.errors)
-    score = model.predict_one(values)
-    metrics.scored(variant, model.version, score)
-    request_id = _served(
-        state,
-        "predict",
-        started,
-        variant=variant,
-        model=model,
-        payload=payload,
-        entity_ids=(entity_id,),
-        features=RequestBody(body, "features"),
-        scores=(score,),
-    )
-    return _json(
-        {
-            "score": score,
-            "variant": variant,
-            "model_version": model.version,
-            "request_id": request_id,
-        }
-    )
+        return _json(
+            {
+                "score": score,
+                "variant": variant,
+                "model_version": version,
+                "request_id": request_id,
+            }
+        )
+    except (BodyTooLarge, ClientDisconnect):
+        raise  # answered by the body limit / nobody to answer
+    except Exception:
+        return _failed(state, "predict", started, variant, version)
 
 
 @router.post("/predict/batch", openapi_extra=_BATCH_BODY)
-async def predict_batch(request: Request) -> Response:  # noqa: PLR0911 (a return per rejection)
+async def predict_batch(request: Request) -> Response:
     """Score many customers in one request (one variant answers the whole batch)."""
     started = time.perf_counter()
     state = serving_state(request)
+    chosen = ["none", "none"]  # variant, version: filled in once a model is chosen
+    try:
+        return await _predict_batch(request, state, started, chosen)
+    except (BodyTooLarge, ClientDisconnect):
+        raise  # answered by the body limit / nobody to answer
+    except Exception:
+        return _failed(state, "batch", started, *chosen)
+
+
+async def _predict_batch(  # noqa: PLR0911 (a return per rejection)
+    request: Request, state: ServingState, started: float, chosen: list[str]
+) -> Response:
     metrics = state.metrics
     received = await _payload(request, metrics, "batch", started)
     if isinstance(received, Response):
@@ -253,13 +299,16 @@ async def predict_batch(request: Request) -> Response:  # noqa: PLR0911 (a retur
     variant, model = state.route(routing_key if type(routing_key) is str else None)
     if model is None:
         return _not_ready(state, "batch", started)
+    chosen[:] = variant, model.version
     try:
-        matrix = model.codec.encode_many(instances, ["body", "instances"])
+        matrix, outside = model.codec.encode_many(instances, ["body", "instances"])
     except InvalidInput as exc:
         _finish(metrics, "batch", started, 422, variant=variant, version=model.version)
         return _invalid(exc.errors)
     scores = model.predict(matrix)
     metrics.scored(variant, model.version, scores)
+    if outside:
+        metrics.out_of_range(variant, model.version, itertools.chain(*outside.values()))
     request_id = _served(
         state,
         "batch",
@@ -270,6 +319,7 @@ async def predict_batch(request: Request) -> Response:  # noqa: PLR0911 (a retur
         entity_ids=entity_ids or (),
         features=RequestBody(body, "instances"),
         scores=scores,
+        out_of_range=outside or None,
     )
     return _json(
         {
