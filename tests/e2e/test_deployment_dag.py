@@ -212,6 +212,7 @@ def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
     assert entry["previous_champion"] == "1" and entry["dag_run_id"] == run.run_id
     assert entry["data_sha256"] == tags["mlops.data_sha256"]
     assert entry["analysis"]["passed"] is True
+    assert entry["analysis"]["golden_set"]["source"] == "champion_holdout"
 
     # The same event again (a duplicate webhook, the reconciliation tick): nothing is deployed.
     again = deployment.dag.test(run_conf=FAST_ANALYSIS)
@@ -280,6 +281,13 @@ def test_a_reviewed_candidate_the_canary_rejects_is_rolled_back(deployment: Depl
     (entry,) = deployment.ledger()
     assert entry["decision"] == "rejected" and entry["version"] == "3"
     assert entry["analysis"]["passed"] is False and entry["analysis"]["failed_checks"]
+    # Judged on the champion's hold-out, not on its own flipped labels, so accuracy catches it.
+    assert "canary_accuracy" in entry["analysis"]["failed_checks"]
+    golden = entry["analysis"]["golden_set"]
+    assert (golden["source"], golden["partition"]) == (
+        "champion_holdout",
+        deployment.tags("1")["mlops.partition"],
+    )
     assert entry["approved_by"] == airflow_api.APPROVER
 
 
