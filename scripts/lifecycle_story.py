@@ -1,5 +1,6 @@
 """The acts of the lifecycle demo (scripts/lifecycle.py), in order: a first release, a drifted
-model the gate stops, drift in served traffic that retrains and releases again."""
+partition whose labels moved (validation stops it), drift in served traffic that retrains and
+releases again."""
 
 from __future__ import annotations
 
@@ -42,6 +43,30 @@ def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
     return len(records)
 
 
+def stopped_by(results: Path) -> dict[str, str]:
+    """Which check stopped a training run, from its partition's results: the comparison with
+    the champion's data in ``validate`` (a label shift) or the ``gate``."""
+
+    def read(step: str) -> dict[str, Any]:
+        path = results / f"{step}.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    validation, gate = read("validate"), read("gate")
+    shift = validation.get("shift") or {}
+    if shift.get("refused"):
+        return {"step": "validate", "reason": shift.get("summary", "label shift"),
+                "report": shift.get("report_html", "")}  # fmt: skip
+    if validation and not validation.get("success"):
+        failed = "; ".join(validation.get("failed_expectations", [])) or "see its task log"
+        return {
+            "step": "validate",
+            "reason": failed,
+            "report": str(validation.get("data_docs_index")),
+        }
+    return {"step": "gate", "reason": gate.get("reason", "see the UI"),
+            "report": str(results / "gate.json")}  # fmt: skip
+
+
 def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     stage("2/5  Train, register a challenger, release it (approval, canary, promotion)", started)
@@ -57,21 +82,18 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     aliases, _ = registry(stack)
     say(f"aliases {aliases}; the service: {serving(stack)}", indent=4)
 
-    stage("3/5  Train on drifted data: a worse model the gate must stop", started)
+    stage("3/5  Train on drifted data whose labels moved: validation must stop it", started)
     drifted = trigger(stack, TRAINING, "demo_2_drifted_data",
                       {"rows": args.rows, "drift": 0.8, "seed": 7})  # fmt: skip
     state = follow(stack, TRAINING, drifted)
     results = partition_results(stack, drifted)
-    gate = (
-        json.loads((results / "gate.json").read_text()) if (results / "gate.json").is_file() else {}
-    )
-    say(f"run {state}; gate: {gate.get('decision', '?')} ({gate.get('reason', 'see the UI')})",
-        indent=4)  # fmt: skip
+    stopped = stopped_by(results)
+    say(f"run {state}; stopped by {stopped['step']}: {stopped['reason']}", indent=4)
     after, _ = registry(stack)
     if state != "failed" or after != aliases:
         raise RuntimeError(f"the drifted model was not stopped: run {state}, aliases {after}")
     say(f"aliases unchanged {after}; the service: {serving(stack)}", indent=4)
-    facts["drifted_run"], facts["gate"] = drifted, gate
+    facts["drifted_run"], facts["stopped"] = drifted, stopped
 
     stage("4/5  Drifted customers reach the service; monitoring sees it and retrains", started)
     served = serve_drifted_customers(stack, results, args.traffic_rows)
