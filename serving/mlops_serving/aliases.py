@@ -33,7 +33,6 @@ class LiveAliases:
         self._cache_seconds = cache_seconds
         self._deadline = deadline_seconds
         self._lock = threading.Lock()
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aliases")
         self._pending: concurrent.futures.Future[dict[str, str]] | None = None
         self._answer: tuple[float, dict[str, str] | None, str | None] | None = None
 
@@ -43,7 +42,7 @@ class LiveAliases:
             if self._answer is not None and now - self._answer[0] < self._cache_seconds:
                 return self._answer[1], self._answer[2]
             if self._pending is None:  # one read at a time, however many callers wait
-                self._pending = self._pool.submit(self._fetch)
+                self._pending = self._start_read()
             pending = self._pending
         try:
             aliases: dict[str, str] | None = dict(pending.result(timeout=self._deadline))
@@ -57,6 +56,20 @@ class LiveAliases:
                 self._pending = None
                 self._answer = (time.monotonic(), aliases, error)
         return aliases, error
+
+    def _start_read(self) -> concurrent.futures.Future[dict[str, str]]:
+        """The read in a daemon thread: one that hangs never holds up the service's exit (an
+        executor's worker would be joined at exit, for as long as MLflow's client retries)."""
+        future: concurrent.futures.Future[dict[str, str]] = concurrent.futures.Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self._fetch())
+            except Exception as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=read, name="registry-aliases", daemon=True).start()
+        return future
 
 
 def registry_aliases(client: Any, model_name: str) -> Callable[[], dict[str, str]]:
