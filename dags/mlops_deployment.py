@@ -21,7 +21,7 @@ from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
 from mlops_provider.notifications.notifier import approval_notifier
 from mlops_provider.operators.approval import CandidateApprovalOperator
-from mlops_provider.operators.outcome import ReleaseRolledBackOperator
+from mlops_provider.operators.outcome import ReleaseRolledBackOperator, skip_unless_attempted
 from mlops_provider.operators.step import STEP_MACROS, release_step, step_operator
 from mlops_provider.params import dag_params, step_args
 from mlops_provider.sensors.registry import MlflowModelVersionSensor
@@ -219,14 +219,17 @@ with DAG(
             "rollback",
             "rollback",
             (
-                *VERSION,
+                # Rendered before the skip check below, so it must render without a candidate.
+                "--version", f"{{{{ ({CANDIDATE} or {{}}).get('version', '') }}}}",
                 "--status", "rejected",
                 "--reason", "the canary release failed (see the analysis and task logs)",
-                "--approved-by", f"{{{{ {APPROVAL}['responded_by'] }}}}",
+                "--approved-by", f"{{{{ ({APPROVAL} or {{}}).get('responded_by', '') }}}}",
             ),
         ),
         pool=PROMOTION_POOL,
         trigger_rule="one_failed",
+        # one_failed also fires on upstream failures (resolve, approve): nothing was released.
+        pre_execute=skip_unless_attempted("canary"),
         outlets=[DEPLOYMENTS],
     )  # fmt: skip
 

@@ -240,8 +240,8 @@ def test_a_candidate_needing_review_is_never_auto_approved(deployment: Deploymen
     assert states["approve"] == "failed", states
     released = ("build_image", "canary", "analyze_canary", "promote", "reject")
     assert {states[t] for t in released} == {"upstream_failed"}, states
-    # The rollback has no decision to record (the approval pushed none): it records nothing.
-    assert states["rollback"] == "failed" and states["release_rolled_back"] == "upstream_failed"
+    # Nothing was released, so there is nothing to roll back (and no "rollback failed" alert).
+    assert (states["rollback"], states["release_rolled_back"]) == ("skipped", "skipped"), states
 
     assert deployment.aliases() == {"champion": "1", "challenger": "3"}
     assert deployment.traffic() == before
@@ -316,6 +316,7 @@ def test_ungated_version_is_refused(deployment: Deployment) -> None:
     run = deployment.dag.test(run_conf={**FAST_ANALYSIS, "version": "2"})
     states = _states(run)
     assert states["resolve"] == "failed", states
+    assert (states["rollback"], states["release_rolled_back"]) == ("skipped", "skipped"), states
     assert deployment.aliases() == {"champion": "1"}
     assert deployment.ledger() == []
 
