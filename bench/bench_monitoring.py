@@ -140,8 +140,8 @@ def main() -> int:
 
     print("monitor step phases:")
     clock("import", __import__, "evidently.presets")
+    from mlops_steps.common import drift
     from mlops_steps.core.policies import DriftPolicy
-    from mlops_steps.monitoring import drift
 
     policy = DriftPolicy(report_sample_rows=args.report_sample_rows)
     with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as tmp:
