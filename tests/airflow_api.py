@@ -50,13 +50,28 @@ def answer_in_background(dag_id: str, option: str) -> tuple[threading.Thread, li
     # its models in this thread deadlocks on the two modules' import locks.
     api = client()
 
+    def parked() -> list[dict[str, Any]]:
+        """Open requests whose task has parked itself in ``awaiting_input``. Airflow resumes a
+        parked task when the answer arrives, and a task that parks after an earlier answer
+        resumes itself, under row locks (FOR UPDATE) that SQLite ignores: an answer landing
+        between the request's creation and the parking strands the task (seen: answered 82 ms
+        after the request, the run waited forever). A person in the UI is never that fast."""
+        return [
+            detail
+            for detail in api.pending_hitl(dag_id)
+            if api.task_instance(
+                dag_id, detail["task_instance"]["dag_run_id"], detail["task_instance"]["task_id"]
+            )["state"]
+            == "awaiting_input"
+        ]
+
     def respond() -> None:
         try:
             # An API error while dag.test() writes the same SQLite file (a 5xx, a lost token) is
             # "not yet", as a person would reload the page.
             waiting = wait_for(
-                f"an approval request of {dag_id}",
-                lambda: api.pending_hitl(dag_id),
+                f"a parked approval request of {dag_id}",
+                parked,
                 600,
                 errors=(OSError, ValueError, ApiError),
             )
@@ -71,7 +86,8 @@ def answer_in_background(dag_id: str, option: str) -> tuple[threading.Thread, li
 
 
 def _reject_pending(dag_id: str) -> None:
-    """Answer every open request of ``dag_id`` with "Reject" straight in the metadata database.
+    """Answer every open request of ``dag_id`` with "Reject" straight in the metadata database,
+    and resume its task if it is parked, as the API's answer route does.
 
     Under ``dag.test()`` an unanswered request blocks the test's thread for good: signals (and so
     pytest's timeout) are not handled while it waits. When the API could not answer, the run is
@@ -80,16 +96,25 @@ def _reject_pending(dag_id: str) -> None:
     from airflow._shared.timezones import timezone
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.triggers.base import TriggerEvent
     from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
 
     with create_session() as session:
         open_requests = (
-            session.query(HITLDetail)
+            session.query(HITLDetail, TaskInstance)
             .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
             .filter(TaskInstance.dag_id == dag_id, HITLDetail.responded_at.is_(None))
         )
-        for request in open_requests:
+        for request, task_instance in open_requests:
             request.chosen_options = ["Reject"]
             request.params_input = {}
-            request.responded_by = {"id": "test-harness", "name": "test harness (API failed)"}
             request.responded_at = timezone.utcnow()
+            request.responded_by = {"id": "test-harness", "name": "test harness (API failed)"}
+            if task_instance.state == TaskInstanceState.AWAITING_INPUT:
+                handle_event_submit(
+                    TriggerEvent(request.as_resume_event_payload()),
+                    task_instance=task_instance,
+                    session=session,
+                )
