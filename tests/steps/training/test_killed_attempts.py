@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,21 @@ from mlflow import MlflowClient
 
 from mlops_steps.cli import main as cli
 from mlops_steps.common.storage import Partition, read_json
-from mlops_steps.core.settings import load_settings
+from mlops_steps.core.settings import code_version, load_settings
 
 ROWS = "20000"  # enough that the run exists for seconds before it could finish
 _BOUND_S = 600.0  # a hang bound, not a speed assertion
 
 
 @pytest.fixture
-def steps(tracking: str, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+def steps(tracking: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:
     # The training key includes the code version: fixed, so a commit made by someone else
-    # between the attempts cannot change it.
+    # between the attempts cannot change it. code_version() is cached per process: this process
+    # must see the same value as the child attempts (and later tests their own).
     monkeypatch.setenv("MLOPS_CODE_SHA", "test-killed-attempts")
-    return MlflowClient(tracking)
+    code_version.cache_clear()
+    yield MlflowClient(tracking)
+    code_version.cache_clear()
 
 
 def _step(verb: str, partition: str, *args: str) -> int:
