@@ -223,3 +223,16 @@ def test_the_local_child_process_receives_the_pod_argv_and_env(
         assert seen["env"]["AWS_ACCESS_KEY_ID"] == "from-worker-env"
         assert "AWS_SECRET_ACCESS_KEY" not in seen["env"]
         assert seen["env"]["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+
+
+def test_the_analysis_gets_the_deployments_golden_set_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The golden set is a deployment setting (not a Param): the worker's value reaches the
+    analyze step's pod, or the step would fall back to refusing a first release."""
+    monkeypatch.setenv("MLOPS_ANALYSIS_FIRST_RELEASE", "candidate_holdout")
+    monkeypatch.setenv("MLOPS_ANALYSIS_REFERENCE_SET", "golden@" + "ab" * 32)
+    analyze = load_dags(monkeypatch, "kubernetes")["mlops_deployment"].get_task("analyze_canary")
+    env = {e["name"]: e for e in _container(_manifest(analyze))["env"]}
+    assert env["MLOPS_ANALYSIS_FIRST_RELEASE"]["value"] == "candidate_holdout"
+    assert env["MLOPS_ANALYSIS_REFERENCE_SET"]["value"] == "golden@" + "ab" * 32

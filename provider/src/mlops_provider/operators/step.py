@@ -100,6 +100,9 @@ def release_environment(settings: Settings) -> dict[str, str]:
         "MLOPS_STABLE_REPLICAS": str(deploy.stable_replicas),
         "MLOPS_ROLLOUT_TIMEOUT_S": str(deploy.rollout_timeout_s),
         "MLOPS_K8S_NAMESPACE": settings.kubernetes.namespace,
+        # The analysis' golden set is the deployment's choice, not a trigger Param.
+        "MLOPS_ANALYSIS_REFERENCE_SET": settings.analysis.reference_set,
+        "MLOPS_ANALYSIS_FIRST_RELEASE": settings.analysis.first_release,
     }
     if build.builder == "ci":
         env |= {
