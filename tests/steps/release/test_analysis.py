@@ -81,7 +81,7 @@ def test_a_healthy_canary_passes() -> None:
             _replay(0.85, 0.85),
             {"score_psi"},
         ),
-        (_snapshot(100), _replay(0.85, 0.70), {"canary_accuracy"}),
+        (_snapshot(100), _replay(0.85, 0.70, n=1000), {"canary_accuracy"}),
     ],
     ids=["errors", "latency", "shifted-scores", "accuracy"],
 )
@@ -274,3 +274,33 @@ def test_a_run_passes_only_after_every_round_asked_for() -> None:
     assert unfinished["passed"] is False
     assert (unfinished["rounds_completed"], unfinished["rounds_asked"]) == (2, 3)
     assert overall(policy, [_round(False)] * 2)["passed"] is False
+
+
+def test_an_accuracy_gap_within_sampling_noise_is_not_a_rejection() -> None:
+    """Each variant answers different rows: 0.77 on 90 canary rows against 0.83 on 800 stable
+    rows is what two equally good models show by chance (a 10 % canary was rejected for it);
+    the same gap on ten times the rows is real."""
+    small = _judge(
+        {"stable": _snapshot(800), "canary": _snapshot(90)}, _uneven(0.83, 800, 0.77, 90)
+    )
+    accuracy = next(c for c in small["checks"] if c["check"] == "canary_accuracy")
+    assert accuracy["passed"], accuracy
+    assert accuracy["limit"] < 0.83 - 0.05 - 0.09  # the allowance for 90 rows is about 0.10
+
+    large = _judge(
+        {"stable": _snapshot(8000), "canary": _snapshot(900)}, _uneven(0.83, 8000, 0.70, 900)
+    )
+    accuracy = next(c for c in large["checks"] if c["check"] == "canary_accuracy")
+    assert not accuracy["passed"], accuracy
+
+
+def _uneven(stable_acc: float, n_stable: int, canary_acc: float, n_canary: int) -> Replay:
+    replay = Replay(sent=n_stable + n_canary)
+    for variant, accuracy, n in (
+        ("stable", stable_acc, n_stable),
+        ("canary", canary_acc, n_canary),
+    ):
+        right = round(n * accuracy)
+        replay.labels[variant] = [1] * n
+        replay.scores[variant] = [0.9] * right + [0.1] * (n - right)
+    return replay
