@@ -7,8 +7,8 @@ USER airflow
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/mlops/
 RUN pip install --no-cache-dir -r /opt/mlops/requirements.txt -c /opt/mlops/constraints.txt
 
-# The step package is installed without its ML dependencies: DAG files import only its
-# stdlib-only modules (config, spec, schema) to declare tasks.
+# The step package is installed without its ML dependencies: DAG files import only core and the
+# contract loader (PyYAML and jsonschema come with Airflow) to declare each model's tasks.
 COPY --chown=airflow:0 pyproject.toml README.md /opt/mlops/
 COPY --chown=airflow:0 include/ /opt/mlops/include/
 RUN pip install --no-cache-dir --no-deps /opt/mlops
@@ -17,6 +17,10 @@ RUN pip install --no-cache-dir --no-deps /opt/mlops
 # Airflow finds by its entry point; the triggerer imports its triggers and callbacks from there.
 COPY --chown=airflow:0 provider/ /opt/mlops/provider/
 RUN pip install --no-cache-dir --no-deps /opt/mlops/provider
+
+# One contract per model: the DAG factory builds each model's DAGs from these files.
+COPY --chown=airflow:0 models/ /opt/mlops/models/
+ENV MLOPS_MODELS_DIR=/opt/mlops/models
 
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 # Only the two AirflowPlugin modules: the webhook bridge app and the Param-driven deadline reference.
