@@ -4,17 +4,21 @@ Both runners execute exactly this: the local runner as a subprocess, the Kuberne
 task pod's command. A step prints its result as the last stdout line (``MLOPS_RESULT {json}``) and,
 inside a pod that has the Airflow XCom volume, also writes it where the XCom sidecar reads it.
 Exit codes: 0 done, 1 crash (retry may help), 2 rejected input or decision (a retry repeats it).
+The model a verb works on is ``--model NAME`` (before or after the verb), else
+``$MLOPS_MODEL_NAME``, else churn; its contract is loaded before the verb runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from mlops_steps.cli import monitoring, release, training
-from mlops_steps.cli.base import verb_adder
+from mlops_steps.cli import contract, monitoring, release, training
+from mlops_steps.cli.base import MODEL_HELP, verb_adder
 from mlops_steps.core.errors import (
     EXIT_CRASH,
     EXIT_OK,
@@ -27,19 +31,54 @@ from mlops_steps.core.results import emit_result
 from mlops_steps.core.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("mlops_steps")
+MODEL_ENV = "MLOPS_MODEL_NAME"
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     """Every verb, with defaults from ``settings`` (flags derive from core/policies.py)."""
     parser = argparse.ArgumentParser(prog="mlops-step", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument("--model", metavar="NAME", default=argparse.SUPPRESS, help=MODEL_HELP)
     verb = verb_adder(parser.add_subparsers(dest="verb", required=True, metavar="VERB"))
-    for stage in (training, release, monitoring):
+    for stage in (training, release, monitoring, contract):
         stage.add_verbs(verb, settings)
     return parser
 
 
+def model_option(argv: Sequence[str]) -> str | None:
+    """The ``--model`` given anywhere in ``argv`` (None when absent): read before the settings,
+    which (and whose defaults for every flag) depend on the model."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--model")
+    known, _ = pre.parse_known_args(list(argv))
+    return str(known.model) if known.model else None
+
+
+@contextmanager
+def _model_env(name: str | None) -> Iterator[None]:
+    """``--model`` wins over the environment: it is set as MLOPS_MODEL_NAME while the verb runs
+    (settings and anything the step starts read it there), and restored afterwards."""
+    if name is None:
+        yield
+        return
+    before = os.environ.get(MODEL_ENV)
+    os.environ[MODEL_ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MODEL_ENV, None)
+        else:
+            os.environ[MODEL_ENV] = before
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with _model_env(model_option(argv)):
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -53,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     log.info("mlops-step %s %s", args.verb, getattr(args, "partition", "") or "")
     try:
+        if args.needs_contract:
+            from mlops_steps.contract.loader import load_contract
+
+            load_contract(settings.model_name)
         result = args.handler(args, settings)
     except NothingToDo as exc:
         log.warning("nothing to do: %s", exc.render())
@@ -64,5 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         log.exception("step %s crashed", args.verb)
         return EXIT_CRASH
-    emit_result(result)
+    if result is not None:
+        emit_result(result)
     return EXIT_OK

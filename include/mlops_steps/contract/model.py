@@ -33,6 +33,17 @@ DEFAULT_PRIMARY: Mapping[Task, str] = {
     "regression": "rmse",
 }
 
+#: The DAGs the factory builds for every model (ids ``mlops_<kind>__<model>``).
+DAG_KINDS: tuple[str, ...] = ("training", "deployment", "monitoring", "rollback")
+#: The assets every model has (URIs ``mlops://<model>/<what>``).
+ASSETS: tuple[str, ...] = (
+    "training-data",
+    "drift-detected",
+    "challenger",
+    "registry-event",
+    "deployments",
+)
+
 _Policy = TypeVar("_Policy")
 
 
@@ -159,6 +170,14 @@ class ModelContract:
     def class_labels(self) -> tuple[str, ...]:
         """The classes as the service names them (strings), in probability-column order."""
         return tuple(str(c) for c in self.classes)
+
+    def dag_id(self, kind: str) -> str:
+        """The id of this model's DAG of ``kind`` (one of :data:`DAG_KINDS`)."""
+        return f"mlops_{kind}__{self.name}"
+
+    def asset_uri(self, what: str) -> str:
+        """The URI of this model's asset ``what`` (one of :data:`ASSETS`)."""
+        return f"mlops://{self.name}/{what}"
 
     def section(self, name: str) -> Mapping[str, Any]:
         return self.overrides.get(name, {})
