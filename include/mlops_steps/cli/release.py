@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+from typing import Any, TypeVar
 
 from mlops_steps.cli.base import AddVerb, Handler
 from mlops_steps.core.options import add_cli_options, cross_checked, from_args
 from mlops_steps.core.policies import AnalysisPolicy, CanaryPolicy
 from mlops_steps.core.settings import Settings
+
+_Policy = TypeVar("_Policy")
+
+
+def policy_for_model(
+    policy_cls: type[_Policy],
+    args: argparse.Namespace,
+    defaults: _Policy,
+    section: str,
+    settings: Settings,
+    **extra: Any,
+) -> _Policy:
+    """The policy a step applies: the deployment's ``defaults`` (class defaults and the
+    environment), then the model contract's ``section`` overrides, then each flag given a value
+    other than the deployment's default (a DAG Param, or the command line). A flag left at the
+    deployment's default takes the contract's value, so the contract binds unless a run says
+    otherwise."""
+    from mlops_steps.contract.loader import load_contract
+
+    model = load_contract(settings.model_name).policy(section, defaults)
+    flags = vars(args)
+    merged = dict(flags)
+    chosen = dict(extra)
+    for item in dataclasses.fields(policy_cls):  # type: ignore[arg-type]
+        if not item.init or item.name in extra:
+            continue
+        given = item.name in flags and flags[item.name] != getattr(defaults, item.name)
+        value = flags[item.name] if given else getattr(model, item.name)
+        if item.name in flags:
+            merged[item.name] = value
+        else:
+            chosen[item.name] = value
+    return from_args(policy_cls, argparse.Namespace(**merged), **chosen)
+
+
+def _analysis_policy(args: argparse.Namespace, settings: Settings) -> AnalysisPolicy:
+    return policy_for_model(AnalysisPolicy, args, settings.analysis, "canary", settings)
 
 
 def _release(args: argparse.Namespace, settings: Settings) -> Any:
@@ -27,7 +65,7 @@ def _resolve(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
     # The run's first step: analysis settings that break a cross check end it here, before
     # anything changes (Airflow validates each Param alone).
-    from_args(AnalysisPolicy, args)
+    _analysis_policy(args, settings)
     return run_resolve(settings, args.version or None)
 
 
@@ -40,14 +78,16 @@ def _build_image(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
 def _canary(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.release.deploy import run_canary
 
-    return run_canary(settings, _release(args, settings), args.weight)
+    policy = policy_for_model(CanaryPolicy, args, settings.canary, "canary", settings)
+    return run_canary(settings, _release(args, settings), policy.weight)
 
 
 def _analyze(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.release.analysis import run_analysis
 
-    policy = from_args(AnalysisPolicy, args)
-    return run_analysis(settings, args.version, args.data_partition, policy)
+    return run_analysis(
+        settings, args.version, args.data_partition, _analysis_policy(args, settings)
+    )
 
 
 def _promote(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

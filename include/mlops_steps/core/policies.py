@@ -211,19 +211,34 @@ class AnalysisPolicy:
     min_canary_requests: int = 20
     max_error_rate: float = option(0.01, help="max canary error rate", minimum=0, maximum=1)
     max_p99_ms: float = option(100.0, help="max canary p99 latency (ms)", exclusive_minimum=0)
+    # PSI of the prediction distribution: the score histogram (binary), the predicted-class
+    # counts (multiclass) or the value histogram (regression).
     max_psi: float = option(
-        0.25, help="max score PSI canary vs stable", title="Max score PSI", exclusive_minimum=0
+        0.25,
+        help="max PSI of the predictions (score, class mix or value) canary vs stable",
+        title="Max prediction PSI",
+        exclusive_minimum=0,
     )
+    # Classification (binary, multiclass): accuracy on the golden set.
     max_accuracy_drop: float = option(
-        0.05, help="max accuracy drop vs stable", minimum=0, maximum=1
+        0.05, help="max accuracy drop vs stable (classification)", minimum=0, maximum=1
     )
-    # Used alone when no stable version serves (the first release); defaults to the gate's.
+    # Used alone when no stable version serves (the first release of a classifier).
     min_accuracy: float = option(
         0.75,
-        help="min canary accuracy (first release)",
+        help="min canary accuracy (first release of a classifier)",
         minimum=0,
         maximum=1,
-        env="MLOPS_GATE_MIN_ACCURACY",
+        env="MLOPS_ANALYSIS_MIN_ACCURACY",
+    )
+    # Regression: the golden set's RMSE (or MAE when that is the primary metric) may exceed the
+    # stable's (first release: the candidate's own hold-out value) by this share.
+    max_error_increase: float = option(
+        0.1,
+        help="max relative increase of the canary's RMSE/MAE vs stable (regression)",
+        title="Max error increase vs stable (regression)",
+        minimum=0,
+        maximum=10,
     )
     # The labelled rows replayed (release/golden.py): this pinned set if given, else the
     # champion's hold-out; never rows of the candidate's own partition, unless a first release
@@ -339,15 +354,32 @@ class DriftPolicy:
 class PerformancePolicy:
     """When the champion counts as degraded on labelled traffic."""
 
-    max_auc_drop: float = option(
+    # The task's primary metric (the contract's) against the champion's training-time
+    # ``mlops.holdout_<metric>``, in the metric's better direction. Scores on a 0..1 scale (auc,
+    # accuracy, f1, macro_f1, r2) are bounded by an absolute drop (churn: AUC may lose 0.05),
+    # losses without a scale (log_loss, rmse, mae) by a share of the training-time value.
+    max_primary_drop: float = option(
         0.05,
-        help="max AUC drop on labelled traffic",
-        title="Max AUC drop on labelled traffic",
+        help="max drop of the primary metric on labelled traffic, when it is a 0..1 score "
+        "(auc, accuracy, f1, macro_f1, r2)",
+        title="Max primary-metric drop on labelled traffic (0..1 scores)",
         minimum=0,
         maximum=1,
     )
+    max_primary_relative_drop: float = option(
+        0.1,
+        help="max relative worsening of the primary metric on labelled traffic, when it is a "
+        "loss (log_loss, rmse, mae)",
+        title="Max relative primary-metric worsening (losses)",
+        minimum=0,
+        maximum=10,
+    )
     max_accuracy_drop: float = option(
-        0.05, help="max accuracy drop", title="Max accuracy drop", minimum=0, maximum=1
+        0.05,
+        help="max accuracy drop (classification)",
+        title="Max accuracy drop",
+        minimum=0,
+        maximum=1,
     )
     min_labeled_rows: int = option(
         200, help="fewer labelled rows: performance is not judged", minimum=1

@@ -7,8 +7,9 @@ and only the score PSI caught it). The rows come from, in order:
 1. ``reference_set`` (``KEY@DATA_SHA256``): a labelled partition the deployment pins by the hash
    of its data, so every candidate is judged on the same rows;
 2. the champion's hold-out: the partition its ``mlops.partition`` tag names, checked against its
-   ``mlops.data_sha256`` tag, split as every model splits a partition (by a hash of the customer
-   id, so these customers are in no model's training rows);
+   ``mlops.data_sha256`` tag, split as every model splits a partition (by a hash of the row id:
+   the contract's id column, else the id derived from the row's content; so these rows are in
+   no model's training rows);
 3. with no champion (a first release) the candidate's own hold-out, only when the policy says so
    (``first_release=candidate_holdout``): its accuracy then shows that the service reproduces the
    offline score, not that the labels are right. Otherwise the analysis refuses.
@@ -24,11 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.policies import AnalysisPolicy
 from mlops_steps.core.settings import Settings
 
-Row = tuple[str, dict[str, Any], int]  # customer id, features, label
+# row id (the routing key), features, label (binary 0/1, multiclass class name, regression value)
+Row = tuple[str, dict[str, Any], Any]
 
 REFERENCE_SET, CHAMPION_HOLDOUT, CANDIDATE_HOLDOUT = (
     "reference_set",
@@ -86,8 +89,14 @@ def golden_set(
     *,
     candidate_partition: str,
     champion: ChampionRef | None,
+    contract: ModelContract | None = None,
 ) -> GoldenSet:
-    """The labelled rows to replay (see the module docstring for the order)."""
+    """The labelled rows to replay (see the module docstring for the order); ``contract``
+    (default: the settings' model's) names the features, the label and the row id."""
+    if contract is None:
+        from mlops_steps.contract.loader import load_contract
+
+        contract = load_contract(settings.model_name)
     if policy.reference_set:
         key, _, sha = policy.reference_set.partition("@")
         if not key or len(sha) != 64:
@@ -96,7 +105,14 @@ def golden_set(
                 subject="the reference set",
                 fix="pin it as the partition key, '@', and its manifest's data_sha256",
             )
-        return _holdout(settings, REFERENCE_SET, key, sha, candidate_partition)
+        return _holdout(
+            settings,
+            REFERENCE_SET,
+            key=key,
+            sha=sha,
+            candidate=candidate_partition,
+            contract=contract,
+        )
     if champion is not None:
         key = champion.tags.get("mlops.partition", "")
         sha = champion.tags.get("mlops.data_sha256", "")
@@ -106,10 +122,17 @@ def golden_set(
                 subject=f"champion v{champion.version}",
                 fix=f"register versions with the 'register' step, or {_FIX_REFERENCE}",
             )
-        return _holdout(settings, CHAMPION_HOLDOUT, key, sha, candidate_partition)
+        return _holdout(
+            settings,
+            CHAMPION_HOLDOUT,
+            key=key,
+            sha=sha,
+            candidate=candidate_partition,
+            contract=contract,
+        )
     if policy.first_release == CANDIDATE_HOLDOUT:
         partition = _partition(settings, candidate_partition)
-        return _load(partition, CANDIDATE_HOLDOUT, expected_sha=None)
+        return _load(partition, CANDIDATE_HOLDOUT, expected_sha=None, contract=contract)
     raise GoldenSetError(
         "cannot be judged on independent labels: there is no champion and no reference set, "
         "and the candidate's own rows carry the labels it learned",
@@ -120,15 +143,21 @@ def golden_set(
 
 
 def _holdout(
-    settings: Settings, source: str, key: str, sha: str, candidate_partition: str
+    settings: Settings,
+    source: str,
+    *,
+    key: str,
+    sha: str,
+    candidate: str,
+    contract: ModelContract,
 ) -> GoldenSet:
-    if key == candidate_partition:
+    if key == candidate:
         raise GoldenSetError(
             f"is the candidate's own partition {key}: its labels cannot judge it",
             subject=f"the golden set ({source})",
             fix=_FIX_REFERENCE,
         )
-    return _load(_partition(settings, key), source, expected_sha=sha)
+    return _load(_partition(settings, key), source, expected_sha=sha, contract=contract)
 
 
 def _partition(settings: Settings, key: str) -> Any:
@@ -144,11 +173,54 @@ def _partition(settings: Settings, key: str) -> Any:
     return partition
 
 
-def _load(partition: Any, source: str, *, expected_sha: str | None) -> GoldenSet:
+def label_text(value: Any) -> str:
+    """A label value as the contract's class labels spell it (1.0 read from a CSV is "1",
+    a boolean "true"/"false")."""
+    if hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def golden_labels(contract: ModelContract, values: list[Any], where: str) -> list[Any]:
+    """Labels as the replay compares them with the service's answers: binary 1 for the
+    positive class else 0; multiclass the class as the service names it; regression the
+    number. A value outside the contract's classes is refused (it would count as wrong)."""
+    if contract.task == "regression":
+        return [float(v) for v in values]
+    texts = [label_text(v) for v in values]
+    unknown = sorted(set(texts) - set(contract.class_labels))
+    if unknown:
+        raise GoldenSetError(
+            f"{where} holds labels {unknown[:5]} that are not classes of model "
+            f"{contract.name} ({', '.join(contract.class_labels)})",
+            subject="the golden set",
+            fix="pin a partition labelled like the model's contract, or correct its classes",
+        )
+    if contract.task == "multiclass":
+        return texts
+    positive = label_text(contract.positive_class)
+    return [int(t == positive) for t in texts]
+
+
+def _row_ids(frame: Any, contract: ModelContract) -> tuple[Any, str]:
+    """The frame with its row id column: the contract's id, else the id derived from each row's
+    content (training derives the same one, so the hold-out is the same rows)."""
+    from mlops_steps.common.metrics import id_column_of, with_row_ids
+
+    column = id_column_of(contract)
+    return (frame if column in frame.columns else with_row_ids(frame, contract)), column
+
+
+def _load(
+    partition: Any, source: str, *, expected_sha: str | None, contract: ModelContract
+) -> GoldenSet:
     """The partition's hold-out rows, after its checksums (file and, if pinned, data)."""
     from mlops_steps.common.metrics import split_frame
     from mlops_steps.common.storage import load_partition_frame
-    from mlops_steps.contract.schema import FEATURE_NAMES, ID_COLUMN, LABEL_COLUMN
 
     frame, manifest = load_partition_frame(partition)
     actual = str(manifest.get("data_sha256", ""))
@@ -158,19 +230,29 @@ def _load(partition: Any, source: str, *, expected_sha: str | None) -> GoldenSet
             subject=f"the golden set ({source})",
             fix="restore the pinned data, or pin the set anew after checking it",
         )
-    holdout = split_frame(frame).holdout
+    missing = [c for c in (*contract.feature_names, contract.label) if c not in frame.columns]
+    if missing:
+        raise GoldenSetError(
+            f"partition {partition.key} lacks columns {missing} of model {contract.name}'s "
+            "contract",
+            subject=f"the golden set ({source})",
+            fix="pin a partition ingested for this model (MLOPS_MODEL_NAME / --model)",
+        )
+    frame, id_column = _row_ids(frame, contract)
+    holdout = split_frame(frame, id_column).holdout
+    holdout = holdout[holdout[contract.label].notna()]
     if holdout.empty:
         raise GoldenSetError(
-            f"partition {partition.key} has no hold-out rows",
+            f"partition {partition.key} has no labelled hold-out rows",
             subject=f"the golden set ({source})",
             fix=_FIX_REFERENCE,
         )
-    records = json.loads(holdout.loc[:, list(FEATURE_NAMES)].to_json(orient="records"))
+    records = json.loads(holdout.loc[:, list(contract.feature_names)].to_json(orient="records"))
     rows = list(
         zip(
-            holdout[ID_COLUMN].astype(str).tolist(),
+            holdout[id_column].astype(str).tolist(),
             records,
-            holdout[LABEL_COLUMN].astype(int).tolist(),
+            golden_labels(contract, holdout[contract.label].tolist(), f"partition {partition.key}"),
             strict=True,
         )
     )

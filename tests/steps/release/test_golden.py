@@ -11,7 +11,7 @@ import pytest
 
 from mlops_steps.common.metrics import split_frame
 from mlops_steps.common.storage import Partition, load_partition_frame
-from mlops_steps.contract.schema import ID_COLUMN, LABEL_COLUMN
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.core.policies import AnalysisPolicy, SourceRequest
 from mlops_steps.core.settings import Settings, load_settings
 from mlops_steps.release.golden import (
@@ -25,6 +25,8 @@ from mlops_steps.release.golden import (
 from mlops_steps.training.ingest import run_ingest
 
 ROWS = 2000
+CHURN = load_contract("churn")
+ID_COLUMN, LABEL_COLUMN = str(CHURN.id_column), CHURN.label
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def test_the_champions_holdout_is_replayed_not_the_candidates_labels(settings: S
         champion=_champion(settings),
     )
     champion_frame, sha = _frame(settings, "champion-data")
-    holdout = split_frame(champion_frame).holdout
+    holdout = split_frame(champion_frame, ID_COLUMN).holdout
     assert (golden.source, golden.partition, golden.data_sha256) == (
         CHAMPION_HOLDOUT,
         "champion-data",
@@ -93,7 +95,7 @@ def test_a_pinned_reference_set_comes_first(settings: Settings) -> None:
         settings, policy, candidate_partition="flipped-data", champion=_champion(settings)
     )
     assert (golden.source, golden.partition) == (REFERENCE_SET, "reference-data")
-    reference = split_frame(_frame(settings, "reference-data")[0]).holdout
+    reference = split_frame(_frame(settings, "reference-data")[0], ID_COLUMN).holdout
     assert [r[2] for r in golden.rows] == reference[LABEL_COLUMN].astype(int).tolist()
 
 

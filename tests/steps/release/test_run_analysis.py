@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_steps.common.storage import Partition, load_partition_frame
-from mlops_steps.contract.schema import ID_COLUMN, LABEL_COLUMN
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.core.policies import AnalysisPolicy, SourceRequest
 from mlops_steps.core.settings import Settings, get_settings, load_settings
 from mlops_steps.release.analysis import CanaryFailed, run_analysis
@@ -21,6 +21,8 @@ from mlops_steps.training.ingest import run_ingest
 from tests.steps.release.standin_service import Scorer, StandIn, serving
 
 ROWS = 2000
+CHURN = load_contract("churn")
+ID_COLUMN, LABEL_COLUMN = str(CHURN.id_column), CHURN.label
 CHAMPION, CANDIDATE = "champion-data", "flipped-data"
 FAST: dict[str, Any] = {"requests_per_round": 200, "interval_s": 0.0, "min_canary_requests": 10}
 
