@@ -32,6 +32,8 @@ from mlops_steps.core.settings import ScheduleSettings
 NAME_PATTERN = "^[a-z][a-z0-9_]{0,39}$"
 # A string column with more distinct values than this is more likely an id or free text.
 _MANY_CATEGORIES = 200
+# A numeric label with more distinct values than this is a measurement, not classes.
+_MANY_CLASSES = 50
 # Label values that usually name the event a binary model scores.
 _POSITIVE_WORDS = frozenset(
     {"1", "yes", "y", "true", "t", "positive", "pos", "churn", "churned", "fraud", "spam", "bad"}
@@ -102,6 +104,12 @@ def _label_values(frame: pd.DataFrame, label: str, task: str) -> tuple[list[Any]
             f"--label {label}",
             "use --task regression",
         )
+    if task == "multiclass" and ptypes.is_numeric_dtype(values) and len(distinct) > _MANY_CLASSES:
+        raise _fail(
+            f"has {len(distinct)} distinct numbers in the sample: a measurement, not classes?",
+            f"--label {label}",
+            "use --task regression, or map the numbers to named classes in the source",
+        )
     notes = []
     if task == "binary":
         positive = _positive(distinct)
@@ -109,8 +117,6 @@ def _label_values(frame: pd.DataFrame, label: str, task: str) -> tuple[list[Any]
         notes.append(
             f"positive_class is {positive!r} (the score is P({label} == {positive!r})): check it"
         )
-    elif len(distinct) > 50:
-        notes.append(f"{label} has {len(distinct)} classes: is it a regression target?")
     return distinct, notes
 
 
@@ -375,8 +381,8 @@ def write_contract(
     except ContractError as exc:
         staging.unlink(missing_ok=True)
         raise ContractError(
-            f"the drafted contract is refused by the loader: {exc.render()}",
-            subject=str(path),
+            f"the drafted contract is refused: {exc.subject}: {exc.message}",
+            subject="contract infer",
             fix="report this with the sample's column types (a bug in contract infer)",
         ) from None
     staging.replace(path)

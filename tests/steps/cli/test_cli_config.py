@@ -21,8 +21,8 @@ def test_runner_and_numbers_are_validated(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("MLOPS_RUNNER")
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_RUNNER", "kubernetes")
     assert load_settings().runner == "kubernetes"
-    monkeypatch.setenv("MLOPS_GATE_MIN_AUC", "high")
-    with pytest.raises(ConfigError, match="MLOPS_GATE_MIN_AUC"):
+    monkeypatch.setenv("MLOPS_GATE_MAX_LATENCY_MS", "high")
+    with pytest.raises(ConfigError, match="MLOPS_GATE_MAX_LATENCY_MS"):
         load_settings()
 
 
@@ -30,14 +30,14 @@ def test_every_setting_can_be_an_airflow_variable_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_TASK_IMAGE", "registry.example.com/task:1.2.3")
-    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MIN_AUC", "0.9")
-    monkeypatch.setenv("MLOPS_GATE_MIN_AUC", "0.85")  # MLOPS_* wins over the Variable
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MAX_LATENCY_MS", "0.9")
+    monkeypatch.setenv("MLOPS_GATE_MAX_LATENCY_MS", "0.85")  # MLOPS_* wins over the Variable
     settings = load_settings()
     assert settings.kubernetes.task_image == "registry.example.com/task:1.2.3"
-    assert settings.gate.min_auc == 0.85
-    monkeypatch.delenv("MLOPS_GATE_MIN_AUC")
-    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MIN_AUC", "high")
-    with pytest.raises(ConfigError, match="AIRFLOW_VAR_MLOPS_GATE_MIN_AUC='high'"):
+    assert settings.gate.max_latency_ms == 0.85
+    monkeypatch.delenv("MLOPS_GATE_MAX_LATENCY_MS")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MAX_LATENCY_MS", "high")
+    with pytest.raises(ConfigError, match="AIRFLOW_VAR_MLOPS_GATE_MAX_LATENCY_MS='high'"):
         load_settings()
 
 
