@@ -90,7 +90,8 @@ def _run(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    log.info("mlops-step %s %s", args.verb, getattr(args, "partition", "") or "")
+    detail = getattr(args, "partition", None) or getattr(args, "contract_action", "")
+    log.info("mlops-step %s %s", args.verb, detail)
     try:
         if args.needs_contract:
             from mlops_steps.contract.loader import load_contract
