@@ -36,19 +36,22 @@ $(SCAN_STAMP): requirements-scan.txt
 
 ## The main job: MLflow, Airflow and the model service on loopback; train, approve, canary,
 ## promote, a rejected drifted model, drift detected in served traffic, retraining; then stop.
+## `make demo MODEL=<name>` tells the story of another model in models/ (default churn).
+MODEL ?= churn
+
 demo: install
-	$(PY) scripts/lifecycle.py $(ARGS)
+	MLOPS_DEMO_MODEL=$(MODEL) $(PY) scripts/lifecycle.py $(ARGS)
 
 ## The same, left running to explore the UIs; `make down` stops it.
 up: install
-	$(PY) scripts/lifecycle.py --keep-running $(ARGS)
+	MLOPS_DEMO_MODEL=$(MODEL) $(PY) scripts/lifecycle.py --keep-running $(ARGS)
 
 down:
 	$(PY) scripts/lifecycle.py --stop
 
 ## Only the training DAG, through dag.test() (no scheduler): ~1 minute.
 train: install
-	$(PY) scripts/run_training.py $(ARGS)
+	$(PY) scripts/run_training.py --model $(MODEL) $(ARGS)
 
 ## Every check CI runs: the policy scan, lint, format, package contracts (import-linter), types,
 ## then the tests.
@@ -85,7 +88,7 @@ mlflow-stop:
 
 ## The model service on 127.0.0.1:8000 in dev mode, loading local bundles from the model store.
 serve: install
-	SERVING_DEV_MODE=true SERVING_MODEL_STORE=.mlops/model-store/churn \
+	SERVING_DEV_MODE=true SERVING_MODEL_NAME=$(MODEL) SERVING_MODEL_STORE=.mlops/model-store/$(MODEL) \
 	SERVING_PREDICTION_LOG=.mlops/predictions MLFLOW_TRACKING_URI=http://127.0.0.1:5000 \
 	$(VENV)/bin/uvicorn --factory mlops_serving.app:create_app --host 127.0.0.1 --port 8000
 

@@ -1,106 +1,14 @@
-"""Monitoring: every hour, judge the last window of served predictions against the champion.
+"""Monitoring Airflow DAGs, one per model: hourly drift and performance of the serving champion.
 
-``monitor`` runs ``mlops-step monitor`` (include/mlops_steps/monitoring/monitor.py) on the window
-that ends at the run's logical date; the cron fires at :15 so the service's last flushes have
-landed. It compares the champion's served rows with the champion's own training data: data drift per
-feature (Evidently), drift of the served scores, and AUC/accuracy where delayed labels arrived. It
-is skipped while no version is champion, and fails without retrying when the window cannot be judged
-(no or too few rows, a missing, extra, mistyped or null feature): drift is never reported as absent
-for data nobody looked at.
-
-When drift or degradation crosses the thresholds, ``announce_drift`` emits an asset event on
-``mlops://<model>/drift-detected``, which schedules the training DAG; its extra carries the
-report, the drifted columns, the window and the champion version. Otherwise that task is skipped
-and nothing is emitted. This file is wiring only.
+Built by the DAG factory (provider/src/mlops_provider/pipelines/monitoring.py) from each contract in
+$MLOPS_MODELS_DIR, ids ``mlops_monitoring__<model>``; a broken contract is the import error of
+dags/mlops_contracts.py. This file is wiring only.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from mlops_provider.pipelines import monitoring
+from mlops_provider.pipelines.models import build_all
 
-import pendulum
-from airflow.sdk import DAG, Asset, task
-from airflow.sdk.exceptions import AirflowSkipException
-
-from mlops_provider.defaults import cron_or_assets, task_defaults
-from mlops_provider.notifications.deadlines import queued_deadline
-from mlops_provider.operators.step import STEP_MACROS, pipeline_step, step_operator
-from mlops_provider.params import dag_params, step_args
-from mlops_steps.core.policies import DriftPolicy, PerformancePolicy, ServedWindowPolicy
-from mlops_steps.core.settings import get_settings
-from mlops_steps.core.spec import Resources
-
-settings = get_settings()
-model = settings.model_name
-
-# The training DAG is scheduled on this asset (same name and URI).
-DRIFT_DETECTED = Asset(name=f"{model}_drift_detected", uri=f"mlops://{model}/drift-detected")
-WINDOW_END = "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}"
-RUN_TIMEOUT = timedelta(minutes=50)  # before the next hourly run is due
-# What a trigger may change (per-column methods and the null share stay command-line matters).
-WINDOW_PARAMS = ["window_hours", "min_rows"]
-PERFORMANCE_PARAMS = ["max_auc_drop", "max_accuracy_drop"]
-DRIFT_PARAMS = [
-    "num_stattest",
-    "cat_stattest",
-    "threshold",
-    "drift_share",
-    "prediction_stattest",
-    "prediction_threshold",
-]
-
-with DAG(
-    dag_id="mlops_monitoring",
-    description="Hourly drift and performance check of the serving champion.",
-    doc_md=__doc__,
-    schedule=cron_or_assets(settings.schedules.monitoring),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    dagrun_timeout=RUN_TIMEOUT,
-    deadline=[
-        queued_deadline(
-            "monitoring_overdue",
-            timedelta(minutes=40),
-            "Monitoring of this hour is not done: is the prediction log slow to read, or MLflow?",
-        )
-    ],
-    tags=["mlops", "monitoring", model],
-    user_defined_macros=STEP_MACROS,
-    default_args=task_defaults(),
-    params={
-        **dag_params(ServedWindowPolicy, only=WINDOW_PARAMS),
-        **dag_params(DriftPolicy, only=DRIFT_PARAMS),
-        **dag_params(PerformancePolicy, only=PERFORMANCE_PARAMS),
-    },
-) as dag:
-    monitor = step_operator(
-        pipeline_step(
-            "monitor",
-            "monitor",
-            (
-                "--until", WINDOW_END,
-                *step_args(ServedWindowPolicy, only=WINDOW_PARAMS),
-                *step_args(DriftPolicy, only=DRIFT_PARAMS),
-                *step_args(PerformancePolicy, only=PERFORMANCE_PARAMS),
-            ),
-            env={
-                "MLOPS_PREDICTION_LOG": settings.prediction_log,
-                "MLOPS_MONITORING_EXPERIMENT": settings.monitoring_experiment,
-            },
-            resources=Resources(cpu="1", memory="2Gi", cpu_limit="2", memory_limit="4Gi"),
-            timeout=timedelta(minutes=30),
-        )
-    )  # fmt: skip
-
-    @task(outlets=[DRIFT_DETECTED], execution_timeout=timedelta(minutes=5))
-    def announce_drift(result: Any, *, outlet_events: Any = None) -> Any:
-        """Emit the drift event with the monitor's summary as its extra, only on drift
-        (``result`` is the monitor's XCom; a skipped monitor skips this task too)."""
-        if not result or not result.get("drift_detected"):
-            raise AirflowSkipException("no drift or degradation beyond the thresholds")
-        outlet_events[DRIFT_DETECTED].extra = result["asset_extra"]
-        return result["asset_extra"]
-
-    announce_drift(monitor.output)
+for dag in build_all(monitoring.build):
+    globals()[dag.dag_id] = dag

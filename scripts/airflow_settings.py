@@ -2,8 +2,10 @@
 
 What ``astro dev start`` does for an Astro project, for the embedded default: connections and pools
 go into the metadata database (created when missing; existing ones, e.g. edited in the UI, are left
-alone unless ``--overwrite``), variables become ``AIRFLOW_VAR_<NAME>`` environment entries of the
-Airflow processes, because the DAGs read them while they are parsed (see the file's comments).
+alone unless ``--overwrite``), with a one-slot promotion pool for every model in the models
+directory the file does not list (a model added later needs no edit here), variables become
+``AIRFLOW_VAR_<NAME>`` environment entries of the Airflow processes, because the DAGs read them
+while they are parsed (see the file's comments).
 
 Usage: ``python scripts/airflow_settings.py [--file airflow_settings.yaml] [--overwrite]`` inside
 an Airflow environment (``AIRFLOW_HOME`` set); ``make up`` and ``make demo`` call :func:`apply`.
@@ -138,7 +140,23 @@ def load(path: Path = SETTINGS_FILE) -> AirflowSettings:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise SettingsFileError(f"{path.name}: duplicate {kind}(s) {duplicates}")
-    return AirflowSettings(connections, pools, variables)
+    return AirflowSettings(connections, pools + model_pools(pools), variables)
+
+
+def model_pools(declared: tuple[Pool, ...] = ()) -> tuple[Pool, ...]:
+    """The promotion pool of every model in the models directory that the file does not
+    declare (one slot: a model's releases and rollbacks never interleave), named as the DAG
+    factory names it (``mlops_promotion__<model>``, or ``MLOPS_PROMOTION_POOL``)."""
+    from mlops_steps.contract.loader import model_names
+    from mlops_steps.core.settings import load_settings
+
+    settings, known = load_settings(), {pool.name for pool in declared}
+    pools = {settings.for_model(name).deploy.promotion_pool: name for name in model_names()}
+    return tuple(
+        Pool(pool, 1, f"One release (or rollback) of model {name} at a time")
+        for pool, name in sorted(pools.items())
+        if pool not in known
+    )
 
 
 def apply(settings: AirflowSettings, *, overwrite: bool = False) -> list[str]:

@@ -70,9 +70,10 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
             f"{version.get('mlops.gate.decision', '-'):<8} "
             f"{version.get('mlops.deploy.status', '-'):<10} {version.get('mlops.partition', '-')}",
             indent=4)  # fmt: skip
-    stopped = facts.get("stopped", {})
-    say(f"the drifted data never became a model version: stopped by {stopped.get('step')} "
-        f"({stopped.get('reason')})", indent=4)  # fmt: skip
+    stopped = facts.get("stopped")
+    if stopped:
+        say(f"the drifted data never became a model version: stopped by {stopped.get('step')} "
+            f"({stopped.get('reason')})", indent=4)  # fmt: skip
     say(f"the service now: {serving(stack)}", indent=4)
     ledger = stack.home / "data" / "ledger" / f"{MODEL}-deployments.jsonl"
     say("deployment ledger:", indent=4)
@@ -88,7 +89,7 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
         ("MLflow UI", stack.mlflow_url),
         ("service docs", f"{stack.service_url}/docs  (and /metrics, /model/info)"),
         ("drift report", facts.get("monitoring_report")),
-        ("why stopped", facts.get("stopped", {}).get("report")),
+        ("why stopped", (facts.get("stopped") or {}).get("report")),
         ("ledger", ledger),
         ("alerts", stack.home / "alerts" / "alerts.jsonl"),
         ("process logs", airflow.logs),

@@ -22,9 +22,12 @@ from processes import alive, port_or_free, stop_process_groups, wait_for
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / ".mlops" / "lifecycle"
 PIDS_FILE = STATE / "pids.json"
-MODEL = "churn"
-TRAINING, DEPLOYMENT, MONITORING = "mlops_training", "mlops_deployment", "mlops_monitoring"
-DAG_IDS = {TRAINING, DEPLOYMENT, MONITORING, "mlops_rollback"}
+# The model whose story is told (`make demo MODEL=<name>`; its contract in models/).
+MODEL = os.environ.get("MLOPS_DEMO_MODEL", "").strip() or "churn"
+TRAINING, DEPLOYMENT, MONITORING, ROLLBACK = (
+    f"mlops_{kind}__{MODEL}" for kind in ("training", "deployment", "monitoring", "rollback")
+)
+DAG_IDS = {TRAINING, DEPLOYMENT, MONITORING, ROLLBACK}
 USER = "admin"
 
 

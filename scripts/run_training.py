@@ -27,17 +27,16 @@ from processes import port_or_free
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = REPO / ".mlops"
-DAG_ID = "mlops_training"
 
 
-def _run_dag(env: dict[str, str], logical_date: str, conf: dict[str, object]) -> int:
+def _run_dag(env: dict[str, str], logical_date: str, conf: dict[str, object], dag_id: str) -> int:
     """Run the DAG, echoing task starts/ends and step errors; the full log goes to a file."""
-    log_path = HOME / "logs" / f"{DAG_ID}-{logical_date[:10]}.log"
+    log_path = HOME / "logs" / f"{dag_id}-{logical_date[:10]}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # dag.test() as `airflow dags test` runs it (see scripts/dag_test.py for why not the CLI).
-    command = [sys.executable, str(Path(__file__).with_name("dag_test.py")), DAG_ID,
+    command = [sys.executable, str(Path(__file__).with_name("dag_test.py")), dag_id,
                logical_date, "--conf", json.dumps(conf)]  # fmt: skip
-    print(f"==> dag.test {DAG_ID} {logical_date} (full log: {log_path})", flush=True)
+    print(f"==> dag.test {dag_id} {logical_date} (full log: {log_path})", flush=True)
     started = time.monotonic()
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -60,7 +59,7 @@ def _run_dag(env: dict[str, str], logical_date: str, conf: dict[str, object]) ->
 
 
 def _summary(mlflow_url: str, partition_key: str, model_name: str) -> None:
-    results = HOME / "data" / "churn" / f"partition={partition_key}" / "results"
+    results = HOME / "data" / model_name / f"partition={partition_key}" / "results"
 
     def result(step: str) -> dict[str, object]:
         path = results / f"{step}.json"
@@ -99,6 +98,11 @@ def _aliases(mlflow_url: str, model_name: str) -> dict[str, str] | str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("MLOPS_MODEL_NAME", "").strip() or "churn",
+        help="the model whose training DAG runs (mlops_training__<model>)",
+    )
     parser.add_argument("--date", default=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=42)
@@ -131,8 +135,8 @@ def main() -> int:
             capture_output=True,
         )
         conf = {"rows": args.rows, "seed": args.seed, "drift": args.drift}
-        code = _run_dag(env, logical_date, conf)
-        _summary(url, partition_key, os.environ.get("MLOPS_MODEL_NAME", "churn"))
+        code = _run_dag(env, logical_date, conf, f"mlops_training__{args.model}")
+        _summary(url, partition_key, args.model)
     finally:
         if server is not None and not args.keep_running:
             stop_pid(server.pid)

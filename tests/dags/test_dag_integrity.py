@@ -22,7 +22,7 @@ HEAVY_MODULES = ("mlflow", "lightgbm", "pandas", "great_expectations", "evidentl
 
 def test_dags_import_without_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     dags = load_dags(monkeypatch, "local")
-    assert "mlops_training" in dags
+    assert "mlops_training__churn" in dags
 
 
 def test_dag_conventions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,12 +71,12 @@ def test_every_dag_alerts_on_failures_and_on_missed_deadlines(
         for task in dag.tasks:
             notifiers = [c for c in task.on_failure_callback if isinstance(c, MlopsNotifier)]
             assert [n.kind for n in notifiers] == ["task_failed"], (dag.dag_id, task.task_id)
-    approve = dags["mlops_deployment"].get_task("approve")
+    approve = dags["mlops_deployment__churn"].get_task("approve")
     assert [n.kind for n in approve.notifiers] == ["approval_waiting"]
 
 
 def test_training_dag_shape_schedule_and_params(monkeypatch: pytest.MonkeyPatch) -> None:
-    dag = load_dags(monkeypatch, "local")["mlops_training"]
+    dag = load_dags(monkeypatch, "local")["mlops_training__churn"]
     order = ["ingest", "validate", "train", "evaluate", "gate", "register"]
     for upstream, downstream in itertools.pairwise(order):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
@@ -90,8 +90,12 @@ def test_training_dag_shape_schedule_and_params(monkeypatch: pytest.MonkeyPatch)
     assert dag.get_task("register").outlets[0].uri == "mlops://churn/challenger"
     schema = {name: dag.params.get_param(name).schema for name in dag.params}
     assert schema["rows"]["type"] == "integer" and schema["rows"]["minimum"] == 1000
-    assert schema["min_auc"] == {"type": "number", "minimum": 0, "maximum": 1,
-                                 "title": "Gate: min AUC"}  # fmt: skip
+    # The gate's metric checks default to the model contract's (models/churn.yaml).
+    assert schema["gate_checks"]["type"] == "string"
+    assert json.loads(dag.params.get_param("gate_checks").value) == [
+        {"metric": "auc", "threshold": 0.80, "min_absolute_change": -0.01},
+        {"metric": "accuracy", "threshold": 0.75},
+    ]
     assert schema["source_uri"]["type"] == "string"
     assert dag.dagrun_timeout == timedelta(hours=3)
 
@@ -128,14 +132,14 @@ def test_parse_needs_no_connections_variables_or_mlflow() -> None:
         {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}", "MLOPS_RUNNER": "local"}
     )
     assert report["errors"] == {}
-    assert "mlops_training" in report["dags"]
+    assert "mlops_training__churn" in report["dags"]
     assert report["heavy"] == [], f"DAG files imported heavy modules at top level: {report}"
 
 
 def test_kubernetes_mode_parses_without_a_cluster() -> None:
     report = _parse_in_fresh_process({"MLOPS_RUNNER": "kubernetes", "KUBECONFIG": "/nonexistent"})
     assert report["errors"] == {}
-    assert "mlops_training" in report["dags"]
+    assert "mlops_training__churn" in report["dags"]
 
 
 def test_plugin_manager_does_not_shadow_packages_with_provider_files() -> None:

@@ -12,7 +12,7 @@ from tests.dags.helpers import load_dags, rendered
 @pytest.fixture
 def dag(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "http://127.0.0.1:5999")
-    return load_dags(monkeypatch, "local")["mlops_monitoring"]
+    return load_dags(monkeypatch, "local")["mlops_monitoring__churn"]
 
 
 def test_hourly_and_emits_what_the_training_dag_listens_to(
@@ -21,7 +21,7 @@ def test_hourly_and_emits_what_the_training_dag_listens_to(
     assert dag.timetable.expression == "15 * * * *"
     assert dag.get_task("announce_drift").upstream_task_ids == {"monitor"}
     (outlet,) = dag.get_task("announce_drift").outlets
-    training = load_dags(monkeypatch, "local")["mlops_training"]
+    training = load_dags(monkeypatch, "local")["mlops_training__churn"]
     listened = {(a.name, a.uri) for a in training.timetable.asset_condition.objects}
     assert (outlet.name, outlet.uri) in listened
     assert outlet.uri == "mlops://churn/drift-detected"

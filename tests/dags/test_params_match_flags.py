@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from mlops_steps.contract.loader import load_contract
 from tests.dags.helpers import load_dags, rendered
 
 PARAM_IN_TEMPLATE = re.compile(r"^\{\{ params\.(\w+)\b")
@@ -36,7 +38,9 @@ def _param_flags(task: Any) -> list[tuple[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("dag_id", ["mlops_training", "mlops_deployment", "mlops_monitoring"])
+@pytest.mark.parametrize(
+    "dag_id", ["mlops_training__churn", "mlops_deployment__churn", "mlops_monitoring__churn"]
+)
 def test_every_param_a_step_reads_has_the_flags_default_and_bounds(
     dag_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,7 +61,13 @@ def test_every_param_a_step_reads_has_the_flags_default_and_bounds(
             value = rendered_argv[rendered_argv.index(flag) + 1]
             # The rendered default parses to the flag's own default (a flag left unset so that
             # its use can be told apart, like monitor's --window-hours, documents it instead)...
-            if action.default is None and value != "auto":
+            if param == "gate_checks":
+                # Empty on the command line means the contract's checks; the form shows them.
+                written = [check.to_dict() for check in load_contract("churn").gate]
+                for check in written:
+                    del check["greater_is_better"]  # follows from the metric
+                assert json.loads(value) == written, value
+            elif action.default is None and value != "auto":
                 documented = re.search(rf"\(default: {re.escape(value)}[;)]", str(action.help))
                 assert documented, (verb, flag, action.help)
             else:
@@ -78,12 +88,12 @@ def test_every_param_a_step_reads_has_the_flags_default_and_bounds(
 
 def test_a_changed_default_moves_flag_and_param_together(monkeypatch: pytest.MonkeyPatch) -> None:
     """A deployment-wide default (an env-backed Airflow Variable) reaches both at once."""
-    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_GATE_MIN_AUC", "0.9")
+    monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DEFAULT_ROWS", "30000")
     monkeypatch.setenv("MLOPS_CANARY_WEIGHT", "0.2")
     dags = load_dags(monkeypatch, "local")
-    assert dags["mlops_training"].params.get_param("min_auc").value == 0.9
-    assert dags["mlops_deployment"].params.get_param("canary_weight").value == 0.2
-    assert _flags_of("gate")["--min-auc"].default == 0.9
+    assert dags["mlops_training__churn"].params.get_param("rows").value == 30000
+    assert dags["mlops_deployment__churn"].params.get_param("canary_weight").value == 0.2
+    assert _flags_of("ingest")["--rows"].default == 30000
     assert _flags_of("canary")["--weight"].default == 0.2
 
 
@@ -97,7 +107,7 @@ def test_params_that_break_a_cross_check_stop_the_runs_first_step(
     from tests.dags.helpers import render_context
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "http://127.0.0.1:9")
-    dag = load_dags(monkeypatch, "local")["mlops_deployment"]
+    dag = load_dags(monkeypatch, "local")["mlops_deployment__churn"]
     conf = {"analysis_rounds": 1, "max_failed_rounds": 2}
     params = copy.deepcopy(dag.params)
     params.update(conf)

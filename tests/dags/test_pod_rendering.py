@@ -30,10 +30,10 @@ def _mlflow_connection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 #: Tasks that are Airflow-native (they wait or ask a person) rather than a step's command line.
 NOT_STEPS = {
-    "mlops_deployment.wait_for_candidate",
-    "mlops_deployment.approve",
-    "mlops_deployment.release_rolled_back",
-    "mlops_monitoring.announce_drift",  # turns the monitor's XCom into an asset event
+    "mlops_deployment__churn.wait_for_candidate",
+    "mlops_deployment__churn.approve",
+    "mlops_deployment__churn.release_rolled_back",
+    "mlops_monitoring__churn.announce_drift",  # turns the monitor's XCom into an asset event
 }
 
 
@@ -160,17 +160,22 @@ def test_both_runners_render_identical_argv_and_env(monkeypatch: pytest.MonkeyPa
         assert set(local.secret_env) == refs, name
         assert plain["MLFLOW_TRACKING_URI"] == MLFLOW_URL, name
         assert plain["MLOPS_AIRFLOW_DAG_ID"] == local.dag_id, name
-        if local.dag_id == "mlops_training":
+        if local.dag_id == "mlops_training__churn":
             partition = container["args"].index("--partition") + 1
             assert container["args"][partition] == "20261116T000000", name
-        if local.dag_id == "mlops_deployment" and local.task_id != "resolve":
+        if local.dag_id == "mlops_deployment__churn" and local.task_id != "resolve":
             # The release steps act on the version resolve picked (from its XCom).
             assert container["args"][container["args"].index("--version") + 1] == "7", name
 
 
 def test_every_dag_is_covered(monkeypatch: pytest.MonkeyPatch) -> None:
     dags = load_dags(monkeypatch, "kubernetes")
-    assert set(dags) == {"mlops_training", "mlops_deployment", "mlops_rollback", "mlops_monitoring"}
+    assert set(dags) == {
+        "mlops_training__churn",
+        "mlops_deployment__churn",
+        "mlops_rollback__churn",
+        "mlops_monitoring__churn",
+    }
     every = {f"{dag_id}.{t.task_id}" for dag_id, dag in dags.items() for t in dag.tasks}
     assert every >= NOT_STEPS
 
@@ -232,7 +237,9 @@ def test_the_analysis_gets_the_deployments_golden_set_settings(
     analyze step's pod, or the step would fall back to refusing a first release."""
     monkeypatch.setenv("MLOPS_ANALYSIS_FIRST_RELEASE", "candidate_holdout")
     monkeypatch.setenv("MLOPS_ANALYSIS_REFERENCE_SET", "golden@" + "ab" * 32)
-    analyze = load_dags(monkeypatch, "kubernetes")["mlops_deployment"].get_task("analyze_canary")
+    analyze = load_dags(monkeypatch, "kubernetes")["mlops_deployment__churn"].get_task(
+        "analyze_canary"
+    )
     env = {e["name"]: e for e in _container(_manifest(analyze))["env"]}
     assert env["MLOPS_ANALYSIS_FIRST_RELEASE"]["value"] == "candidate_holdout"
     assert env["MLOPS_ANALYSIS_REFERENCE_SET"]["value"] == "golden@" + "ab" * 32

@@ -209,7 +209,7 @@ COMPONENT_CHECKS = {
     "/usr/bin/dumb-init -- /entrypoint dag-processor": (
         "airflow jobs check --job-type DagProcessorJob --local"
     ),
-    "/usr/bin/dumb-init -- /entrypoint airflow tasks run mlops_training train": None,
+    "/usr/bin/dumb-init -- /entrypoint airflow tasks run mlops_training__churn train": None,
     "/usr/bin/dumb-init -- /entrypoint db migrate": None,
 }
 

@@ -198,7 +198,7 @@ def test_the_policies_select_the_step_pods_the_dags_launch(
     step_pods: dict[str, dict[str, Any]],
 ) -> None:
     policies = {name: p["spec"]["podSelector"] for name, p in _policies().items()}
-    assert {"mlops_training.train", "mlops_deployment.canary"} <= set(step_pods)
+    assert {"mlops_training__churn.train", "mlops_deployment__churn.canary"} <= set(step_pods)
     release, api = set(), set()
     for name, pod in step_pods.items():
         labels = pod["metadata"]["labels"]
@@ -211,7 +211,7 @@ def test_the_policies_select_the_step_pods_the_dags_launch(
         # Network reach follows the credentials the pod holds.
         assert (name in release) == _holds_admin_token(pod), name
         assert (name in api) == bool(pod["spec"]["automountServiceAccountToken"]), name
-    assert {"mlops_deployment.canary", "mlops_deployment.promote"} <= release
-    assert {"mlops_deployment.canary", "mlops_deployment.promote"} <= api
-    assert not {name for name in release | api if name.startswith("mlops_training.")}
-    assert not {name for name in release | api if name.startswith("mlops_monitoring.")}
+    assert {"mlops_deployment__churn.canary", "mlops_deployment__churn.promote"} <= release
+    assert {"mlops_deployment__churn.canary", "mlops_deployment__churn.promote"} <= api
+    assert not {name for name in release | api if name.startswith("mlops_training__churn.")}
+    assert not {name for name in release | api if name.startswith("mlops_monitoring__churn.")}

@@ -45,8 +45,8 @@ from tests.service_process import Service
 MODEL = "faults"
 TEMPLATE = "faults_template"
 ADMIN_TOKEN = "faults-admin-token-" + secrets.token_hex(8)
-TRAINING, DEPLOYMENT = "mlops_training", "mlops_deployment"
-DAG_IDS = {TRAINING, DEPLOYMENT, "mlops_monitoring", "mlops_rollback"}
+TRAINING, DEPLOYMENT = "mlops_training__churn", "mlops_deployment__churn"
+DAG_IDS = {TRAINING, DEPLOYMENT, "mlops_monitoring__churn", "mlops_rollback__churn"}
 FINISHED = {"success", "failed"}
 RECONCILE_CRON = "* * * * *"
 WEBHOOK_NAME = "faults-live-recorder"
@@ -305,7 +305,7 @@ def _ready(stack: Stack, mlflow_url: str) -> None:
     webhook (to the recorder) is registered with the bridge's secret."""
     airflow = stack.airflow
     airflow.wait_until_up(180)
-    pool = {"name": "mlops_promotion", "slots": 1, "description": "one release at a time"}
+    pool = {"name": "mlops_promotion__churn", "slots": 1, "description": "one release at a time"}
     airflow.rest.post("/api/v2/pools", pool)
     stack.wait("the DAG processor to parse dags/", lambda: airflow.rest.dag_ids() >= DAG_IDS, 180)
     register(

@@ -163,7 +163,9 @@ def deployment(  # noqa: PLR0917
     get_settings.cache_clear()
     dags = load_dags(monkeypatch, "local")
     monkeypatch.delenv("MLOPS_RUNNER")
-    deploy, rollback = (for_dag_test(dags[d]) for d in ("mlops_deployment", "mlops_rollback"))
+    deploy, rollback = (
+        for_dag_test(dags[d]) for d in ("mlops_deployment__churn", "mlops_rollback__churn")
+    )
     return Deployment(deploy, rollback, client, name, service, home)
 
 
@@ -186,7 +188,7 @@ def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
     deployment: Deployment,
 ) -> None:
     _challenge(deployment, "2")
-    approver, outcome = airflow_api.answer_in_background("mlops_deployment", "Approve")
+    approver, outcome = airflow_api.answer_in_background("mlops_deployment__churn", "Approve")
     run = deployment.dag.test(run_conf=FAST_ANALYSIS)
     approver.join(timeout=30)
     ((request, response),) = outcome
@@ -253,7 +255,7 @@ def test_a_candidate_needing_review_is_never_auto_approved(deployment: Deploymen
 def test_a_reviewed_candidate_the_canary_rejects_is_rolled_back(deployment: Deployment) -> None:
     """A person approves v3 despite the review banner; the canary still catches it."""
     _challenge(deployment, "3")
-    approver, outcome = airflow_api.answer_in_background("mlops_deployment", "Approve")
+    approver, outcome = airflow_api.answer_in_background("mlops_deployment__churn", "Approve")
     run = deployment.dag.test(run_conf=FAST_ANALYSIS)
     approver.join(timeout=30)
     ((request, _response),) = outcome
@@ -294,7 +296,7 @@ def test_a_reviewed_candidate_the_canary_rejects_is_rolled_back(deployment: Depl
 def test_rejection_at_approval_changes_nothing(deployment: Deployment) -> None:
     _challenge(deployment, "2")
     before = deployment.traffic()
-    approver, outcome = airflow_api.answer_in_background("mlops_deployment", "Reject")
+    approver, outcome = airflow_api.answer_in_background("mlops_deployment__churn", "Reject")
     run = deployment.dag.test(run_conf=FAST_ANALYSIS)
     approver.join(timeout=30)
     assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome

@@ -37,7 +37,7 @@ def monitoring_dag(
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", mlflow_server)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the task must get it from the connection
     monkeypatch.setenv("MLOPS_PREDICTION_LOG", str(log_dir))
-    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_monitoring"])
+    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_monitoring__churn"])
     monkeypatch.delenv("MLOPS_RUNNER")
     yield dag, log_dir
     _set_training_paused(True)
@@ -51,11 +51,15 @@ def _set_training_paused(paused: bool) -> None:
 
     with create_session() as session:
         session.execute(
-            update(DagModel).where(DagModel.dag_id == "mlops_training").values(is_paused=paused)
+            update(DagModel)
+            .where(DagModel.dag_id == "mlops_training__churn")
+            .values(is_paused=paused)
         )
         if paused:  # leave no queued training run behind for other tests
             session.execute(
-                delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == "mlops_training")
+                delete(AssetDagRunQueue).where(
+                    AssetDagRunQueue.target_dag_id == "mlops_training__churn"
+                )
             )
 
 
@@ -176,9 +180,9 @@ def test_drift_in_served_traffic_schedules_training_and_no_drift_emits_nothing(
             .join(AssetModel, AssetDagRunQueue.asset_id == AssetModel.id)
             .where(AssetModel.uri == DRIFT_URI)
         ).all()
-        assert queued == ["mlops_training"]
+        assert queued == ["mlops_training__churn"]
         _, triggered = DagModel.dags_needing_dagruns(session)
-        assert "mlops_training" in triggered
+        assert "mlops_training__churn" in triggered
         session.rollback()
 
 
@@ -189,7 +193,7 @@ def test_no_champion_skips_the_run(
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", tracking)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setenv("MLOPS_PREDICTION_LOG", str(tmp_path / "predictions"))
-    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_monitoring"])
+    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_monitoring__churn"])
     monkeypatch.delenv("MLOPS_RUNNER")
     run = dag.test(logical_date=pendulum.datetime(2026, 11, 21, 8, 15, tz="UTC"))
     assert str(run.state) == "success", _states(run)

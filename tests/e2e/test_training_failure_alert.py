@@ -27,7 +27,7 @@ def test_failed_ingest_alerts_once(
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.test:8080")
-    dag = load_dags(monkeypatch, "local")["mlops_training"]
+    dag = load_dags(monkeypatch, "local")["mlops_training__churn"]
     monkeypatch.delenv("MLOPS_RUNNER")
 
     run = dag.test(
@@ -43,13 +43,13 @@ def test_failed_ingest_alerts_once(
     alert = json.loads(lines[0])
     assert {k: alert[k] for k in ("kind", "dag_id", "task_id", "run_id", "try")} == {
         "kind": "task_failed",
-        "dag_id": "mlops_training",
+        "dag_id": "mlops_training__churn",
         "task_id": "ingest",
         "run_id": run.run_id,
         "try": 1,
     }
     assert alert["log_url"] == (
-        f"http://airflow.test:8080/dags/mlops_training/runs/{quote(run.run_id)}"
+        f"http://airflow.test:8080/dags/mlops_training__churn/runs/{quote(run.run_id)}"
         "/tasks/ingest?try_number=1"
     )
     assert "rejected its input (exit 2)" in alert["message"]

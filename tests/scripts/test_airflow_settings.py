@@ -75,8 +75,8 @@ def test_every_connection_the_code_uses_is_declared(all_tasks: list[Any]) -> Non
 def test_every_pool_the_dags_use_is_declared(all_tasks: list[Any]) -> None:
     used = {task.pool for task in all_tasks} - {"default_pool"}
     declared = {pool.name: pool for pool in DECLARED.pools}
-    assert used == set(declared) == {"mlops_promotion"}
-    assert declared["mlops_promotion"].slots == 1  # releases never interleave
+    assert used == set(declared) == {"mlops_promotion__churn"}
+    assert declared["mlops_promotion__churn"].slots == 1  # releases never interleave
 
 
 def test_every_variable_is_declared_and_read_by_the_settings(
@@ -137,13 +137,13 @@ def test_apply_creates_what_is_missing_and_keeps_what_was_edited(airflow_db: Pat
 
     first = airflow_settings.apply(DECLARED)
     assert "connection mlflow_default: created" in first
-    assert "pool mlops_promotion: 1 slot(s)" in first
+    assert "pool mlops_promotion__churn: 1 slot(s)" in first
     with create_session() as session:
         smtp = session.query(Connection).filter_by(conn_id="smtp_alerts").one()
         assert (smtp.host, smtp.port) == ("smtp.example.com", 587)
         assert smtp.extra_dejson["to"] == "ml-oncall@example.com"
         smtp.host = "smtp.internal"  # an operator edits it in the UI
-        assert session.query(Pool).filter_by(pool="mlops_promotion").one().slots == 1
+        assert session.query(Pool).filter_by(pool="mlops_promotion__churn").one().slots == 1
     again = airflow_settings.apply(DECLARED)
     assert "connection smtp_alerts: kept (already set)" in again
     with create_session() as session:

@@ -9,6 +9,7 @@ this module is stdlib-only so DAG files can import it without slowing parsing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -20,7 +21,10 @@ from mlops_steps.core.options import from_env, lookup_env
 from mlops_steps.core.policies import (
     AnalysisPolicy,
     CanaryPolicy,
+    DriftPolicy,
     GateThresholds,
+    PerformancePolicy,
+    ServedWindowPolicy,
     SourceRequest,
     TrainParams,
     ValidationPolicy,
@@ -48,6 +52,11 @@ _Choice = TypeVar("_Choice", bound=str)
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+def for_model(template: str, model_name: str) -> str:
+    """A name for one model: ``{model}`` in ``template`` replaced by ``model_name``."""
+    return template.replace("{model}", model_name)
 
 
 def _raw(name: str) -> str:
@@ -113,14 +122,32 @@ class DeploySettings:
     target: DeployTargetKind = "service"
     service_url: str = "http://127.0.0.1:8000"  # the service's admin API (target "service")
     serving_conn_id: str = "mlops_serving"  # local runner: the admin token is its password
-    # Kubernetes target: the stable and canary Deployments of serving/k8s/ (split by replicas).
-    stable_deployment: str = "churn-serving-stable"
-    canary_deployment: str = "churn-serving-canary"
+    # The model these name things for (Settings keeps it equal to Settings.model_name).
+    model_name: str = "churn"
+    # Kubernetes target: the model's stable and canary Deployments (deploy/helm/mlops-serving,
+    # split by replicas). Names are templates: "{model}" becomes the model's name, so one
+    # override (MLOPS_STABLE_DEPLOYMENT ...) serves every model; a literal name serves one.
+    stable_deployment_template: str = "{model}-serving-stable"
+    canary_deployment_template: str = "{model}-serving-canary"
     stable_replicas: int = 3
     rollout_timeout_s: float = 600.0  # a Deployment rollout that takes longer fails the step
-    promotion_pool: str = "mlops_promotion"  # one slot: releases and rollbacks never interleave
+    # One slot per model: its releases and rollbacks never interleave (scripts/airflow_settings.py
+    # creates one per contract); a literal name makes every model share one.
+    promotion_pool_template: str = "mlops_promotion__{model}"
     approval_timeout_hours: float = 24.0  # then the approval defaults to Reject
     candidate_wait_s: float = 1500.0  # a run with no undecided challenger skips after this
+
+    @property
+    def stable_deployment(self) -> str:
+        return for_model(self.stable_deployment_template, self.model_name)
+
+    @property
+    def canary_deployment(self) -> str:
+        return for_model(self.canary_deployment_template, self.model_name)
+
+    @property
+    def promotion_pool(self) -> str:
+        return for_model(self.promotion_pool_template, self.model_name)
 
 
 @dataclass(frozen=True)
@@ -157,7 +184,8 @@ class Settings:
     data_root: Path
     runner: RunnerMode = "local"
     model_name: str = "churn"
-    experiment_name: str = "churn-training"
+    # MLflow experiments: templates like the Deployment names ("{model}" = the model's name).
+    experiment_template: str = "{model}-training"
     mlflow_conn_id: str = "mlflow_default"
     aws_conn_id: str = "aws_default"  # local runner: S3 keys (login/password) for s3:// URIs
     # Steps refuse an MLflow server whose version differs from the client's beyond this.
@@ -174,11 +202,36 @@ class Settings:
     deploy: DeploySettings = field(default_factory=DeploySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
+    served_window: ServedWindowPolicy = field(default_factory=ServedWindowPolicy)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
+    performance: PerformancePolicy = field(default_factory=PerformancePolicy)
     # Monitoring: the service's prediction log (a directory or s3://bucket/prefix; load_settings
     # defaults it to $MLOPS_HOME/predictions, where `make serve` writes) and the MLflow experiment
-    # holding one run per monitored window (default "<model>-monitoring").
+    # holding one run per monitored window.
     prediction_log: str = ""
-    monitoring_experiment: str = ""
+    monitoring_experiment_template: str = "{model}-monitoring"
+
+    def __post_init__(self) -> None:
+        # The nested deploy settings name Deployments and the pool for this model, also after
+        # dataclasses.replace(settings, model_name=...) (how the DAG factory gets a model's).
+        if self.deploy.model_name != self.model_name:
+            object.__setattr__(
+                self, "deploy", dataclasses.replace(self.deploy, model_name=self.model_name)
+            )
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment of the model's training runs ("<model>-training")."""
+        return for_model(self.experiment_template, self.model_name)
+
+    @property
+    def monitoring_experiment(self) -> str:
+        """The MLflow experiment with one run per monitored window ("<model>-monitoring")."""
+        return for_model(self.monitoring_experiment_template, self.model_name)
+
+    def for_model(self, model_name: str) -> Settings:
+        """These settings for another model: every name derived from the model follows it."""
+        return dataclasses.replace(self, model_name=model_name)
 
     @property
     def dataset_root(self) -> Path:
@@ -290,11 +343,17 @@ def load_settings() -> Settings:
         target=_env_choice("MLOPS_DEPLOY_TARGET", DEPLOY_TARGETS, deploy_defaults.target),
         service_url=_env_str("MLOPS_SERVICE_URL", deploy_defaults.service_url).rstrip("/"),
         serving_conn_id=_env_str("MLOPS_SERVING_CONN_ID", deploy_defaults.serving_conn_id),
-        stable_deployment=_env_str("MLOPS_STABLE_DEPLOYMENT", deploy_defaults.stable_deployment),
-        canary_deployment=_env_str("MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment),
+        stable_deployment_template=_env_str(
+            "MLOPS_STABLE_DEPLOYMENT", deploy_defaults.stable_deployment_template
+        ),
+        canary_deployment_template=_env_str(
+            "MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment_template
+        ),
         stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
         rollout_timeout_s=_env_number("MLOPS_ROLLOUT_TIMEOUT_S", deploy_defaults.rollout_timeout_s),
-        promotion_pool=_env_str("MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool),
+        promotion_pool_template=_env_str(
+            "MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool_template
+        ),
         approval_timeout_hours=_env_number(
             "MLOPS_APPROVAL_TIMEOUT_HOURS", deploy_defaults.approval_timeout_hours
         ),
@@ -331,7 +390,7 @@ def load_settings() -> Settings:
         data_root=data_root,
         runner=_env_choice("MLOPS_RUNNER", RUNNER_MODES, Settings.runner),
         model_name=model_name,
-        experiment_name=_env_str("MLOPS_EXPERIMENT", Settings.experiment_name),
+        experiment_template=_env_str("MLOPS_EXPERIMENT", Settings.experiment_template),
         mlflow_conn_id=_env_str("MLOPS_MLFLOW_CONN_ID", Settings.mlflow_conn_id),
         aws_conn_id=_env_str("MLOPS_AWS_CONN_ID", Settings.aws_conn_id),
         mlflow_version_skew=_env_choice(
@@ -348,8 +407,13 @@ def load_settings() -> Settings:
         deploy=deploy,
         alerts=alerts,
         schedules=schedules,
+        served_window=from_env(ServedWindowPolicy, ConfigError),
+        drift=from_env(DriftPolicy, ConfigError),
+        performance=from_env(PerformancePolicy, ConfigError),
         prediction_log=_env_str("MLOPS_PREDICTION_LOG", str(home / "predictions")),
-        monitoring_experiment=_env_str("MLOPS_MONITORING_EXPERIMENT", f"{model_name}-monitoring"),
+        monitoring_experiment_template=_env_str(
+            "MLOPS_MONITORING_EXPERIMENT", Settings.monitoring_experiment_template
+        ),
     )
 
 

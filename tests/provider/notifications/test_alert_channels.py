@@ -82,7 +82,7 @@ def _channels(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
 def _alert() -> Alert:
     return Alert(
         kind="task_failed",
-        dag_id="mlops_training",
+        dag_id="mlops_training__churn",
         run_id=RUN_ID,
         task_id="train",
         try_number=3,
@@ -107,7 +107,7 @@ def test_default_channel_is_the_jsonl_file_and_the_log(
     assert record == {
         "alert_id": alert.alert_id,
         "kind": "task_failed",
-        "dag_id": "mlops_training",
+        "dag_id": "mlops_training__churn",
         "task_id": "train",
         "run_id": RUN_ID,
         "try": 3,
@@ -138,8 +138,8 @@ def test_every_channel_gets_exactly_one_record(
     assert slack_request.headers["Content-Type"].startswith("application/json")
     text = slack_request.json()["text"]
     assert set(slack_request.json()) == {"text"}
-    assert text.startswith(":red_circle: *Task failed: mlops_training.train*\n")
-    assert f"DAG `mlops_training` · run `{RUN_ID}` · task `train` (try 3)" in text
+    assert text.startswith(":red_circle: *Task failed: mlops_training__churn.train*\n")
+    assert f"DAG `mlops_training__churn` · run `{RUN_ID}` · task `train` (try 3)" in text
     assert f"<{LOG_URL}|Open in Airflow>" in text
     assert "exit code 1" in text
 
@@ -148,7 +148,7 @@ def test_every_channel_gets_exactly_one_record(
     assert mail.mail_from == "airflow@example.com"
     assert mail.rcpt_to == ["oncall@example.com", "ml@example.com"]
     message = mail.message()
-    assert message["Subject"] == "[airflow-mlops] Task failed: mlops_training.train"
+    assert message["Subject"] == "[airflow-mlops] Task failed: mlops_training__churn.train"
     assert message["To"] == "oncall@example.com, ml@example.com"
     assert message["X-Mlops-Alert-Id"] == alert.alert_id
     (part,) = [p for p in message.walk() if p.get_content_type() == "text/html"]

@@ -16,12 +16,12 @@ from tests.provider.notifications.conftest import RUN_ID, alert_records
 
 def _task_context(task_id: str, error: BaseException | None = None, **task: Any) -> dict[str, Any]:
     ti = SimpleNamespace(
-        dag_id="mlops_deployment",
+        dag_id="mlops_deployment__churn",
         task_id=task_id,
         run_id=RUN_ID,
         map_index=-1,
         try_number=1,
-        log_url=f"http://airflow.test/dags/mlops_deployment/runs/x/tasks/{task_id}?try_number=1",
+        log_url=f"http://airflow.test/dags/mlops_deployment__churn/runs/x/tasks/{task_id}?try_number=1",
     )
     task_ = SimpleNamespace(task_id=task_id, **task)
     return {"ti": ti, "task_instance": ti, "run_id": RUN_ID, "exception": error, "task": task_}
@@ -53,7 +53,7 @@ def test_approval_alert_links_the_required_actions_page(alerts_env: Path) -> Non
     )
     alert = task_alert(context, "approval_waiting")
     link = (
-        "http://airflow.test/dags/mlops_deployment/runs/manual__2026-11-16T00%3A00%3A00%2B00%3A00"
+        "http://airflow.test/dags/mlops_deployment__churn/runs/manual__2026-11-16T00%3A00%3A00%2B00%3A00"
         "/tasks/approve/required_actions"
     )
     assert alert.details == {"required_actions_url": link, "response_timeout": "1 day, 0:00:00"}
@@ -66,7 +66,7 @@ def test_approval_alert_links_the_required_actions_page(alerts_env: Path) -> Non
 def _deadline_context(end_date: str | None, state: str) -> dict[str, Any]:
     return {
         "dag_run": {
-            "dag_id": "mlops_deployment",
+            "dag_id": "mlops_deployment__churn",
             "dag_run_id": RUN_ID,
             "state": state,
             "queued_at": "2026-11-16T00:00:00Z",
@@ -89,12 +89,12 @@ def test_deadline_callback_alerts_a_run_that_is_still_going(alerts_env: Path) ->
     assert output == f"deadline approval_overdue: alert {record['alert_id']}: file=sent"
     assert record["kind"] == "deadline_missed" and record["task_id"] is None
     assert record["message"] == (
-        f"mlops_deployment run {RUN_ID} did not finish within 4:25:00 of being queued "
+        f"mlops_deployment__churn run {RUN_ID} did not finish within 4:25:00 of being queued "
         "(state: running). Answer the approval."
     )
     assert record["details"]["required_actions_url"].endswith("/tasks/approve/required_actions")
     assert record["log_url"] == (
-        "http://airflow.test/dags/mlops_deployment/runs/manual__2026-11-16T00%3A00%3A00%2B00%3A00"
+        "http://airflow.test/dags/mlops_deployment__churn/runs/manual__2026-11-16T00%3A00%3A00%2B00%3A00"
     )
 
 

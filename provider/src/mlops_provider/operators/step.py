@@ -398,10 +398,15 @@ def build_pod_operator(
 
 
 def step_operator(
-    spec: StepSpec, runner: RunnerMode | None = None, **operator_kwargs: Any
+    spec: StepSpec,
+    runner: RunnerMode | None = None,
+    *,
+    settings: Settings | None = None,
+    **operator_kwargs: Any,
 ) -> BaseOperator:
-    """The task for ``spec`` on the configured runner."""
-    mode = runner or get_settings().runner
-    if mode == "kubernetes":
-        return build_pod_operator(spec, **operator_kwargs)
+    """The task for ``spec`` on the configured runner (``settings``: the model's, from the DAG
+    factory; the process-wide settings otherwise)."""
+    settings = settings or get_settings()
+    if (runner or settings.runner) == "kubernetes":
+        return build_pod_operator(spec, settings, **operator_kwargs)
     return build_local_operator(spec, **operator_kwargs)
