@@ -1,12 +1,19 @@
-"""The training pipeline's verbs: each acts on one data partition (a logical run)."""
+"""The training pipeline's verbs: each acts on one data partition (a logical run).
+
+A policy's value, lowest precedence first: the class default, the deployment's environment
+(``settings``), the model contract's section (``training``, ``validation``, ``gate``), then a flag
+the run sets. The flags are registered without a default (None) so the step can tell a flag the
+run set from one it left to the contract; their help shows the deployment's default.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+from typing import Any, TypeVar
 
 from mlops_steps.cli.base import AddVerb
-from mlops_steps.core.options import add_cli_options, from_args
+from mlops_steps.core.options import add_cli_options, declared, from_args
 from mlops_steps.core.policies import (
     EvaluationPolicy,
     GateThresholds,
@@ -15,6 +22,34 @@ from mlops_steps.core.policies import (
     ValidationPolicy,
 )
 from mlops_steps.core.settings import Settings
+
+_Policy = TypeVar("_Policy")
+
+
+def _add_overridable(parser: argparse.ArgumentParser, policy_cls: type, defaults: Any) -> None:
+    """The policy's flags, defaulting to None (unset: the contract's value, else ``defaults``)."""
+    add_cli_options(parser, policy_cls, defaults)
+    parser.set_defaults(**{item.name: None for item in declared(policy_cls)})
+
+
+def resolved_policy(
+    policy_cls: type[_Policy],
+    args: argparse.Namespace,
+    settings: Settings,
+    section: str,
+    base: _Policy,
+) -> _Policy:
+    """``base`` (the deployment's defaults) with the model contract's ``section`` applied, then
+    every flag the run set."""
+    from mlops_steps.contract.loader import load_contract
+
+    policy = load_contract(settings.model_name).policy(section, base)
+    given = {
+        item.name: value
+        for item in declared(policy_cls)
+        if (value := getattr(args, item.name, None)) is not None
+    }
+    return dataclasses.replace(policy, **given) if given else policy  # type: ignore[type-var]
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -26,13 +61,15 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 def _validate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.training.validate import run_validate
 
-    return run_validate(settings, args.partition, from_args(ValidationPolicy, args))
+    policy = resolved_policy(ValidationPolicy, args, settings, "validation", settings.validation)
+    return run_validate(settings, args.partition, policy)
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.training.train import run_train
 
-    return run_train(settings, args.partition, from_args(TrainParams, args))
+    params = resolved_policy(TrainParams, args, settings, "training", settings.training)
+    return run_train(settings, args.partition, params)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -44,7 +81,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 def _gate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.training.gate import run_gate
 
-    return run_gate(settings, args.partition, from_args(GateThresholds, args))
+    thresholds = resolved_policy(GateThresholds, args, settings, "gate", settings.gate)
+    return run_gate(settings, args.partition, thresholds)
 
 
 def _register(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -54,14 +92,24 @@ def _register(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 
 def add_verbs(verb: AddVerb, settings: Settings) -> None:
-    ingest = verb("ingest", _ingest, "Read the source and write the checksummed partition.")
+    ingest = verb(
+        "ingest",
+        _ingest,
+        "Read the source and write the checksummed partition (the default source of a model "
+        "other than churn: its contract's).",
+    )
     add_cli_options(ingest, SourceRequest, settings.ingest)
     validate = verb("validate", _validate, "Validate the partition (Great Expectations).")
-    add_cli_options(validate, ValidationPolicy, settings.validation)
+    _add_overridable(validate, ValidationPolicy, settings.validation)
     train = verb("train", _train, "Train LightGBM and log the run to MLflow.")
-    add_cli_options(train, TrainParams, settings.training)
+    _add_overridable(train, TrainParams, settings.training)
     evaluate = verb("evaluate", _evaluate, "Compare challenger and champion on the hold-out.")
     add_cli_options(evaluate, EvaluationPolicy)
-    gate = verb("gate", _gate, "Apply the quality gate to the evaluation.")
-    add_cli_options(gate, GateThresholds, settings.gate)
+    gate = verb(
+        "gate",
+        _gate,
+        "Apply the quality gate to the evaluation: the contract's metric checks (or the run's "
+        "--checks JSON), latency, and the champion-collapse review.",
+    )
+    _add_overridable(gate, GateThresholds, settings.gate)
     verb("register", _register, "Register the gated model and alias it 'challenger'.")

@@ -6,18 +6,78 @@ byte-identical data. Churn depends on the features through a logistic model with
 so a gradient-boosted model learns it to an AUC around 0.85. ``drift`` in [0, 1] moves the
 covariates (more month-to-month, higher bills, more support calls) and blurs the label, which is
 what a model trained before the shift should notice and a model trained after it should suffer from.
+
+The table it writes is the one models/churn.yaml describes; :func:`fits` says whether a model's
+contract describes it (ingest refuses the synthetic source for any other model).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
-from mlops_steps.contract.schema import ALL_COLUMNS, FEATURES_BY_NAME, ID_COLUMN, LABEL_COLUMN
+from mlops_steps.contract.model import ModelContract
+
+ID_COLUMN, LABEL_COLUMN = "customer_id", "churn"
+#: The vocabularies the generator draws from (the probabilities below follow this order).
+VOCABULARIES: Mapping[str, tuple[str, ...]] = {
+    "contract_type": ("month_to_month", "one_year", "two_year"),
+    "internet_service": ("dsl", "fiber_optic", "none"),
+    "payment_method": ("electronic_check", "mailed_check", "bank_transfer", "credit_card"),
+}
+_YES_NO = ("yes", "no")
+_ADDON = ("yes", "no", "no_internet")
+_TEXT_VALUES: Mapping[str, tuple[str, ...]] = {
+    **VOCABULARIES,
+    "phone_service": _YES_NO,
+    "online_security": _ADDON,
+    "tech_support": _ADDON,
+    "streaming_tv": _ADDON,
+    "paperless_billing": _YES_NO,
+    "partner": _YES_NO,
+    "dependents": _YES_NO,
+}
+COLUMNS: tuple[str, ...] = (
+    ID_COLUMN,
+    "tenure_months",
+    "contract_type",
+    "monthly_charges",
+    "total_charges",
+    "internet_service",
+    "phone_service",
+    "online_security",
+    "tech_support",
+    "streaming_tv",
+    "paperless_billing",
+    "payment_method",
+    "senior_citizen",
+    "partner",
+    "dependents",
+    "support_calls_90d",
+    "avg_monthly_gb",
+    LABEL_COLUMN,
+)
+
+
+def fits(contract: ModelContract) -> bool:
+    """Whether ``contract`` describes the generated table: the same id, label and feature
+    columns, a binary 0/1 label with 1 positive (churned), and every generated category in the
+    feature's vocabulary."""
+    if contract.all_columns != COLUMNS or contract.task != "binary":
+        return False
+    if set(contract.class_labels) != {"0", "1"} or str(contract.positive_class) != "1":
+        return False
+    features = contract.features_by_name
+    return all(
+        features[name].is_category and set(values) <= set(features[name].categories)
+        for name, values in _TEXT_VALUES.items()
+    )
 
 
 def _pick(rng: np.random.Generator, name: str, probs: list[float], rows: int) -> np.ndarray:
-    categories = np.array(FEATURES_BY_NAME[name].categories, dtype=object)
+    categories = np.array(VOCABULARIES[name], dtype=object)
     p = np.asarray(probs, dtype=float)
     return categories[rng.choice(len(categories), size=rows, p=p / p.sum())]
 
@@ -120,4 +180,4 @@ def generate_churn(rows: int, seed: int, drift: float = 0.0) -> pd.DataFrame:
             LABEL_COLUMN: churn,
         }
     )
-    return frame[list(ALL_COLUMNS)]
+    return frame[list(COLUMNS)]

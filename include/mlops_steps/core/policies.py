@@ -39,12 +39,15 @@ ANY_METHODS = tuple(dict.fromkeys(NUMERIC_METHODS + CATEGORY_METHODS))
 
 @dataclass(frozen=True)
 class SourceRequest:
-    """What ``ingest`` reads: a URI, and for the synthetic source its size, seed and drift."""
+    """What ``ingest`` reads: a URI, and for the synthetic source its size, seed and drift.
+
+    The default (synthetic://churn) only fits the churn model: for another model it stands for
+    the ``source`` of the model's contract."""
 
     uri: str = option(
         SYNTHETIC_SOURCE,
         help="synthetic://churn, a path, file://, s3:// or https:// URI of a .csv, .csv.gz or "
-        ".parquet file",
+        ".parquet file (default for a model other than churn: its contract's source)",
         title="Data source",
         description="synthetic://churn, a path, s3:// or https:// URI of a CSV/Parquet file.",
         flag="--source",
@@ -88,11 +91,14 @@ class ValidationPolicy:
     # moved the churn rate 0.31 -> 0.69; the synthetic source's drift=1 moves it 0.30 -> 0.58.
     max_label_shift: float = option(
         0.15,
-        help="max change of the label rate vs the champion's training data",
-        title="Max label-rate shift vs the champion's data",
-        description="A larger change fails validation unless accept_shift is set.",
+        help="max label shift vs the champion's training data: binary, the change of the "
+        "positive-class rate; multiclass, the largest change of one class's share; regression, "
+        "the change of the label mean in units of the champion data's label standard deviation",
+        title="Max label shift vs the champion's data",
+        description="binary: change of the positive rate (0..1); multiclass: largest change of "
+        "a class's share (0..1); regression: change of the label mean in the champion data's "
+        "label standard deviations. A larger change fails validation unless accept_shift is set.",
         minimum=0,
-        maximum=1,
         env="MLOPS_MAX_LABEL_SHIFT",
     )
     accept_shift: bool = option(
@@ -125,43 +131,47 @@ class EvaluationPolicy:
     """How ``evaluate`` compares challenger and champion."""
 
     bootstrap_resamples: int = option(
-        1000, help="paired bootstrap resamples of the AUC delta", minimum=1
+        1000, help="paired bootstrap resamples of the primary metric's delta", minimum=1
     )
 
 
 @dataclass(frozen=True)
 class GateThresholds:
-    """The quality gate; each DAG run can override them through its Params."""
+    """The model-independent part of the quality gate; the metric checks come from the model's
+    contract (``gate.checks``) unless a run overrides them with ``checks``."""
 
-    min_auc: float = option(
-        0.80, help="Gate: min AUC", minimum=0, maximum=1, env="MLOPS_GATE_MIN_AUC"
-    )
-    min_accuracy: float = option(
-        0.75, help="Gate: min accuracy", minimum=0, maximum=1, env="MLOPS_GATE_MIN_ACCURACY"
-    )
     max_latency_ms: float = option(
         25.0,
         help="Gate: max p95 latency per row (ms)",
         exclusive_minimum=0,
         env="MLOPS_GATE_MAX_LATENCY_MS",
     )
-    max_auc_drop: float = option(
-        0.01,
-        help="Gate: max AUC drop vs champion",
-        minimum=0,
-        maximum=1,
-        env="MLOPS_GATE_MAX_AUC_DROP",
-    )
-    # The champion's AUC on the new hold-out against its own training-time AUC: a collapse means
-    # the new labels disagree with the old ones (0.87 -> 0.13 on flipped labels), not that the
-    # challenger is better, so a person must review it.
+    # The champion's primary metric on the new hold-out against its own training-time value, in
+    # the metric's units and worse direction: a collapse means the new labels disagree with the
+    # old ones (AUC 0.87 -> 0.13 on flipped labels), not that the challenger is better, so a
+    # person must review it.
     max_champion_collapse: float = option(
         0.2,
-        help="Gate: max AUC the champion may lose on the new hold-out before review is needed",
-        title="Gate: max champion AUC collapse (else needs review)",
+        help="Gate: how much the champion's primary metric may worsen on the new hold-out "
+        "(vs its training-time value, in the metric's units) before review is needed",
+        title="Gate: max champion collapse on the primary metric (else needs review)",
         minimum=0,
-        maximum=1,
         env="MLOPS_GATE_MAX_CHAMPION_COLLAPSE",
+    )
+    # This run's metric checks instead of the contract's, as JSON: a list of checks shaped like
+    # the contract's gate.checks, e.g. [{"metric": "auc", "threshold": 0.9}].
+    checks: str = option(
+        "",
+        help="Gate: the metric checks for this run as a JSON list shaped like the contract's "
+        'gate.checks, e.g. \'[{"metric": "auc", "threshold": 0.9, "min_absolute_change": '
+        "-0.01}]'; empty: the model contract's checks",
+        title="Gate: metric checks for this run (JSON; empty = the model contract's)",
+        description='A JSON list like [{"metric": "auc", "threshold": 0.9}]: each check has a '
+        "metric of the model's task and threshold, min_absolute_change and/or "
+        "min_relative_change (vs the champion; negative = tolerated loss). Empty: the checks "
+        "in the model's contract.",
+        flag="--checks",
+        param="gate_checks",
     )
 
 

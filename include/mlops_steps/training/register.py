@@ -14,12 +14,14 @@ from typing import Any
 
 from mlops_steps.common.storage import Partition, read_json, write_json
 from mlops_steps.common.tracking import CHALLENGER, CHAMPION, connect, version_by_alias
+from mlops_steps.contract.model import METRICS
 from mlops_steps.core.errors import GateFailed, StepError
 from mlops_steps.core.settings import Settings
 from mlops_steps.training.gate import NEEDS_REVIEW, PASSED
 from mlops_steps.training.shift import shift_tags
 
 _READY_TIMEOUT_S = 300.0
+ALL_METRICS = frozenset(m for metrics in METRICS.values() for m in metrics)
 
 
 def _existing_version(client: Any, model_name: str, run_id: str) -> Any | None:
@@ -71,22 +73,30 @@ def _wait_ready(client: Any, model_name: str, version: str) -> Any:
 def version_tags(
     gate: dict[str, Any], evaluation: dict[str, Any], validation: dict[str, Any]
 ) -> dict[str, str]:
-    """Tags that let the deployment pipeline re-check the gate without reading local files."""
+    """Tags that let the deployment pipeline re-check the gate without reading local files:
+    the task, its primary metric and every hold-out metric as ``mlops.holdout_<metric>``."""
     challenger = evaluation["challenger"]
+    names = evaluation.get("metrics") or [m for m in challenger if m in ALL_METRICS]
     tags = {
         "mlops.gate.decision": gate["decision"],
         "mlops.gate.reason": gate["reason"][:4000],
         "mlops.gate.checks": json.dumps(gate["checks"], sort_keys=True)[:7000],
         "mlops.data_sha256": gate["data_sha256"],
         "mlops.partition": gate["partition"],
-        "mlops.holdout_auc": f"{challenger['auc']:.6f}",
-        "mlops.holdout_accuracy": f"{challenger['accuracy']:.6f}",
+        **{f"mlops.holdout_{m}": f"{challenger[m]:.6f}" for m in names},
         "mlops.latency_p95_ms": f"{challenger['latency_p95_ms']:.4f}",
     }
+    if evaluation.get("task"):
+        tags["mlops.task"] = evaluation["task"]
+    if evaluation.get("primary_metric"):
+        tags["mlops.primary_metric"] = evaluation["primary_metric"]
     tags |= shift_tags(validation.get("shift"))
     if evaluation.get("champion"):
+        comparison = evaluation["comparison"]
+        metric = comparison.get("metric", "auc")
         tags["mlops.compared_to_champion"] = str(evaluation["champion"]["version"])
-        tags["mlops.auc_delta"] = f"{evaluation['comparison']['auc_delta']:.6f}"
+        # challenger - champion on the same hold-out (for a loss, negative is better)
+        tags[f"mlops.{metric}_delta"] = f"{comparison[f'{metric}_delta']:.6f}"
     return tags
 
 

@@ -3,9 +3,12 @@
 TFX's ExampleValidator compares spans the same way. Two things are compared, with the drift tests
 monitoring uses (:mod:`mlops_steps.common.drift`):
 
-* the label rate: beyond ``max_label_shift`` the run fails with :class:`LabelShiftRefused`, unless
-  it says it means to learn a new distribution (``accept_shift``, recorded on the version). A
-  flipped label column looks like an excellent model on its own hold-out; only this catches it;
+* the label, by task: binary, the positive-class rate; multiclass, the largest change of one
+  class's share; regression, the change of the label mean in units of the champion data's label
+  standard deviation. Beyond ``max_label_shift`` the run fails with :class:`LabelShiftRefused`,
+  unless it says it means to learn a new distribution (``accept_shift``, recorded on the
+  version). A flipped label column looks like an excellent model on its own hold-out; only this
+  catches it;
 * every feature's distribution: recorded, never fatal (retraining on drifted data is the point of
   a drift-triggered run).
 
@@ -20,17 +23,26 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_steps.common.drift import FeatureKind, column_drift, data_drift
+from mlops_steps.common.metrics import encode_labels
 from mlops_steps.common.storage import Partition, atomic_write_bytes, load_partition_frame
 from mlops_steps.common.tracking import CHAMPION, connect, version_by_alias
-from mlops_steps.contract.schema import FEATURES, LABEL_COLUMN
+from mlops_steps.contract.loader import load_contract
+from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import StepError, ValidationFailed
 from mlops_steps.core.policies import DriftPolicy, ValidationPolicy
 from mlops_steps.core.settings import Settings
 
 REPORT_JSON, REPORT_HTML = "shift.json", "shift.html"
+# The version tag holding the label statistic on both sides, by what the task compares.
+_TAG_BY_WHAT = {
+    "label rate": "label_rate",
+    "class shares": "label_shares",
+    "label mean": "label_mean",
+}
 NO_CHAMPION, COMPARED = "no_champion", "compared"
 
 
@@ -39,42 +51,107 @@ class ChampionDataUnreadable(StepError):
 
 
 class LabelShiftRefused(ValidationFailed):
-    """The label rate moved beyond the bound and the run did not say it means to learn it."""
+    """The label moved beyond the bound and the run did not say it means to learn it."""
 
 
-def label_rate(frame: pd.DataFrame) -> float:
-    return float(frame[LABEL_COLUMN].mean())
+def label_rate(frame: pd.DataFrame, contract: ModelContract) -> float:
+    """Binary: the share of the positive class."""
+    return float(encode_labels(frame[contract.label], contract).mean())
+
+
+def _label_change(
+    reference: pd.Series, current: pd.Series, contract: ModelContract
+) -> dict[str, Any]:
+    """The task's label statistics on both sides and the shift between them."""
+    if contract.task == "binary":
+        before = float(encode_labels(reference, contract).mean())
+        after = float(encode_labels(current, contract).mean())
+        return {"champion_rate": before, "new_rate": after, "shift": abs(after - before)}
+    if contract.task == "multiclass":
+        classes = len(contract.classes)
+        old = np.bincount(encode_labels(reference, contract), minlength=classes) / len(reference)
+        new = np.bincount(encode_labels(current, contract), minlength=classes) / len(current)
+        return {
+            "champion_shares": dict(zip(contract.class_labels, old.tolist(), strict=True)),
+            "new_shares": dict(zip(contract.class_labels, new.tolist(), strict=True)),
+            "shift": float(np.abs(new - old).max()),
+        }
+    before, after = float(reference.mean()), float(current.mean())
+    spread = float(reference.std(ddof=0))
+    # A constant champion label: any change of the mean is measured in its own units.
+    shift = abs(after - before) / spread if spread > 0 else abs(after - before)
+    return {"champion_mean": before, "champion_std": spread, "new_mean": after, "shift": shift}
+
+
+def describe_label(label: dict[str, Any], digits: int) -> tuple[str, str, str]:
+    """(what moved, before, after) as the messages write them."""
+    if "champion_rate" in label:
+        return (
+            "label rate",
+            f"{label['champion_rate']:.{digits}f}",
+            f"{label['new_rate']:.{digits}f}",
+        )
+    if "champion_shares" in label:
+
+        def shares(values: dict[str, float]) -> str:
+            return "{" + ", ".join(f"{k}: {v:.{digits}f}" for k, v in values.items()) + "}"
+
+        return "class shares", shares(label["champion_shares"]), shares(label["new_shares"])
+    return "label mean", f"{label['champion_mean']:.{digits}g}", f"{label['new_mean']:.{digits}g}"
+
+
+def _drift_frames(
+    reference: pd.DataFrame, current: pd.DataFrame, contract: ModelContract
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, FeatureKind]]:
+    """Booleans are compared as categories (their values as text)."""
+    booleans = [f.name for f in contract.features if f.kind == "boolean"]
+    kinds = {
+        f.name: FeatureKind(f.name, "category" if f.kind == "boolean" else f.kind)
+        for f in contract.features
+    }
+    if not booleans:
+        return reference, current, kinds
+
+    def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.copy()
+        for name in booleans:
+            out[name] = out[name].astype(str).where(out[name].notna())
+        return out
+
+    return as_text(reference), as_text(current), kinds
 
 
 def compare_frames(
-    reference: pd.DataFrame, current: pd.DataFrame, policy: ValidationPolicy
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    policy: ValidationPolicy,
+    contract: ModelContract,
 ) -> dict[str, Any]:
-    """Label rate and per-feature drift of ``current`` against ``reference`` (pure)."""
-    kinds = {f.name: FeatureKind(f.name, f.kind) for f in FEATURES}
+    """Label shift and per-feature drift of ``current`` against ``reference`` (pure)."""
     drift_policy = DriftPolicy()  # monitoring's defaults: one meaning of "drifted"
+    label_column = contract.label
     label_test = column_drift(
-        LABEL_COLUMN,
-        "cat",
-        reference[LABEL_COLUMN],
-        current[LABEL_COLUMN],
+        label_column,
+        "num" if contract.task == "regression" else "cat",
+        reference[label_column],
+        current[label_column],
         method=None,
         threshold=None,
     )
-    before, after = label_rate(reference), label_rate(current)
-    shift = abs(after - before)
-    exceeded = shift > policy.max_label_shift
+    change = _label_change(reference[label_column], current[label_column], contract)
+    exceeded = change["shift"] > policy.max_label_shift
+    ref, cur, kinds = _drift_frames(reference, current, contract)
     return {
         "label": {
-            "column": LABEL_COLUMN,
-            "champion_rate": before,
-            "new_rate": after,
-            "shift": shift,
+            "column": label_column,
+            "task": contract.task,
+            **change,
             "max_shift": policy.max_label_shift,
             "exceeded": exceeded,
             "accepted": bool(exceeded and policy.accept_shift),
             "test": asdict(label_test),
         },
-        "features": data_drift(reference, current, kinds, drift_policy),
+        "features": data_drift(ref, cur, kinds, drift_policy),
     }
 
 
@@ -123,11 +200,12 @@ def summarise(report: dict[str, Any]) -> str:
     verdict = "accepted by the run" if label["accepted"] else "over the bound"
     bound = f"{label['shift']:.2f} > {label['max_shift']:.2f}, {verdict}"
     within = f"{label['shift']:.2f} <= {label['max_shift']:.2f}"
+    what, before, after = describe_label(label, 2)
+    unit = " std" if label.get("task") == "regression" else ""
     drifted = features["drifted_columns"]
     return (
-        f"vs champion v{report['champion']['version']}: label rate "
-        f"{label['champion_rate']:.2f} -> {label['new_rate']:.2f} "
-        f"(shift {bound if label['exceeded'] else within}); "
+        f"vs champion v{report['champion']['version']}: {what} {before} -> {after} "
+        f"(shift{unit} {bound if label['exceeded'] else within}); "
         f"{len(drifted)}/{len(features['columns'])} features drifted"
         + (f": {', '.join(drifted)}" if drifted else "")
     )
@@ -157,6 +235,7 @@ def compare_with_champion(
     settings: Settings, partition: Partition, frame: pd.DataFrame, policy: ValidationPolicy
 ) -> dict[str, Any]:
     """The comparison, written as JSON and HTML beside the partition's validation results."""
+    contract = load_contract(settings.model_name)
     champion = version_by_alias(connect(), settings.model_name, CHAMPION)
     report: dict[str, Any] = {
         "partition": partition.key,
@@ -170,7 +249,7 @@ def compare_with_champion(
     }
     if champion is not None:
         reference, key = _champion_frame(settings, champion)
-        report |= compare_frames(reference, frame, policy)
+        report |= compare_frames(reference, frame, policy, contract)
         report["status"] = COMPARED
         report["champion"] = {
             "version": str(champion.version),
@@ -193,11 +272,15 @@ def refuse_label_shift(report: dict[str, Any], partition: Partition) -> None:
     if not report["refused"]:
         return
     label, champion = report["label"], report["champion"]
+    what, before, after = describe_label(label, 4)
+    unit = {
+        "multiclass": " (largest change of one class's share)",
+        "regression": " (in standard deviations of the champion data's label)",
+    }.get(label.get("task", "binary"), "")
     raise LabelShiftRefused(
-        f"the label rate moved from {label['champion_rate']:.4f} (champion "
-        f"v{champion['version']}, partition {champion['partition']}) to "
-        f"{label['new_rate']:.4f}: a shift of {label['shift']:.4f} > max_label_shift "
-        f"{label['max_shift']:.4f}",
+        f"the {what} moved from {before} (champion v{champion['version']}, partition "
+        f"{champion['partition']}) to {after}: a shift of {label['shift']:.4f}{unit} > "
+        f"max_label_shift {label['max_shift']:.4f}",
         subject=str(partition.data),
         fix=(
             "check the labels (a flipped or mis-joined label column looks like this); if the "
@@ -218,9 +301,10 @@ def shift_tags(shift: dict[str, Any] | None) -> dict[str, str]:
     }
     if shift["status"] == COMPARED:
         label, features = shift["label"], shift["features"]
+        what, before, after = describe_label(label, 6)
         tags |= {
             "mlops.shift.compared_to": shift["champion"]["version"],
-            "mlops.shift.label_rate": f"{label['champion_rate']:.6f}->{label['new_rate']:.6f}",
+            f"mlops.shift.{_TAG_BY_WHAT[what]}": f"{before}->{after}",
             "mlops.shift.label_shift": f"{label['shift']:.6f}",
             "mlops.shift.accepted": str(label["accepted"]).lower(),
             "mlops.shift.drifted_features": ",".join(features["drifted_columns"]) or "none",

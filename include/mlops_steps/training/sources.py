@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
 
+from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import SourceError
-from mlops_steps.core.policies import SourceRequest
+from mlops_steps.core.policies import SYNTHETIC_SOURCE, SourceRequest
 
 _HTTP_TIMEOUT_S = 60.0
 _SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
@@ -87,6 +89,29 @@ def _read_http(uri: str) -> bytes:
     if response.status_code != 200:
         raise SourceError(f"answered HTTP {response.status_code}", subject=uri)
     return response.content
+
+
+class SyntheticSourceMismatch(SourceError):
+    """The synthetic churn generator was asked for a model whose contract is not churn's."""
+
+
+def resolve_source(request: SourceRequest, contract: ModelContract) -> SourceRequest:
+    """The request for ``contract``'s model: the synthetic churn generator only fits a contract
+    with the churn table's columns; for any other model the default URI stands for the
+    contract's ``source`` (and with none, or a synthetic one, the run is refused, named)."""
+    from mlops_steps.contract.synthetic import fits
+
+    if not request.is_synthetic or fits(contract):
+        return request
+    if contract.source and contract.source not in {"synthetic", SYNTHETIC_SOURCE}:
+        return dataclasses.replace(request, uri=contract.source)
+    where = contract.path or f"the contract of {contract.name}"
+    raise SyntheticSourceMismatch(
+        f"generates the churn table, not model {contract.name!r}'s columns, and the model's "
+        "contract names no other source",
+        subject=f"source {request.uri}",
+        fix=f"give --source (Param source_uri) a CSV/Parquet URI, or set `source:` in {where}",
+    )
 
 
 def read_source(request: SourceRequest) -> pd.DataFrame:

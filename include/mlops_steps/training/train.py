@@ -1,9 +1,10 @@
 """train: fit LightGBM on the partition and record everything about it in MLflow.
 
-A training run is identified by its *training key*: the data hash, the training parameters and the
-code version. A retry, or a re-run of the same logical date, finds the finished MLflow run with that
-key and returns it instead of training again, so nothing is logged or registered twice. Runs of the
-key left RUNNING by a killed attempt are marked KILLED first (see run_lifecycle).
+A training run is identified by its *training key*: the data hash, the training parameters, the
+model's contract and the code version. A retry, or a re-run of the same logical date, finds the
+finished MLflow run with that key and returns it instead of training again, so nothing is logged
+or registered twice. Runs of the key left RUNNING by a killed attempt are marked KILLED first (see
+run_lifecycle). The objective, the label encoding and the outputs follow the contract's task.
 """
 
 from __future__ import annotations
@@ -22,38 +23,107 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_steps.common.metrics import classification_metrics, split_frame
+from mlops_steps.common.metrics import (
+    encode_labels,
+    id_column_of,
+    per_class_metrics,
+    split_frame,
+    task_metrics,
+)
 from mlops_steps.common.storage import Partition, load_partition_frame, write_json
 from mlops_steps.common.tracking import connect
-from mlops_steps.contract.schema import (
-    CATEGORICAL_FEATURES,
-    FEATURE_NAMES,
-    LABEL_COLUMN,
-    SLICE_COLUMNS,
-    feature_spec,
-    training_ranges,
-)
+from mlops_steps.contract.loader import load_contract
+from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.policies import TrainParams
 from mlops_steps.core.settings import Settings, code_version
-from mlops_steps.training import pyfunc_model, run_lifecycle
+from mlops_steps.training import plots, pyfunc_model, run_lifecycle
 
 _MODEL_REQUIREMENTS = ("lightgbm", "pandas", "numpy")
+#: LightGBM's objective and the metrics it records per round, by task.
+OBJECTIVES: dict[str, tuple[str, list[str]]] = {
+    "binary": ("binary", ["auc", "binary_logloss"]),
+    "multiclass": ("multiclass", ["multi_logloss"]),
+    "regression": ("regression", ["l2"]),
+}
+_CURVE_NAMES = {"auc": "curve_valid_auc", "binary_logloss": "curve_valid_logloss"}
+_SLICE_MIN_ROWS = 100
+#: Quantiles of the training predictions that bucket a regression model's served values.
+_SCORE_QUANTILES = tuple(q / 10 for q in range(1, 10))
 
 
-def _categories() -> dict[str, list[str]]:
-    spec = feature_spec()
-    return {f["name"]: f["categories"] for f in spec["features"] if f["kind"] == "category"}
+def model_frame(frame: pd.DataFrame, contract: ModelContract) -> pd.DataFrame:
+    """The booster's input: the contract's features, encoded as the served model encodes them."""
+    features, categories, booleans = pyfunc_model.spec_encoding(contract.feature_spec())
+    return pyfunc_model.prepare_frame(frame, features, categories, booleans)
 
 
-def model_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    return pyfunc_model.prepare_frame(frame, FEATURE_NAMES, _categories())
-
-
-def training_key(data_sha256: str, params: TrainParams) -> str:
+def training_key(data_sha256: str, params: TrainParams, contract: ModelContract) -> str:
     payload = json.dumps(
-        {"data": data_sha256, "params": asdict(params), "code": code_version()}, sort_keys=True
+        {
+            "data": data_sha256,
+            "params": asdict(params),
+            "code": code_version(),
+            "contract": contract.fingerprint(),
+        },
+        sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def lightgbm_params(params: TrainParams, contract: ModelContract) -> dict[str, Any]:
+    objective, metrics = OBJECTIVES[contract.task]
+    out: dict[str, Any] = {"objective": objective, "metric": metrics}
+    if contract.task == "multiclass":
+        out["num_class"] = len(contract.classes)
+    return out | {
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": params.bagging_freq,
+        "lambda_l2": params.lambda_l2,
+        "seed": params.seed,
+        "num_threads": params.num_threads,
+        "deterministic": True,
+        "force_col_wise": True,
+        "verbose": -1,
+    }
+
+
+def _slice_metrics(
+    valid: pd.DataFrame, labels: np.ndarray, outputs: np.ndarray, contract: ModelContract
+) -> dict[str, float]:
+    """The primary metric per value of each slice column (slices big enough to judge)."""
+    out: dict[str, float] = {}
+    metric = contract.primary_metric
+    for column in contract.slices:
+        for value, index in valid.groupby(column, observed=True).indices.items():
+            if len(index) < _SLICE_MIN_ROWS:
+                continue
+            if contract.task == "binary" and not 0 < labels[index].mean() < 1:
+                continue
+            metrics = task_metrics(contract.task, labels[index], outputs[index])
+            out[f"valid_{metric}__{column}__{value}"] = metrics[metric]
+    return out
+
+
+def score_buckets(values: np.ndarray) -> list[float]:
+    """Regression: ascending unique quantiles 0.1..0.9 of the training predictions (the service's
+    histogram buckets for the served values)."""
+    quantiles = np.quantile(np.asarray(values, dtype=float), _SCORE_QUANTILES)
+    return sorted({round(float(q), 6) for q in quantiles})
+
+
+def _log_curves(history: dict[str, Any], best_iteration: int) -> None:
+    import mlflow
+
+    curves: dict[str, list[float]] = history.get("valid", {})
+    rounds = len(next(iter(curves.values()), []))
+    for step in range(rounds):
+        if step % 10 == 0 or step == best_iteration - 1:
+            values = {_CURVE_NAMES.get(n, f"curve_valid_{n}"): v[step] for n, v in curves.items()}
+            mlflow.log_metrics(values, step)
 
 
 def _airflow_tags() -> dict[str, str]:
@@ -91,60 +161,6 @@ def _reuse(run: Any, partition: Partition) -> dict[str, Any]:
     return result
 
 
-def _plots(labels: np.ndarray, scores: np.ndarray, booster: Any) -> dict[str, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    figures: dict[str, Any] = {}
-    fpr, tpr, _ = roc_curve(labels, scores)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fpr, tpr, label="model")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (validation)")
-    ax.legend()
-    figures["plots/roc_curve.png"] = fig
-
-    precision, recall, _ = precision_recall_curve(labels, scores)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(recall, precision)
-    ax.axhline(labels.mean(), linestyle="--", color="grey", label="base rate")
-    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (validation)")
-    ax.legend()
-    figures["plots/pr_curve.png"] = fig
-
-    observed, predicted = calibration_curve(labels, scores, n_bins=10, strategy="quantile")
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(predicted, observed, marker="o", label="model")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
-    ax.set(xlabel="mean predicted", ylabel="observed rate", title="Calibration (validation)")
-    ax.legend()
-    figures["plots/calibration.png"] = fig
-
-    gains = booster.feature_importance(importance_type="gain")
-    order = np.argsort(gains)
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.barh(np.array(booster.feature_name())[order], gains[order])
-    ax.set(xlabel="total gain", title="Feature importance")
-    fig.tight_layout()
-    figures["plots/feature_importance.png"] = fig
-    return figures
-
-
-def _slice_metrics(valid: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for column in SLICE_COLUMNS:
-        for value, index in valid.groupby(column, observed=True).indices.items():
-            labels = valid[LABEL_COLUMN].to_numpy()[index]
-            if len(index) >= 100 and 0 < labels.mean() < 1:
-                metrics = classification_metrics(labels, scores[index])
-                out[f"valid_auc__{column}__{value}"] = metrics["auc"]
-    return out
-
-
 def _model_requirements(mlflow_version: str) -> list[str]:
     """The logged model's pins. MLflow by its module's version, as MLflow pins itself: the task
     image installs mlflow-skinny, which has no distribution named "mlflow" to look up."""
@@ -152,41 +168,63 @@ def _model_requirements(mlflow_version: str) -> list[str]:
     return [f"mlflow=={mlflow_version}", *pins]
 
 
-def run_train(settings: Settings, partition_key: str, params: TrainParams) -> dict[str, Any]:
-    import lightgbm as lgb
+def _log_model(
+    booster: Any,
+    spec: dict[str, Any],
+    manifest: dict[str, Any],
+    example: pd.DataFrame,
+    example_outputs: np.ndarray,
+) -> Any:
+    """The booster and its feature spec as an MLflow pyfunc model of the active run."""
     import mlflow
     from mlflow.models import infer_signature
 
+    with tempfile.TemporaryDirectory() as tmp:
+        booster_path = Path(tmp) / "booster.txt"
+        booster.save_model(str(booster_path), num_iteration=booster.best_iteration)
+        spec_path = Path(tmp) / "feature_spec.json"
+        # With each numeric feature's training range (serving flags values outside it).
+        spec_path.write_text(json.dumps(spec, indent=2))
+        mlflow.log_artifact(str(spec_path))
+        mlflow.log_dict(manifest, "data/manifest.json")
+        with warnings.catch_warnings():
+            # MLflow hints that integer columns cannot hold missing values; nullable features
+            # arrive as floats, and serving validates requests against the spec.
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            signature = infer_signature(example, example_outputs)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=pyfunc_model.__file__,
+            artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=_model_requirements(mlflow.__version__),
+        )
+
+
+def run_train(settings: Settings, partition_key: str, params: TrainParams) -> dict[str, Any]:
+    """Train the contract's model on the partition's train split (early stopping on valid).
+
+    ``params`` are used as given: the CLI applies the contract's ``training`` overrides under
+    the flags a run sets (``contract.policy("training", settings.training)``)."""
+    import lightgbm as lgb
+    import mlflow
+
+    contract = load_contract(settings.model_name)
     partition = Partition.of(settings.dataset_root, partition_key)
     frame, manifest = load_partition_frame(partition)
     data_sha256 = manifest["data_sha256"]
-    key = training_key(data_sha256, params)
+    key = training_key(data_sha256, params, contract)
 
     client = connect()
     existing = _finished_run_after_retiring_stale(settings, client, key)
     if existing is not None:
         return _reuse(existing, partition)
 
-    splits = split_frame(frame)
-    x_train, x_valid = model_frame(splits.train), model_frame(splits.valid)
-    y_train = splits.train[LABEL_COLUMN].to_numpy()
-    y_valid = splits.valid[LABEL_COLUMN].to_numpy()
-    lgb_params = {
-        "objective": "binary",
-        "metric": ["auc", "binary_logloss"],
-        "learning_rate": params.learning_rate,
-        "num_leaves": params.num_leaves,
-        "min_data_in_leaf": params.min_data_in_leaf,
-        "feature_fraction": params.feature_fraction,
-        "bagging_fraction": params.bagging_fraction,
-        "bagging_freq": params.bagging_freq,
-        "lambda_l2": params.lambda_l2,
-        "seed": params.seed,
-        "num_threads": params.num_threads,
-        "deterministic": True,
-        "force_col_wise": True,
-        "verbose": -1,
-    }
+    splits = split_frame(frame, id_column_of(contract))
+    x_train, x_valid = model_frame(splits.train, contract), model_frame(splits.valid, contract)
+    y_train = encode_labels(splits.train[contract.label], contract)
+    y_valid = encode_labels(splits.valid[contract.label], contract)
     tags = {
         "mlops.training_key": key,
         "mlops.data_sha256": data_sha256,
@@ -194,18 +232,25 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
         "mlops.partition": partition.key,
         "mlops.code_sha": code_version(),
         "mlops.model_name": settings.model_name,
+        "mlops.task": contract.task,
+        "mlops.primary_metric": contract.primary_metric,
+        "mlops.contract_fingerprint": contract.fingerprint(),
         **_airflow_tags(),
     }
     with (
         run_lifecycle.sigterm_ends_run_killed(),
         mlflow.start_run(run_name=f"train-{partition.key}", tags=tags) as run,
     ):
-        mlflow.log_params({**asdict(params), "rows": len(frame), "features": len(FEATURE_NAMES)})
-        train_set = lgb.Dataset(x_train, y_train, categorical_feature=list(CATEGORICAL_FEATURES))
+        mlflow.log_params(
+            {**asdict(params), "rows": len(frame), "features": len(contract.feature_names)}
+        )
+        train_set = lgb.Dataset(
+            x_train, y_train, categorical_feature=list(contract.categorical_features)
+        )
         valid_set = lgb.Dataset(x_valid, y_valid, reference=train_set)
         history: dict[str, Any] = {}
         booster = lgb.train(
-            lgb_params,
+            lightgbm_params(params, contract),
             train_set,
             num_boost_round=params.max_rounds,
             valid_sets=[valid_set],
@@ -215,49 +260,37 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
                 lgb.record_evaluation(history),
             ],
         )
-        for step, (auc, loss) in enumerate(
-            zip(history["valid"]["auc"], history["valid"]["binary_logloss"], strict=True)
-        ):
-            if step % 10 == 0 or step == booster.best_iteration - 1:
-                mlflow.log_metrics({"curve_valid_auc": auc, "curve_valid_logloss": loss}, step)
+        _log_curves(history, booster.best_iteration)
 
-        scores = np.asarray(booster.predict(x_valid, num_iteration=booster.best_iteration))
+        outputs = np.asarray(booster.predict(x_valid, num_iteration=booster.best_iteration))
         valid_metrics = {
-            f"valid_{k}": v for k, v in classification_metrics(y_valid, scores).items()
+            f"valid_{k}": v for k, v in task_metrics(contract.task, y_valid, outputs).items()
         }
+        per_class = (
+            per_class_metrics(y_valid, outputs, contract.class_labels)
+            if contract.task == "multiclass"
+            else {}
+        )
         metrics = {
             **valid_metrics,
-            **_slice_metrics(splits.valid, scores),
+            **{f"valid_{k}": v for k, v in per_class.items()},
+            **_slice_metrics(splits.valid, y_valid, outputs, contract),
             "best_iteration": float(booster.best_iteration),
             "train_rows": float(len(splits.train)),
             "valid_rows": float(len(splits.valid)),
         }
         mlflow.log_metrics(metrics)
-        for path, figure in _plots(y_valid, scores, booster).items():
+        figures = plots.task_plots(contract.task, y_valid, outputs, booster, contract.class_labels)
+        for path, figure in figures.items():
             mlflow.log_figure(figure, path)
 
-        with tempfile.TemporaryDirectory() as tmp:
-            booster_path = Path(tmp) / "booster.txt"
-            booster.save_model(str(booster_path), num_iteration=booster.best_iteration)
-            spec_path = Path(tmp) / "feature_spec.json"
-            # With each numeric feature's training range (serving flags values outside it).
-            spec_path.write_text(json.dumps(feature_spec(training_ranges(splits.train)), indent=2))
-            mlflow.log_artifact(str(spec_path))
-            mlflow.log_dict(manifest, "data/manifest.json")
-            example = splits.valid.loc[:, list(FEATURE_NAMES)].head(5)
-            with warnings.catch_warnings():
-                # MLflow hints that integer columns cannot hold missing values; the data contract
-                # forbids nulls and serving validates requests against the feature spec.
-                warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-                signature = infer_signature(example, scores[:5])
-            model_info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=pyfunc_model.__file__,
-                artifacts={"booster": str(booster_path), "feature_spec": str(spec_path)},
-                signature=signature,
-                input_example=example,
-                pip_requirements=_model_requirements(mlflow.__version__),
+        spec = contract.feature_spec(contract.training_ranges(splits.train))
+        if contract.task == "regression":
+            spec["score_buckets"] = score_buckets(
+                np.asarray(booster.predict(x_train, num_iteration=booster.best_iteration))
             )
+        example = splits.valid.loc[:, list(contract.feature_names)].head(5)
+        model_info = _log_model(booster, spec, manifest, example, outputs[:5])
         result = {
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
@@ -265,6 +298,7 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
             "training_key": key,
             "data_sha256": data_sha256,
             "partition": partition.key,
+            "task": contract.task,
             "metrics": valid_metrics,
             "best_iteration": booster.best_iteration,
         }

@@ -1,6 +1,7 @@
 """validate: check the partition against the data contract with Great Expectations.
 
-The suite is built from :mod:`mlops_steps.schema` (so the contract has one source), run through a
+The suite is built from the model's contract (columns, kinds, nullability, hard limits,
+categories, the label's classes), run through a
 checkpoint that also renders Data Docs beside the partition, and summarised into
 ``validation/result.json``. Any failed expectation fails the step with each failure named, and
 so does an expectation that was built but not evaluated (a silently dropped check is a failure).
@@ -16,8 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlops_steps.common.metrics import ROW_ID_COLUMN
 from mlops_steps.common.storage import Partition, load_partition_frame, write_json
-from mlops_steps.contract.schema import ALL_COLUMNS, FEATURES, ID_COLUMN, LABEL_COLUMN
+from mlops_steps.contract.loader import load_contract
+from mlops_steps.contract.model import Feature, ModelContract
 from mlops_steps.core.errors import StepError, ValidationFailed
 from mlops_steps.core.policies import ValidationPolicy
 from mlops_steps.core.settings import Settings
@@ -26,6 +29,7 @@ from mlops_steps.training.shift import compare_with_champion, refuse_label_shift
 _INT_TYPES = ["int64", "int32", "int16", "int8", "Int64", "Int32"]
 _FLOAT_TYPES = ["float64", "float32", "Float64", *_INT_TYPES]
 _STRING_TYPES = ["object", "str", "string", "StringDtype"]
+_BOOL_TYPES = ["bool", "boolean", "BooleanDtype", "object", *_INT_TYPES, "float64"]
 _SITE = "partition_site"
 
 
@@ -33,39 +37,75 @@ class ExpectationsNotEvaluated(ValidationFailed):
     """Fewer (or more) expectations were evaluated than the suite was built with."""
 
 
-def build_expectations(min_rows: int) -> list[Any]:
-    """The expectation suite for churn data (GX objects; imported lazily, GX is slow to load)."""
+def _feature_expectations(feature: Feature) -> list[Any]:
     import great_expectations.expectations as gxe
 
+    name = feature.name
+    if feature.is_category:
+        return [
+            gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=_STRING_TYPES),
+            gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(feature.categories)),
+        ]
+    if feature.kind == "boolean":
+        # True/False, or 0/1 (a CSV column with a missing value reads as float or object).
+        return [
+            gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=_BOOL_TYPES),
+            gxe.ExpectColumnValuesToBeInSet(column=name, value_set=[True, False, 0, 1]),
+        ]
+    # A missing value turns an integer column into floats: a nullable integer may be float.
+    integer_only = feature.kind == "integer" and not feature.nullable
+    out: list[Any] = [
+        gxe.ExpectColumnValuesToBeInTypeList(
+            column=name, type_list=_INT_TYPES if integer_only else _FLOAT_TYPES
+        )
+    ]
+    if feature.minimum is not None or feature.maximum is not None:
+        out.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=name, min_value=feature.minimum, max_value=feature.maximum
+            )
+        )
+    return out
+
+
+def _label_expectations(contract: ModelContract) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    label = contract.label
+    if contract.task == "regression":
+        return [gxe.ExpectColumnValuesToBeInTypeList(column=label, type_list=_FLOAT_TYPES)]
+    numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in contract.classes)
+    return [
+        gxe.ExpectColumnValuesToBeInTypeList(
+            column=label, type_list=_INT_TYPES if numeric else _STRING_TYPES
+        ),
+        gxe.ExpectColumnValuesToBeInSet(column=label, value_set=list(contract.classes)),
+    ]
+
+
+def build_expectations(contract: ModelContract, min_rows: int) -> list[Any]:
+    """The expectation suite of the model's data (GX objects; imported lazily, GX is slow to
+    load): exactly the contract's columns (and the derived row id when it declares no id),
+    enough rows, unique ids, no nulls where the contract forbids them, each feature's kind,
+    hard limits and categories, and label values the task allows."""
+    import great_expectations.expectations as gxe
+
+    id_column = contract.id_column or ROW_ID_COLUMN
+    columns = [*contract.all_columns, *(() if contract.id_column else (ROW_ID_COLUMN,))]
     suite: list[Any] = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=list(ALL_COLUMNS), exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True),
         # Map expectations pass on an empty table, so the row count guards against empty data.
         gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
-        gxe.ExpectColumnValuesToBeUnique(column=ID_COLUMN),
-        gxe.ExpectColumnValuesToBeInTypeList(column=ID_COLUMN, type_list=_STRING_TYPES),
-        gxe.ExpectColumnValuesToBeInTypeList(column=LABEL_COLUMN, type_list=_INT_TYPES),
-        gxe.ExpectColumnValuesToBeInSet(column=LABEL_COLUMN, value_set=[0, 1]),
+        gxe.ExpectColumnValuesToBeUnique(column=id_column),
+        gxe.ExpectColumnValuesToBeInTypeList(column=id_column, type_list=_STRING_TYPES),
+        *_label_expectations(contract),
     ]
-    for column in ALL_COLUMNS:
-        suite.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
-    for feature in FEATURES:
-        if feature.kind == "category":
-            suite.append(
-                gxe.ExpectColumnValuesToBeInTypeList(column=feature.name, type_list=_STRING_TYPES)
-            )
-            suite.append(
-                gxe.ExpectColumnValuesToBeInSet(
-                    column=feature.name, value_set=list(feature.categories)
-                )
-            )
-        else:
-            types = _INT_TYPES if feature.kind == "integer" else _FLOAT_TYPES
-            suite.append(gxe.ExpectColumnValuesToBeInTypeList(column=feature.name, type_list=types))
-            suite.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=feature.name, min_value=feature.minimum, max_value=feature.maximum
-                )
-            )
+    nullable = {f.name for f in contract.features if f.nullable}
+    for column in columns:
+        if column not in nullable:
+            suite.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    for feature in contract.features:
+        suite += _feature_expectations(feature)
     return suite
 
 
@@ -104,6 +144,7 @@ def run_validate(
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # chatty at INFO on import
     import great_expectations as gx
 
+    contract = load_contract(settings.model_name)
     partition = Partition.of(settings.dataset_root, partition_key)
     frame, manifest = load_partition_frame(partition)
 
@@ -124,20 +165,22 @@ def run_validate(
         },
     )
     batch_definition = (
-        context.data_sources.add_pandas(name="churn")
+        context.data_sources.add_pandas(name=contract.name)
         .add_dataframe_asset(name=f"partition_{partition.key}")
         .add_batch_definition_whole_dataframe(name="whole_partition")
     )
-    suite = context.suites.add(gx.ExpectationSuite(name="churn_contract"))
-    built = build_expectations(policy.min_rows)
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{contract.name}_contract"))
+    built = build_expectations(contract, policy.min_rows)
     for expectation in built:
         suite.add_expectation(expectation)
     validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name="churn_partition", data=batch_definition, suite=suite)
+        gx.ValidationDefinition(
+            name=f"{contract.name}_partition", data=batch_definition, suite=suite
+        )
     )
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
-            name="churn_checkpoint",
+            name=f"{contract.name}_checkpoint",
             validation_definitions=[validation],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[_SITE])],
         )

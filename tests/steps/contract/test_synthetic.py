@@ -3,14 +3,12 @@ import pandas as pd
 import pytest
 
 from mlops_steps.common.storage import frame_sha256
-from mlops_steps.contract.schema import (
-    ALL_COLUMNS,
-    CATEGORICAL_FEATURES,
-    FEATURES,
-    ID_COLUMN,
-    LABEL_COLUMN,
-)
-from mlops_steps.contract.synthetic import generate_churn
+from mlops_steps.contract.loader import load_contract
+from mlops_steps.contract.synthetic import fits, generate_churn
+
+CHURN = load_contract("churn")
+ALL_COLUMNS, ID_COLUMN, LABEL_COLUMN = CHURN.all_columns, CHURN.id_column, CHURN.label
+CATEGORICAL_FEATURES, FEATURES = CHURN.categorical_features, CHURN.features
 
 
 def test_same_inputs_same_frame_and_hash() -> None:
@@ -63,3 +61,21 @@ def test_drift_shifts_covariates_and_weakens_the_label() -> None:
 def test_bad_arguments_are_refused(rows: int, drift: float) -> None:
     with pytest.raises(ValueError, match=r"rows|drift"):
         generate_churn(rows, seed=1, drift=drift)
+
+
+def test_the_generator_fits_only_the_churn_contract() -> None:
+    import dataclasses
+
+    assert fits(CHURN)
+    assert not fits(dataclasses.replace(CHURN, label="target"))
+    assert not fits(dataclasses.replace(CHURN, positive_class=0))
+    narrowed = dataclasses.replace(
+        CHURN,
+        features=tuple(
+            dataclasses.replace(f, categories=("dsl", "fiber_optic"))
+            if f.name == "internet_service"
+            else f
+            for f in CHURN.features
+        ),
+    )
+    assert not fits(narrowed)  # the generator writes internet_service "none"

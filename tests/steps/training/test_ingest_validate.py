@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mlops_steps.common.storage import Partition, load_partition_frame, sha256_file
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.errors import StepError, ValidationFailed
 from mlops_steps.core.policies import SourceRequest, ValidationPolicy
@@ -115,7 +116,7 @@ def test_a_dropped_expectation_fails_validation(
     run_ingest(settings, KEY, SourceRequest("synthetic://churn", 2_000, 9))
     with pytest.raises(ExpectationsNotEvaluated) as info:
         run_validate(settings, KEY, ValidationPolicy(min_rows=1_000))
-    built = len(build_expectations(1_000))
+    built = len(build_expectations(load_contract("churn"), 1_000))
     assert f"built with {built} expectations but {built - 1} were evaluated" in str(info.value)
     summary = json.loads(Partition.of(settings.dataset_root, KEY).result("validate").read_text())
     assert summary["success"] is False

@@ -12,14 +12,18 @@ from mlops_steps.common.metrics import (
     paired_bootstrap_auc_delta,
     split_frame,
 )
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.policies import GateThresholds
 from mlops_steps.training.gate import evaluate_gate, review_reasons
 
+CHURN = load_contract("churn")
+
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:
     frame = generate_churn(10_000, 1)
-    a, b = split_frame(frame), split_frame(frame.sample(frac=1.0, random_state=3))
+    a = split_frame(frame, "customer_id")
+    b = split_frame(frame.sample(frac=1.0, random_state=3), "customer_id")
     assert set(a.holdout.customer_id) == set(b.holdout.customer_id)
     parts = [set(a.train.customer_id), set(a.valid.customer_id), set(a.holdout.customer_id)]
     assert sum(map(len, parts)) == len(frame) == len(set().union(*parts))
@@ -83,7 +87,7 @@ def _evaluation(auc: float, accuracy: float, latency: float, champion_auc: float
     ],
 )  # fmt: skip
 def test_gate_checks(evaluation: dict, failed: set[str]) -> None:
-    checks = evaluate_gate(evaluation, GateThresholds())
+    checks = evaluate_gate(evaluation, GateThresholds(), CHURN)
     assert {c["check"] for c in checks if not c["passed"]} == failed
     assert len(checks) == (4 if evaluation["champion"] else 3)
 
@@ -92,22 +96,22 @@ def test_a_collapsed_champion_needs_review() -> None:
     """The flipped case: the champion scored 0.87 at training and 0.13 on the new hold-out."""
     evaluation = _evaluation(0.87, 0.81, 5.0, 0.13)
     evaluation["champion"]["training_auc"] = 0.87
-    assert {c["check"] for c in evaluate_gate(evaluation, GateThresholds()) if not c["passed"]} == (
-        set()
-    )  # every check passes: "better than the champion" by 0.74 AUC
-    (reason,) = review_reasons(evaluation, GateThresholds())
+    assert {
+        c["check"] for c in evaluate_gate(evaluation, GateThresholds(), CHURN) if not c["passed"]
+    } == (set())  # every check passes: "better than the champion" by 0.74 AUC
+    (reason,) = review_reasons(evaluation, GateThresholds(), CHURN)
     assert reason.startswith("champion v3 collapsed on the new hold-out: AUC 0.87 at training")
     assert "-> 0.13 now (a drop of 0.74 > max_champion_collapse 0.20)" in reason
-    assert review_reasons(evaluation, GateThresholds(max_champion_collapse=0.8)) == []
+    assert review_reasons(evaluation, GateThresholds(max_champion_collapse=0.8), CHURN) == []
 
 
 def test_champion_within_the_collapse_bound_or_absent_needs_no_review() -> None:
     evaluation = _evaluation(0.86, 0.81, 5.0, 0.80)
     evaluation["champion"]["training_auc"] = 0.87  # a drift-triggered run: 0.07 lost
-    assert review_reasons(evaluation, GateThresholds()) == []
-    assert review_reasons(_evaluation(0.86, 0.81, 5.0, None), GateThresholds()) == []
+    assert review_reasons(evaluation, GateThresholds(), CHURN) == []
+    assert review_reasons(_evaluation(0.86, 0.81, 5.0, None), GateThresholds(), CHURN) == []
 
 
 def test_a_champion_without_its_training_auc_needs_review() -> None:
-    (reason,) = review_reasons(_evaluation(0.86, 0.81, 5.0, 0.85), GateThresholds())
+    (reason,) = review_reasons(_evaluation(0.86, 0.81, 5.0, 0.85), GateThresholds(), CHURN)
     assert "has no training-time AUC (tag mlops.holdout_auc)" in reason

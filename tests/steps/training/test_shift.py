@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_steps.common.storage import Partition
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.policies import SourceRequest, ValidationPolicy
 from mlops_steps.core.settings import load_settings
@@ -27,6 +28,7 @@ from mlops_steps.training.shift import (
 from mlops_steps.training.validate import run_validate
 
 ROWS = 4_000
+CHURN = load_contract("churn")
 
 
 def _flipped(seed: int) -> pd.DataFrame:
@@ -37,7 +39,7 @@ def _flipped(seed: int) -> pd.DataFrame:
 
 def test_flipped_labels_exceed_the_bound_and_features_do_not_drift() -> None:
     reference = generate_churn(ROWS, seed=1)
-    shift = compare_frames(reference, _flipped(3), ValidationPolicy())
+    shift = compare_frames(reference, _flipped(3), ValidationPolicy(), CHURN)
     label = shift["label"]
     assert label["champion_rate"] == pytest.approx(reference["churn"].mean())
     assert label["new_rate"] == pytest.approx(1 - generate_churn(ROWS, seed=3)["churn"].mean())
@@ -45,13 +47,15 @@ def test_flipped_labels_exceed_the_bound_and_features_do_not_drift() -> None:
     assert (label["exceeded"], label["accepted"], label["max_shift"]) == (True, False, 0.15)
     assert label["test"]["drifted"] is True  # Evidently's own test on the label agrees
     assert shift["features"]["drifted_columns"] == []  # only the labels moved
-    accepted = compare_frames(reference, _flipped(3), ValidationPolicy(accept_shift=True))
+    accepted = compare_frames(reference, _flipped(3), ValidationPolicy(accept_shift=True), CHURN)
     assert accepted["label"]["accepted"] is True
 
 
 def test_feature_drift_is_measured_with_monitorings_tests() -> None:
     reference = generate_churn(ROWS, seed=1)
-    shift = compare_frames(reference, generate_churn(ROWS, seed=2, drift=0.5), ValidationPolicy())
+    shift = compare_frames(
+        reference, generate_churn(ROWS, seed=2, drift=0.5), ValidationPolicy(), CHURN
+    )
     assert shift["label"]["exceeded"] is False
     drifted = shift["features"]["drifted_columns"]
     assert drifted and set(drifted) <= {c["column"] for c in shift["features"]["columns"]}

@@ -12,11 +12,12 @@ from mlflow import MlflowClient
 
 from mlops_steps.cli import main as cli
 from mlops_steps.common.storage import Partition
-from mlops_steps.contract.schema import FEATURE_NAMES
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.settings import load_settings
 
 ROWS = "10000"
+FEATURE_NAMES = load_contract("churn").feature_names
 
 
 def _step(verb: str, partition: str, *args: str) -> int:
