@@ -29,6 +29,9 @@ from mlops_steps.core.errors import StepError
 from mlops_steps.core.policies import DriftPolicy
 
 SCORE_COLUMN = "score"
+#: The served prediction judged for prediction drift, by task: a number (binary score, regression
+#: value) or the predicted class (multiclass: the class mix).
+PREDICTION_COLUMN = {"binary": "score", "multiclass": "class", "regression": "value"}
 
 
 class AllNullFeature(StepError):
@@ -37,14 +40,20 @@ class AllNullFeature(StepError):
 
 @dataclass(frozen=True)
 class FeatureKind:
-    """What the champion's feature spec says a feature holds."""
+    """What the champion's feature spec says a feature holds, and whether it may be missing."""
 
     name: str
-    kind: str  # integer | float | category
+    kind: str  # integer | float | category | boolean
+    nullable: bool = False
 
     @property
     def numeric(self) -> bool:
-        return self.kind != "category"
+        """Integer and float features (a boolean is tested as two categories)."""
+        return self.kind in ("integer", "float")
+
+    @property
+    def boolean(self) -> bool:
+        return self.kind == "boolean"
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,12 @@ def _options(policy: DriftPolicy) -> Any:
     )
 
 
-def check_policy(policy: DriftPolicy, features: Mapping[str, FeatureKind]) -> None:
-    """Reject unknown methods, methods that do not apply to a column, and unknown columns,
-    before any data is read (the message lists what is available)."""
+def check_policy(
+    policy: DriftPolicy, features: Mapping[str, FeatureKind], task: str = "binary"
+) -> None:
+    """Reject unknown methods, methods that do not apply to a column (the prediction column is
+    categorical for a multiclass model), and unknown columns, before any data is read (the
+    message lists what is available)."""
     from evidently.legacy.calculations.stattests.registry import (
         StatTestInvalidFeatureTypeError,
         StatTestNotFoundError,
@@ -98,11 +110,13 @@ def check_policy(policy: DriftPolicy, features: Mapping[str, FeatureKind]) -> No
             fix=f"use one of {sorted(features)}",
         )
     options = _options(policy)
+    prediction_column = PREDICTION_COLUMN[task]
+    prediction_type = ColumnType.Categorical if task == "multiclass" else ColumnType.Numerical
     checks = [
         (name, ColumnType(_evidently_kind(spec)), options.get_feature_stattest_func(
             name, _evidently_kind(spec)))
         for name, spec in features.items()
-    ] + [(SCORE_COLUMN, ColumnType.Numerical, policy.prediction_stattest)]  # fmt: skip
+    ] + [(prediction_column, prediction_type, policy.prediction_stattest)]  # fmt: skip
     for column, kind, method in checks:
         if method is None:
             continue
@@ -164,17 +178,44 @@ def column_drift(
     )
 
 
+def _all_null_drift(name: str, kind: str, reference: pd.Series, current: pd.Series) -> ColumnDrift:
+    """A nullable feature with values on one side only: its distribution moved entirely to (or
+    from) missing, which counts as drift without a test."""
+    return ColumnDrift(
+        column=name,
+        kind=kind,
+        method="all_null",
+        method_name="values on one side only",
+        score=1.0,
+        threshold=0.0,
+        drifted=True,
+        reference_rows=int(reference.notna().sum()),
+        current_rows=int(current.notna().sum()),
+    )
+
+
 def data_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     features: Mapping[str, FeatureKind],
     policy: DriftPolicy,
 ) -> dict[str, Any]:
-    """Per-column drift on every row, and the dataset verdict (share of drifted columns)."""
+    """Per-column drift on every row, and the dataset verdict (share of drifted columns).
+
+    A nullable feature is tested on its values; with values on one side only it has drifted,
+    with values on neither it is not judged (``not_judged``) and leaves the share alone."""
     options = _options(policy)
-    columns = []
+    columns, not_judged = [], []
     for name, spec in features.items():
         kind = _evidently_kind(spec)
+        if spec.nullable:
+            has_ref, has_cur = reference[name].notna().any(), current[name].notna().any()
+            if not (has_ref or has_cur):
+                not_judged.append(name)
+                continue
+            if has_ref != has_cur:
+                columns.append(_all_null_drift(name, kind, reference[name], current[name]))
+                continue
         columns.append(
             column_drift(
                 name,
@@ -185,6 +226,12 @@ def data_drift(
                 threshold=options.get_threshold(name, kind),
             )
         )
+    if not columns:
+        raise AllNullFeature(
+            f"no feature has values in the data ({', '.join(not_judged)})",
+            subject="data drift",
+            fix="monitoring needs values on both sides",
+        )
     drifted = [c.column for c in columns if c.drifted]
     share = len(drifted) / len(columns)
     return {
@@ -193,22 +240,37 @@ def data_drift(
         "drift_share_threshold": policy.drift_share,
         "drifted_columns": drifted,
         "columns": [asdict(c) for c in columns],
+        "not_judged": not_judged,
     }
 
 
 def prediction_drift(
-    reference_scores: np.ndarray, current_scores: np.ndarray, policy: DriftPolicy
+    reference: np.ndarray | pd.Series,
+    current: np.ndarray | pd.Series,
+    policy: DriftPolicy,
+    task: str = "binary",
 ) -> dict[str, Any]:
-    """Served scores against the champion's scores on its own hold-out."""
+    """Served predictions against the champion's on its own hold-out: the score (binary), the
+    value (regression), or the predicted class as a categorical column (multiclass)."""
+    column = PREDICTION_COLUMN[task]
+    if task == "multiclass":
+        ref = pd.Series(reference, dtype="object").astype("category")
+        cur = pd.Series(current, dtype="object").astype("category")
+        kind = "cat"
+    else:
+        ref = pd.Series(reference, dtype="float64")
+        cur = pd.Series(current, dtype="float64")
+        kind = "num"
     result = column_drift(
-        SCORE_COLUMN,
-        "num",
-        pd.Series(reference_scores, dtype="float64"),
-        pd.Series(current_scores, dtype="float64"),
+        column,
+        kind,
+        ref,
+        cur,
         method=policy.prediction_stattest,
         threshold=policy.prediction_threshold,
     )
-    return {
+    out: dict[str, Any] = {
+        "column": column,
         "detected": result.drifted,
         "method": result.method,
         "method_name": result.method_name,
@@ -216,9 +278,19 @@ def prediction_drift(
         "threshold": result.threshold,
         "reference_rows": result.reference_rows,
         "current_rows": result.current_rows,
-        "reference_mean": float(np.nanmean(reference_scores)),
-        "current_mean": float(np.nanmean(current_scores)),
     }
+    if task == "multiclass":
+        out["reference_mix"] = _shares(ref)
+        out["current_mix"] = _shares(cur)
+    else:
+        out["reference_mean"] = float(np.nanmean(ref.to_numpy()))
+        out["current_mean"] = float(np.nanmean(cur.to_numpy()))
+    return out
+
+
+def _shares(values: pd.Series) -> dict[str, float]:
+    counts = values.astype(str).value_counts(normalize=True).sort_index()
+    return {str(k): round(float(v), 4) for k, v in counts.items()}
 
 
 def sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
@@ -244,51 +316,65 @@ def write_reports(
     *,
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    reference_scores: np.ndarray,
-    current_scores: np.ndarray,
+    reference_scores: np.ndarray | pd.Series,
+    current_scores: np.ndarray | pd.Series,
     features: Mapping[str, FeatureKind],
     policy: DriftPolicy,
+    task: str = "binary",
 ) -> dict[str, Any]:
-    """Evidently's DataDriftPreset (features) and ValueDrift (score) as HTML + JSON snapshots."""
+    """Evidently's DataDriftPreset (features) and ValueDrift (the task's prediction: score,
+    value or class) as HTML + JSON snapshots. A feature null on either side (a nullable one,
+    not judged or drifted to missing) is left out of the report: Evidently cannot show it."""
     from evidently import Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
     from mlops_steps.common.storage import atomic_write_bytes
 
-    numeric = [name for name, spec in features.items() if spec.numeric]
-    categorical = [name for name, spec in features.items() if not spec.numeric]
+    shown = {
+        name: spec
+        for name, spec in features.items()
+        if reference[name].notna().any() and current[name].notna().any()
+    }
+    numeric = [name for name, spec in shown.items() if spec.numeric]
+    categorical = [name for name, spec in shown.items() if not spec.numeric]
     cap, seed = policy.report_sample_rows, policy.seed
-    ref_sample, cur_sample = sample(reference, cap, seed), sample(current, cap, seed)
+    ref_sample = sample(reference.loc[:, list(shown)], cap, seed)
+    cur_sample = sample(current.loc[:, list(shown)], cap, seed)
     preset = DataDriftPreset(
-        columns=list(features),
+        columns=list(shown),
         drift_share=policy.drift_share,
         method=policy.stattest,
         num_method=policy.num_stattest,
         cat_method=policy.cat_stattest,
-        per_column_method=dict(policy.per_column_stattest) or None,
+        per_column_method={k: v for k, v in policy.per_column_stattest.items() if k in shown}
+        or None,
         threshold=policy.threshold,
-        per_column_threshold=dict(policy.per_column_threshold) or None,
+        per_column_threshold={k: v for k, v in policy.per_column_threshold.items() if k in shown}
+        or None,
     )
     data_snapshot = Report([preset]).run(
         reference_data=_dataset(ref_sample, numeric, categorical),
         current_data=_dataset(cur_sample, numeric, categorical),
     )
+    column = PREDICTION_COLUMN[task]
+    dtype = "object" if task == "multiclass" else "float64"
     score_frames = [
-        sample(pd.DataFrame({SCORE_COLUMN: np.asarray(s, dtype="float64")}), cap, seed)
+        sample(pd.DataFrame({column: pd.Series(np.asarray(s), dtype=dtype)}), cap, seed)
         for s in (reference_scores, current_scores)
     ]
+    kinds = ([], [column]) if task == "multiclass" else ([column], [])
     score_snapshot = Report(
         [
             ValueDrift(
-                column=SCORE_COLUMN,
+                column=column,
                 method=policy.prediction_stattest,
                 threshold=policy.prediction_threshold,
             )
         ]
     ).run(
-        reference_data=_dataset(score_frames[0], [SCORE_COLUMN], []),
-        current_data=_dataset(score_frames[1], [SCORE_COLUMN], []),
+        reference_data=_dataset(score_frames[0], *kinds),
+        current_data=_dataset(score_frames[1], *kinds),
     )
     paths = {
         "data_drift_html": directory / "data_drift.html",

@@ -6,9 +6,14 @@ its ``mlops.partition`` tag and checked against ``mlops.data_sha256``):
 
 * data drift: Evidently's per-column tests on every row, dataset drift when the share of drifted
   features reaches ``drift_share`` (see :mod:`mlops_steps.common.drift`);
-* prediction drift: served scores against the champion's scores on its own hold-out;
-* performance, where delayed labels exist (``$MLOPS_DATA_ROOT/labels/*.csv|parquet``): AUC and
-  accuracy of the joined rows against the version's training-time ``mlops.holdout_*`` tags.
+* prediction drift: the served output against the champion's on its own hold-out, by the model's
+  task: the score (binary), the predicted class mix (multiclass) or the value (regression);
+* performance, where delayed labels exist (``$MLOPS_DATA_ROOT/labels/*.csv|parquet``): the task's
+  primary metric (and a classifier's accuracy) of the joined rows against the version's
+  training-time ``mlops.holdout_*`` tags (monitoring/labels.py).
+
+The model's contract (``load_contract(settings.model_name)``) names the task, the label and the
+classes; the features and their kinds come from the champion's own feature spec.
 
 Reports go to ``$MLOPS_DATA_ROOT/monitoring/<model>/window=<start>_<end>/`` and to one MLflow run
 per window in the ``<model>-monitoring`` experiment, tagged with the champion version: the
@@ -30,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_steps.common.drift import (
+    PREDICTION_COLUMN,
     check_policy,
     data_drift,
     prediction_drift,
@@ -37,16 +43,19 @@ from mlops_steps.common.drift import (
 )
 from mlops_steps.common.storage import write_json
 from mlops_steps.common.tracking import connect
+from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.policies import DriftPolicy, PerformancePolicy
 from mlops_steps.core.settings import Settings
 from mlops_steps.monitoring.labels import performance
 from mlops_steps.monitoring.predictions import check_features, read_window
 from mlops_steps.monitoring.reference import (
     Champion,
-    champion_features,
+    ReferenceDataError,
+    champion_spec,
+    features_of,
     load_champion,
     reference_data,
-    reference_scores,
+    reference_predictions,
 )
 from mlops_steps.monitoring.reporting import asset_extra, log_table, log_to_mlflow
 from mlops_steps.monitoring.window import EmptyWindow, FeatureKind, SchemaMismatch, Window
@@ -63,6 +72,35 @@ class MonitorRequest:
     performance: PerformancePolicy = field(default_factory=PerformancePolicy)
     min_rows: int = 200
     max_null_share: float = 0.0
+
+
+def _served_predictions(meta: pd.DataFrame, task: str, source: str) -> pd.Series:
+    """The champion rows' prediction of the task's kind; a row without one fails closed."""
+    if task == "multiclass":
+        classes = meta["class"]
+        missing = int(classes.isna().sum())
+        if missing:
+            raise SchemaMismatch(
+                f"'class' is missing in {missing} of {len(meta)} champion rows",
+                subject=source,
+                fix="a multiclass model's log lines carry the predicted class: the log must "
+                "come from a model service serving this model",
+            )
+        return classes.astype(str).reset_index(drop=True)
+    return meta["score"].reset_index(drop=True)
+
+
+def _check_task(contract: ModelContract, spec: dict[str, Any], champion: Champion) -> None:
+    """The champion was trained for this contract's task (a spec without one is binary churn)."""
+    trained = spec.get("task", "binary")
+    if trained != contract.task:
+        raise ReferenceDataError(
+            f"was trained as a {trained} model, but model {contract.name}'s contract says "
+            f"{contract.task}",
+            subject=f"{champion.name} v{champion.version}",
+            fix="monitor with the contract the champion was trained with, or promote a "
+            "version trained under the current contract",
+        )
 
 
 def _champion_rows(
@@ -108,11 +146,17 @@ def _champion_rows(
 
 
 def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
+    from mlops_steps.contract.loader import load_contract
+
     started = time.perf_counter()
+    contract = load_contract(settings.model_name)
+    task = contract.task
     client = connect()
     champion = load_champion(client, settings.model_name)  # before anything heavy: skip fast
-    kinds = champion_features(client, champion)
-    check_policy(request.drift, kinds)
+    spec = champion_spec(client, champion)
+    _check_task(contract, spec, champion)
+    kinds = features_of(spec)
+    check_policy(request.drift, kinds, task)
     reference_frame, partition, data_sha = reference_data(settings, champion)
     reference = check_features(
         reference_frame, kinds, source=str(partition.data), max_null_share=0.0
@@ -121,9 +165,14 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
     rows["reference"] = len(reference)
 
     data = data_drift(reference, current, kinds, request.drift)
-    ref_scores = reference_scores(settings, champion, reference_frame, kinds, data_sha)
-    prediction = prediction_drift(ref_scores, meta["score"].to_numpy(), request.drift)
-    perf, perf_reason = performance(meta, champion, request.labels_dir, request.performance)
+    served = _served_predictions(meta, task, f"{request.prediction_log} {request.window.key}")
+    ref_predictions = reference_predictions(
+        settings, champion, reference_frame, kinds, data_sha, contract=contract
+    )
+    prediction = prediction_drift(ref_predictions, served, request.drift, task)
+    perf, perf_reason = performance(
+        meta, champion, request.labels_dir, request.performance, contract
+    )
 
     reasons = []
     if data["detected"]:
@@ -133,13 +182,15 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
         )
     if prediction["detected"]:
         reasons.append(
-            f"prediction drift: {prediction['method_name']} {prediction['score']:.4g} "
-            f"(threshold {prediction['threshold']})"
+            f"prediction drift ({PREDICTION_COLUMN[task]}): {prediction['method_name']} "
+            f"{prediction['score']:.4g} (threshold {prediction['threshold']})"
         )
     if perf is not None and perf["degraded"]:
         reasons.append(
-            f"performance: AUC {perf['auc']:.4f} vs {perf['reference_auc']:.4f}, accuracy "
-            f"{perf['accuracy']:.4f} vs {perf['reference_accuracy']:.4f}"
+            "performance: "
+            + ", ".join(
+                f"{m} {perf[m]:.4f} vs {perf[f'reference_{m}']:.4f}" for m in perf["judged_metrics"]
+            )
         )
 
     directory = settings.monitoring_root / f"window={request.window.key}"
@@ -147,13 +198,15 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
         directory,
         reference=reference,
         current=current,
-        reference_scores=ref_scores,
-        current_scores=meta["score"].to_numpy(),
+        reference_scores=ref_predictions.to_numpy(),
+        current_scores=served.to_numpy(),
         features=kinds,
         policy=request.drift,
+        task=task,
     )
     result: dict[str, Any] = {
         "model_name": champion.name,
+        "task": task,
         "champion_version": champion.version,
         "champion_run_id": champion.run_id,
         "reference_partition": partition.key,

@@ -1,7 +1,8 @@
 """The model service's prediction log, read back for one time window (local directory or S3).
 
 The service appends one JSON line per prediction (``serving/mlops_serving/predlog.py``): request_id,
-row, entity_id, timestamp, variant, model_version, score and the raw ``features`` object, under
+row, entity_id, timestamp, variant, model_version, score (a multiclass model's line adds its
+``class``) and the raw ``features`` object, under
 ``<log>/date=YYYY-MM-DD/`` where the date is the day the line was *written*: the day of the
 prediction or, for a flush just after midnight, the next one. So a window reads the date
 directories from its first day to the day after its last, skips files last written before the
@@ -41,7 +42,9 @@ from mlops_steps.monitoring.window import (
 )
 
 #: Top-level fields every logged prediction carries (predlog writes all of them).
-META_FIELDS = ("request_id", "row", "entity_id", "timestamp", "variant", "model_version", "score")
+META_FIELDS = (
+    "request_id", "row", "entity_id", "timestamp", "variant", "model_version", "score", "class",
+)  # fmt: skip
 _REQUIRED_META = ("timestamp", "model_version", "score", "features")
 # Files (or S3 objects) last written this long before the window starts may still hold window
 # rows when clocks disagree a little (service host, NFS server, S3); cheap insurance.
@@ -125,7 +128,7 @@ def _diagnose(name: str, data: bytes, features: Mapping[str, FeatureKind]) -> Sc
             )
         for key, value in values.items():
             spec = features.get(key)
-            if spec is not None and value is not None and _json_kind(value) != spec.numeric:
+            if spec is not None and value is not None and not _json_fits(value, spec):
                 return _wrong_type(name, key, spec, type(value).__name__, f"line {number}")
     return SchemaMismatch("could not be parsed as JSON lines", subject=name, fix=_SPEC_FIX)
 
@@ -136,15 +139,24 @@ _SPEC_FIX = (
 )
 
 
-def _json_kind(value: Any) -> bool:
-    """True for a JSON number (bools are not numbers here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _json_fits(value: Any, spec: FeatureKind) -> bool:
+    """Whether a logged JSON value has the feature's kind (bools are not numbers here)."""
+    if spec.boolean:
+        return isinstance(value, bool) or value in (0, 1)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return is_number == spec.numeric
+
+
+def _expected(spec: FeatureKind) -> str:
+    if spec.boolean:
+        return "true or false"
+    return "a number" if spec.numeric else "a string"
 
 
 def _wrong_type(
     name: str, column: str, spec: FeatureKind, found: str, where: str
 ) -> SchemaMismatch:
-    expected = "a number" if spec.numeric else "a string"
+    expected = _expected(spec)
     return SchemaMismatch(
         f"{where}: feature {column!r} holds {found}, expected {expected} ({spec.kind} feature)",
         subject=name,
@@ -221,6 +233,8 @@ def _frame(
         arrow_type = values.type
         if pa.types.is_null(arrow_type):
             columns[name] = np.full(len(values), np.nan) if spec.numeric else [None] * len(values)
+        elif spec.boolean and (pa.types.is_boolean(arrow_type) or pa.types.is_integer(arrow_type)):
+            columns[name] = values.to_pandas()  # checked and spelled true/false by check_features
         elif spec.numeric and (pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)):
             columns[name] = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
         elif not spec.numeric and (pa.types.is_string(arrow_type)):
@@ -248,6 +262,7 @@ def _frame(
     meta["timestamp"] = stamps[keep].reset_index(drop=True)
     meta["model_version"] = meta["model_version"].astype(str)
     meta["score"] = pd.to_numeric(meta["score"], errors="coerce")
+    meta["class"] = meta["class"].map(lambda v: None if v is None else str(v)).astype(object)
     return meta, feature_frame, present
 
 
@@ -296,6 +311,24 @@ def read_window(location: str, window: Window, features: Mapping[str, FeatureKin
     )
 
 
+def boolean_text(column: pd.Series) -> pd.Series | None:
+    """A boolean feature as the drift tests compare it: "true"/"false" (missing stays missing),
+    from bools, 0/1 or the words; None when a value is none of those."""
+    # 1 and 0 (and 1.0, 0.0) hash as True and False, so they find the same words.
+    words: dict[Any, str] = {True: "true", False: "false", "true": "true", "false": "false"}
+
+    def spell(value: Any) -> Any:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return None
+        key = value.strip().lower() if isinstance(value, str) else value
+        if hasattr(key, "item"):
+            key = key.item()
+        return words.get(key, "?")
+
+    out = column.map(spell).astype(object)
+    return None if (out == "?").any() else out
+
+
 def check_features(
     frame: pd.DataFrame,
     features: Mapping[str, FeatureKind],
@@ -305,7 +338,9 @@ def check_features(
     seen: set[str] | None = None,
 ) -> pd.DataFrame:
     """Fail closed on a missing, wrong-typed or null feature; returns the frame in model order,
-    numbers as float64 and categories as ``category`` (what the drift tests expect)."""
+    numbers as float64, categories and booleans ("true"/"false") as ``category`` (what the drift
+    tests expect). A nullable feature may be null in any share of the rows (data_drift judges
+    what values it has); any other may be null in at most ``max_null_share`` of them."""
     absent = [name for name in features if name not in frame.columns or (
         seen is not None and name not in seen)]  # fmt: skip
     if absent:
@@ -317,28 +352,36 @@ def check_features(
     out: dict[str, pd.Series] = {}
     for name, spec in features.items():
         column = frame[name]
-        if spec.numeric and not (
-            pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-        ):
-            raise _wrong_type(source, name, spec, str(column.dtype), "column")
-        if not spec.numeric and pd.api.types.is_numeric_dtype(column):
-            raise _wrong_type(source, name, spec, str(column.dtype), "column")
+        if spec.boolean:
+            spelled = boolean_text(column)
+            if spelled is None:
+                raise _wrong_type(source, name, spec, str(column.dtype), "column")
+            column = spelled
+        else:
+            is_number = pd.api.types.is_numeric_dtype(column) and not (
+                pd.api.types.is_bool_dtype(column)
+            )
+            if is_number != spec.numeric or (
+                not spec.numeric and pd.api.types.is_bool_dtype(column)
+            ):
+                raise _wrong_type(source, name, spec, str(column.dtype), "column")
         if spec.numeric:
             column = column.astype("float64").replace([np.inf, -np.inf], np.nan)
         nulls = int(column.isna().sum())
-        if nulls == len(column):
+        if not spec.nullable and nulls == len(column):
             raise AllNullFeature(
                 f"feature {name!r} is null in all {len(column)} rows",
                 subject=source,
                 fix="the service or the reference data lost this feature; fix the producer "
                 "before monitoring can judge drift",
             )
-        if nulls > max_null_share * len(column):
+        if not spec.nullable and nulls > max_null_share * len(column):
             raise NullFeatureValues(
                 f"feature {name!r} is null in {nulls} of {len(column)} rows "
                 f"({nulls / len(column):.2%} > --max-null-share {max_null_share:.2%})",
                 subject=source,
-                fix="find why the producer logs nulls, or raise --max-null-share",
+                fix="find why the producer logs nulls, or raise --max-null-share (or declare "
+                "the feature nullable in the model's contract)",
             )
         out[name] = column if spec.numeric else column.astype("category")
     return pd.DataFrame(out)

@@ -1,5 +1,6 @@
 """The champion being monitored and the data it was trained on: its training partition (checked
-against the sha256 it was trained on), its feature spec and its scores on its own hold-out."""
+against the sha256 it was trained on), its feature spec and its predictions on its own hold-out
+(the task's output: score, predicted class or value)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 
 from mlops_steps.common.storage import Partition, load_partition_frame
 from mlops_steps.common.tracking import CHAMPION, version_by_alias
+from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import NothingToDo, StepError
 from mlops_steps.core.settings import Settings
 from mlops_steps.monitoring.window import FeatureKind
@@ -41,7 +43,7 @@ def load_champion(client: Any, model_name: str) -> Champion:
     return Champion(model_name, str(version.version), version.run_id, dict(version.tags or {}))
 
 
-def champion_features(client: Any, champion: Champion) -> dict[str, FeatureKind]:
+def champion_spec(client: Any, champion: Champion) -> dict[str, Any]:
     """The champion's own feature spec (logged with the model; serving validates with it)."""
     import tempfile
 
@@ -55,7 +57,19 @@ def champion_features(client: Any, champion: Champion) -> dict[str, FeatureKind]
                 subject=f"{champion.name} v{champion.version}",
                 fix="champions are trained by the 'train' step, which logs the spec",
             ) from None
-    return {f["name"]: FeatureKind(f["name"], f["kind"]) for f in spec["features"]}
+    return dict(spec)
+
+
+def features_of(spec: dict[str, Any]) -> dict[str, FeatureKind]:
+    return {
+        f["name"]: FeatureKind(f["name"], f["kind"], bool(f.get("nullable", False)))
+        for f in spec["features"]
+    }
+
+
+def champion_features(client: Any, champion: Champion) -> dict[str, FeatureKind]:
+    """The features of the champion's own feature spec, with their kinds and nullability."""
+    return features_of(champion_spec(client, champion))
 
 
 def reference_data(settings: Settings, champion: Champion) -> tuple[pd.DataFrame, Partition, str]:
@@ -87,24 +101,64 @@ def reference_data(settings: Settings, champion: Champion) -> tuple[pd.DataFrame
     return frame, partition, expected_sha
 
 
+def reference_predictions(
+    settings: Settings,
+    champion: Champion,
+    frame: pd.DataFrame,
+    kinds: dict[str, FeatureKind],
+    data_sha: str,
+    *,
+    contract: ModelContract,
+) -> pd.Series:
+    """The champion's predictions on its own hold-out, computed once per version and data hash:
+    scores (binary), values (regression) or predicted classes (multiclass, the class labels of
+    the probability columns' argmax)."""
+    import mlflow
+
+    from mlops_steps.common.metrics import id_column_of, split_frame, with_row_ids
+    from mlops_steps.common.storage import write_parquet
+
+    column = "class" if contract.task == "multiclass" else "score"
+    cache = settings.monitoring_root / "reference" / f"v{champion.version}-{data_sha[:16]}.parquet"
+    if cache.is_file():
+        cached = pd.read_parquet(cache)
+        if column in cached.columns:
+            return cached[column]
+    id_column = id_column_of(contract)
+    if id_column not in frame.columns:
+        frame = with_row_ids(frame, contract)
+    holdout = split_frame(frame, id_column).holdout
+    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
+    raw = np.asarray(model.predict(holdout.loc[:, list(kinds)]))
+    if contract.task == "multiclass":
+        labels = np.asarray(contract.class_labels, dtype=object)
+        if raw.ndim != 2 or raw.shape[1] != len(labels):
+            raise ReferenceDataError(
+                f"predicts shape {raw.shape}, not one probability per class ({len(labels)})",
+                subject=f"{champion.name} v{champion.version}",
+                fix="a multiclass model answers rows x classes in the contract's class order",
+            )
+        predictions = pd.Series(labels[raw.argmax(axis=1)], name=column, dtype=object)
+    else:
+        predictions = pd.Series(raw.astype("float64").reshape(-1), name=column)
+    write_parquet(cache, predictions.to_frame())
+    return predictions
+
+
 def reference_scores(
     settings: Settings,
     champion: Champion,
     frame: pd.DataFrame,
     kinds: dict[str, FeatureKind],
     data_sha: str,
+    *,
+    contract: ModelContract | None = None,
 ) -> np.ndarray:
-    """The champion's scores on its own hold-out, computed once per version and data hash."""
-    import mlflow
+    """The champion's scores (or values) on its own hold-out, as an array."""
+    if contract is None:
+        from mlops_steps.contract.loader import load_contract
 
-    from mlops_steps.common.metrics import split_frame
-    from mlops_steps.common.storage import write_parquet
-
-    cache = settings.monitoring_root / "reference" / f"v{champion.version}-{data_sha[:16]}.parquet"
-    if cache.is_file():
-        return pd.read_parquet(cache)["score"].to_numpy()
-    holdout = split_frame(frame).holdout
-    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
-    scores = np.asarray(model.predict(holdout.loc[:, list(kinds)]), dtype="float64")
-    write_parquet(cache, pd.DataFrame({"score": scores}))
-    return scores
+        contract = load_contract(settings.model_name)
+    return reference_predictions(
+        settings, champion, frame, kinds, data_sha, contract=contract
+    ).to_numpy()

@@ -79,7 +79,7 @@ def log_to_mlflow(
         "drift_detected": float(result["drift_detected"]),
         **{f"drift_score__{c['column']}": c["score"] for c in data["columns"]},
         **(
-            {k: perf[k] for k in ("auc", "accuracy", "auc_drop", "accuracy_drop", "labeled_rows")}
+            {k: perf[k] for m in perf["judged_metrics"] for k in (m, f"{m}_drop", "labeled_rows")}
             if perf
             else {}
         ),
@@ -112,24 +112,36 @@ def log_table(result: dict[str, Any]) -> None:
             f"{'YES' if c['drifted'] else 'no'}"
             for c in data["columns"]
         ),
-        f"prediction drift: {prediction['method']} {prediction['score']:.4f} (threshold "
-        f"{prediction['threshold']}; mean score {prediction['reference_mean']:.3f} -> "
-        f"{prediction['current_mean']:.3f}): "
+        f"prediction drift ({prediction.get('column', 'score')}): {prediction['method']} "
+        f"{prediction['score']:.4f} (threshold {prediction['threshold']}; {_moved(prediction)}): "
         f"{'DETECTED' if prediction['detected'] else 'not detected'}",
     ]
     perf = result["performance"]
     if perf is None:
         lines.append(f"performance: not judged ({result['performance_reason']})")
     else:
+        judged = ", ".join(
+            f"{m} {perf[m]:.4f} (trained {perf[f'reference_{m}']:.4f})"
+            for m in perf["judged_metrics"]
+        )
         lines.append(
-            f"performance on {perf['labeled_rows']} labelled rows: AUC {perf['auc']:.4f} "
-            f"(trained {perf['reference_auc']:.4f}), accuracy {perf['accuracy']:.4f} (trained "
-            f"{perf['reference_accuracy']:.4f}): {'DEGRADED' if perf['degraded'] else 'ok'}"
+            f"performance on {perf['labeled_rows']} labelled rows: {judged}: "
+            f"{'DEGRADED' if perf['degraded'] else 'ok'}"
         )
     lines.append(f"report: {result['reports']['data_drift_html']}")
     lines.append(f"verdict: {'DRIFT DETECTED' if result['drift_detected'] else 'no drift'}")
     for line in lines:
         log.info("%s", line)
+
+
+def _moved(prediction: dict[str, Any]) -> str:
+    """How the served output moved: the mean (score, value) or the class mix."""
+    if "reference_mix" in prediction:
+        return f"class mix {prediction['reference_mix']} -> {prediction['current_mix']}"
+    return (
+        f"mean {prediction.get('column', 'score')} {prediction['reference_mean']:.3f} -> "
+        f"{prediction['current_mean']:.3f}"
+    )
 
 
 def asset_extra(result: dict[str, Any]) -> dict[str, Any]:

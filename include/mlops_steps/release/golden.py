@@ -173,25 +173,15 @@ def _partition(settings: Settings, key: str) -> Any:
     return partition
 
 
-def label_text(value: Any) -> str:
-    """A label value as the contract's class labels spell it (1.0 read from a CSV is "1",
-    a boolean "true"/"false")."""
-    if hasattr(value, "item"):  # a numpy scalar
-        value = value.item()
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def golden_labels(contract: ModelContract, values: list[Any], where: str) -> list[Any]:
     """Labels as the replay compares them with the service's answers: binary 1 for the
     positive class else 0; multiclass the class as the service names it; regression the
     number. A value outside the contract's classes is refused (it would count as wrong)."""
+    from mlops_steps.common.metrics import label_key
+
     if contract.task == "regression":
         return [float(v) for v in values]
-    texts = [label_text(v) for v in values]
+    texts = [label_key(v) for v in values]
     unknown = sorted(set(texts) - set(contract.class_labels))
     if unknown:
         raise GoldenSetError(
@@ -202,7 +192,7 @@ def golden_labels(contract: ModelContract, values: list[Any], where: str) -> lis
         )
     if contract.task == "multiclass":
         return texts
-    positive = label_text(contract.positive_class)
+    positive = label_key(contract.positive_class)
     return [int(t == positive) for t in texts]
 
 

@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_steps.contract.schema import FEATURE_NAMES, ID_COLUMN
+from mlops_steps.contract.loader import load_contract
+
+CHURN = load_contract("churn")
+FEATURE_NAMES, ID_COLUMN = CHURN.feature_names, str(CHURN.id_column)
 
 #: Tests judge windows in the past, each its own hour (the window names the report directory
 #: and the MLflow run, which a re-run of the same window reuses).

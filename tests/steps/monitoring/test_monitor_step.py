@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_steps.cli import main as cli
-from mlops_steps.contract.schema import FEATURES, ID_COLUMN, LABEL_COLUMN
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core import results
 from mlops_steps.monitoring.predictions import read_window
@@ -33,7 +33,9 @@ from mlops_steps.monitoring.window import (
 from tests.fixtures.champion import Champion
 from tests.steps.monitoring.helpers import monitor_args, score, window, write_log
 
-KINDS = {f.name: FeatureKind(f.name, f.kind) for f in FEATURES}
+CHURN = load_contract("churn")
+ID_COLUMN, LABEL_COLUMN = str(CHURN.id_column), CHURN.label
+KINDS = {f.name: FeatureKind(f.name, f.kind) for f in CHURN.features}
 SEEDS = 10
 
 
@@ -196,7 +198,7 @@ def test_labels_join_gives_performance_and_flipped_labels_degrade(
     assert perf["labeled_rows"] == 3000
     assert perf["joined_by"] == {"request_id+row": 1500, "entity_id": 1500}
     assert perf["auc"] > 0.8 and perf["degraded"] is False
-    assert abs(perf["auc_drop"]) < perf["max_auc_drop"]
+    assert abs(perf["auc_drop"]) < perf["limits"]["auc"]["limit"]
 
     # Labels that contradict the scores: the champion no longer predicts what happens.
     flipped = fresh[[ID_COLUMN, LABEL_COLUMN]].rename(columns={ID_COLUMN: "entity_id"})

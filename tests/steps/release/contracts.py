@@ -3,6 +3,8 @@ registered model per test), or a contract written for one of scikit-learn's bund
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -24,3 +26,14 @@ def contract_copy(
     target.write_text(re.sub(r"(?m)^name: .*$", f"name: {name}", text, count=1))
     monkeypatch.setenv(MODELS_DIR_ENV, str(directory))
     return target
+
+
+def own_churn_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test's model (``tracking`` names one per test) renamed within a contract name's 40
+    characters, with the churn contract under that name; returns the name."""
+    digest = hashlib.sha256(os.environ["MLOPS_MODEL_NAME"].encode()).hexdigest()[:12]
+    name = f"churn_{digest}"
+    monkeypatch.setenv("MLOPS_MODEL_NAME", name)
+    monkeypatch.setenv("MLOPS_EXPERIMENT", f"exp-{name}")
+    contract_copy(tmp_path / "models", name, monkeypatch)
+    return name
