@@ -37,7 +37,7 @@ sys.path[:0] = [str(REPO / "include"), str(REPO / "serving")]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mlops_steps.contract.schema import FEATURES  # noqa: E402
+from mlops_steps.contract.loader import load_contract  # noqa: E402
 from mlops_steps.contract.synthetic import generate_churn  # noqa: E402
 from mlops_steps.monitoring.predictions import check_features, read_window  # noqa: E402
 from mlops_steps.monitoring.window import FeatureKind, Window  # noqa: E402
@@ -65,7 +65,7 @@ def frames(rows: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, FeatureKind
     for i in range(EXTRAS):
         reference[f"extra_{i}"] = rng.normal(0.0, 1.0, rows)
         current[f"extra_{i}"] = rng.normal(0.02 * i, 1.0, rows)  # small, sub-threshold shifts
-    kinds = {f.name: FeatureKind(f.name, f.kind) for f in FEATURES}
+    kinds = {f.name: FeatureKind(f.name, f.kind) for f in load_contract("churn").features}
     kinds |= {f"extra_{i}": FeatureKind(f"extra_{i}", "float") for i in range(EXTRAS)}
     return reference, current, kinds
 
