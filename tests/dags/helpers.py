@@ -94,3 +94,17 @@ def render_context(dag: Any, task_id: str) -> dict[str, Any]:
 def rendered(task: Any) -> Any:
     task.render_template_fields(render_context(task.dag, task.task_id))
     return task
+
+
+CHURN_CONTRACT = REPO / "models" / "churn.yaml"
+
+
+def write_models(directory: Path, names: list[str], *, extra: str = "") -> Path:
+    """A models directory holding churn's contract under each of ``names`` (``extra``: YAML
+    appended to every copy but churn's), for factory tests and the parse benchmark."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = CHURN_CONTRACT.read_text()
+    for name in names:
+        body = text.replace("name: churn\n", f"name: {name}\n", 1)
+        (directory / f"{name}.yaml").write_text(body + (extra if name != "churn" else ""))
+    return directory

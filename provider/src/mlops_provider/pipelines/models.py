@@ -81,10 +81,10 @@ def check_contracts() -> list[str]:
     pipelines, broken = model_pipelines()
     if broken:
         raise ContractErrors(
-            f"{len(broken)} broken model contract(s); their DAGs are not built:\n"
+            f"{len(broken)} broken model contract(s): their models have no DAGs until fixed "
+            "(the other models' DAGs are unaffected)\n"
             + "\n".join(f"  - {message}" for message in broken),
             subject=str(models_dir()),
-            fix="correct each file as its message says; the other models' DAGs are unaffected",
         )
     if not pipelines:
         raise ContractErrors(
