@@ -1,6 +1,7 @@
 """The canary judgement for a multiclass and a regression model, on Prometheus text as the
-service writes it (interface 3) and on answers shaped as the service gives them: the class-mix shift, accuracy of the
-answered class, and the regressor's RMSE against the stable's with its sampling allowance."""
+service writes it (interface 3) and on answers shaped as the service gives them: the class-mix
+shift, accuracy of the answered class, and the regressor's RMSE against the stable's with its
+sampling allowance."""
 
 from __future__ import annotations
 
