@@ -18,6 +18,17 @@ PIN = re.compile(r"^[A-Za-z0-9_.\-\[\],]+==[A-Za-z0-9_.+\-]+$")
 EXPECTED_SKIPS = {
     "serving/k8s/deployment-stable.yaml": {"CKV_K8S_15", "CKV_K8S_35", "CKV_K8S_43"},
     "serving/k8s/deployment-canary.yaml": {"CKV_K8S_15", "CKV_K8S_35", "CKV_K8S_43"},
+    # The serving chart's templates (each model's Deployments), scanned as they stand.
+    "deploy/helm/mlops-serving/templates/deployment-stable.yaml": {
+        "CKV_K8S_15",
+        "CKV_K8S_35",
+        "CKV_K8S_43",
+    },
+    "deploy/helm/mlops-serving/templates/deployment-canary.yaml": {
+        "CKV_K8S_15",
+        "CKV_K8S_35",
+        "CKV_K8S_43",
+    },
     "Dockerfile.task": {"CKV_DOCKER_2"},
 }
 

@@ -138,12 +138,18 @@ class DeploySettings:
     candidate_wait_s: float = 1500.0  # a run with no undecided challenger skips after this
 
     @property
+    def serving_name(self) -> str:
+        """The model's name as Kubernetes objects carry it (DNS-1123: lower case, ``_`` -> ``-``;
+        the value ``model`` of deploy/helm/mlops-serving renders the same)."""
+        return self.model_name.lower().replace("_", "-")
+
+    @property
     def stable_deployment(self) -> str:
-        return for_model(self.stable_deployment_template, self.model_name)
+        return for_model(self.stable_deployment_template, self.serving_name)
 
     @property
     def canary_deployment(self) -> str:
-        return for_model(self.canary_deployment_template, self.model_name)
+        return for_model(self.canary_deployment_template, self.serving_name)
 
     @property
     def promotion_pool(self) -> str:
