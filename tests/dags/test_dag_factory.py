@@ -166,3 +166,28 @@ def test_settings_name_things_for_the_model_they_are_for(
     assert iris.experiment_name == "team-a/iris"
     assert iris.deploy.stable_deployment == "prod-stable"  # a literal: one model's
     assert iris.deploy.promotion_pool == "releases"  # every model shares one slot
+
+
+def test_the_approval_page_shows_the_tasks_metrics_and_renders_without_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page lists the task's metrics, primary first; a metric the candidate's tags lack
+    reads n/a (templates render strictly: a missing key used to fail the approval task)."""
+    from tests.dags.helpers import XCOMS, rendered
+
+    approve = load_dags(monkeypatch, "local")["mlops_deployment__churn"].get_task("approve")
+    monkeypatch.setitem(XCOMS["resolve"], "metrics", {"holdout_auc": 0.91, "holdout_f1": 0.6})
+    for key in ("gate_reason", "shift", "data_sha256"):
+        monkeypatch.setitem(XCOMS["resolve"], key, {"summary": "-", "report": "-"})
+    monkeypatch.setitem(XCOMS["resolve"], "links", {"mlflow_run": "-", "data_docs": "-"})
+    monkeypatch.setitem(XCOMS["resolve"], "review_reason", None)
+    body = rendered(approve).body
+    rows = [line for line in body.splitlines() if line.startswith("| ") and "value" not in line]
+    assert rows == [
+        "| AUC | 0.91 |",
+        "| log loss | n/a |",
+        "| accuracy | n/a |",
+        "| F1 | 0.6 |",
+        "| p95 latency (ms/row) | n/a |",
+        "| AUC vs champion | n/a |",
+    ]

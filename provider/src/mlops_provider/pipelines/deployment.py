@@ -77,16 +77,22 @@ No answer within the response timeout counts as Reject.
 """
 
 
+def _metric(key: str) -> str:
+    return f"{{{{ c['metrics'].get('{key}', 'n/a') }}}}"
+
+
 def approval_body(contract: ModelContract) -> str:
     """The approval page: the task's hold-out metrics (primary first), the latency and the
     primary metric's change against the champion, from the resolve step's candidate."""
     primary = contract.primary_metric
     names = [primary, *(m for m in contract.metrics if m != primary)]
-    rows = [f"| {METRIC_LABELS.get(m, m)} | {{{{ c['metrics']['holdout_{m}'] }}}} |" for m in names]
+    # .get: a metric the version's tags lack shows as n/a (templates are strict: a missing key
+    # would fail the approval task).
+    rows = [f"| {METRIC_LABELS.get(m, m)} | {_metric(f'holdout_{m}')} |" for m in names]
     rows += [
-        "| p95 latency (ms/row) | {{ c['metrics']['latency_p95_ms'] }} |",
+        f"| p95 latency (ms/row) | {_metric('latency_p95_ms')} |",
         f"| {METRIC_LABELS.get(primary, primary)} vs champion | "
-        f"{{{{ c['metrics']['{primary}_delta_vs_champion'] }}}} |",
+        f"{_metric(f'{primary}_delta_vs_champion')} |",
     ]
     return APPROVAL_HEAD + "\n".join(rows) + "\n" + APPROVAL_TAIL
 
