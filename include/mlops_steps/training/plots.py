@@ -21,6 +21,10 @@ def _pyplot() -> Any:
     return plt
 
 
+def close(figure: Any) -> None:
+    _pyplot().close(figure)
+
+
 def _binary(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import precision_recall_curve, roc_curve

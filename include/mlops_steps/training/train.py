@@ -39,9 +39,11 @@ from mlops_steps.core.settings import Settings, code_version
 from mlops_steps.training import plots, pyfunc_model, run_lifecycle
 
 _MODEL_REQUIREMENTS = ("lightgbm", "pandas", "numpy")
-#: LightGBM's objective and the metrics it records per round, by task.
+#: LightGBM's objective and the metrics it records per round, by task; early stopping watches
+#: the first (the loss: AUC saturates early on small, easy tables and stopped breast cancer
+#: after 5 rounds at a log loss of 0.45).
 OBJECTIVES: dict[str, tuple[str, list[str]]] = {
-    "binary": ("binary", ["auc", "binary_logloss"]),
+    "binary": ("binary", ["binary_logloss", "auc"]),
     "multiclass": ("multiclass", ["multi_logloss"]),
     "regression": ("regression", ["l2"]),
 }
@@ -256,7 +258,9 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
             valid_sets=[valid_set],
             valid_names=["valid"],
             callbacks=[
-                lgb.early_stopping(params.early_stopping_rounds, verbose=False),
+                lgb.early_stopping(
+                    params.early_stopping_rounds, first_metric_only=True, verbose=False
+                ),
                 lgb.record_evaluation(history),
             ],
         )
@@ -283,6 +287,7 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
         figures = plots.task_plots(contract.task, y_valid, outputs, booster, contract.class_labels)
         for path, figure in figures.items():
             mlflow.log_figure(figure, path)
+            plots.close(figure)  # pyplot keeps every figure it drew until closed
 
         spec = contract.feature_spec(contract.training_ranges(splits.train))
         if contract.task == "regression":
