@@ -43,11 +43,16 @@ def write_log(
     batch: int = 1,
     host: str = "test-host",
     edit: Callable[[dict[str, Any]], None] | None = None,
+    features: tuple[str, ...] = FEATURE_NAMES,
+    id_column: str = ID_COLUMN,
+    classes: list[str] | None = None,
 ) -> int:
     """Append one line per row, timestamps spread evenly over ``span`` from ``start``; rows go
     out in requests of ``batch`` rows (one request id, rows 0..batch-1) like /predict/batch.
-    ``edit`` may change each line's features (to break the contract on purpose)."""
-    records = frame.loc[:, list(FEATURE_NAMES)].to_dict("records")
+    ``edit`` may change each line's features (to break the contract on purpose). Another
+    model's lines: its ``features`` and ``id_column``; a multiclass model's line carries the
+    predicted class (``classes``) beside its score (interface 3)."""
+    records = frame.loc[:, list(features)].to_dict("records")
     step = span / max(len(frame), 1)
     written = 0
     handles: dict[Path, Any] = {}
@@ -55,19 +60,23 @@ def write_log(
         for index, (record, value) in enumerate(zip(records, scores, strict=True)):
             stamp = start + step * index
             request = index // batch
-            features = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
+            values = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
+            # A missing value is logged as JSON null (the service logs what it was sent).
+            values = {k: (None if pd.isna(v) else v) for k, v in values.items()}
             if edit is not None:
-                edit(features)
+                edit(values)
             line = {
                 "request_id": f"req-{host}-{request:07d}",
                 "timestamp": stamp.isoformat(),
                 "variant": variant,
                 "model_version": version,
                 "row": index % batch,
-                "entity_id": str(frame[ID_COLUMN].iloc[index]),
+                "entity_id": str(frame[id_column].iloc[index]),
                 "score": None if value is None else float(value),
-                "features": features,
+                "features": values,
             }
+            if classes is not None:
+                line["class"] = classes[index]
             path = directory / f"date={stamp:%Y-%m-%d}" / f"predictions-{host}-1.jsonl"
             if path not in handles:
                 path.parent.mkdir(parents=True, exist_ok=True)
