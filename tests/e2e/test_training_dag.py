@@ -101,7 +101,8 @@ def test_failing_gate_fails_the_run_and_registers_nothing(
     dag, client, model_name = training_dag
     run = dag.test(
         logical_date=pendulum.datetime(2026, 11, 9, tz="UTC"),
-        run_conf={"rows": ROWS, "min_auc": 0.99},
+        # The run's own gate checks (the gate_checks Param; empty = the contract's).
+        run_conf={"rows": ROWS, "gate_checks": '[{"metric": "auc", "threshold": 0.99}]'},
     )
     states = _states(run)
     assert str(run.state) == "failed", states
@@ -114,4 +115,4 @@ def test_failing_gate_fails_the_run_and_registers_nothing(
         filter_string="tags.`mlops.gate.decision` = 'failed'",
     )
     assert len(failed_runs) == 1
-    assert "min_auc" in failed_runs[0].data.tags["mlops.gate.reason"]
+    assert "auc" in failed_runs[0].data.tags["mlops.gate.reason"]
