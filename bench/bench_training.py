@@ -2,7 +2,7 @@
 
 For each row count, three measurements on the same machine in one run:
 
-1. ``dag``: wall time of ``airflow dags test mlops_training`` (the real DAG, local runner), with
+1. ``dag``: wall time of ``airflow dags test mlops_training__churn`` (the real DAG, local runner), with
    each task's wall time from Airflow's own task start/end log lines;
 2. ``process``: each ``mlops-step <verb>`` run alone as a process (the step without Airflow);
 3. ``compute``: each step called in an already-warm Python process (imports done), i.e. the
@@ -39,7 +39,7 @@ from local_airflow import local_airflow_env  # noqa: E402
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 
 VERBS = ("ingest", "validate", "train", "evaluate", "gate", "register")
-DAG_ID = "mlops_training"
+DAG_ID = "mlops_training__churn"
 _TASK_LINE = re.compile(r"^(\S+Z) .*\[DAG TEST\] (starting|end task) task_id=(\w+)")
 
 

@@ -219,10 +219,19 @@ def _gate_lines(task: str, primary: str, label: pd.Series) -> list[str]:
             " min_relative_change: -0.02}",
         ]
     defaults = GateThresholds()
-    lines += [
-        f"  # max_latency_ms: {defaults.max_latency_ms}  # default",
-        f"  # max_champion_collapse: {defaults.max_champion_collapse}  # default",
-    ]
+    lines.append(f"  # max_latency_ms: {defaults.max_latency_ms}  # default")
+    if task == "regression":
+        # The deployment's default collapse bound is in AUC-like units (0..1); an error in the
+        # label's unit needs its own, or every champion comparison would ask for a review.
+        collapse = float(f"{0.25 * float(label.std(ddof=0)):.4g}")
+        lines += [
+            "  # DECIDE: how much worse the champion's RMSE may get on a new hold-out (label's",
+            "  # unit) before its labels count as changed and a person must review: a quarter",
+            "  # of the label's spread.",
+            f"  max_champion_collapse: {_scalar(collapse)}",
+        ]
+    else:
+        lines.append(f"  # max_champion_collapse: {defaults.max_champion_collapse}  # default")
     return lines
 
 

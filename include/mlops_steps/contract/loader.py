@@ -199,6 +199,13 @@ def parse_contract(document: Any, path: Path) -> ModelContract:
     checks = tuple(
         _check(item, i, task, fail) for i, item in enumerate(gate_section.pop("checks", []))
     )
+    if not checks:
+        raise fail(
+            "gate.checks",
+            "the gate would check no metric, so any challenger would pass",
+            f"add at least one check on the primary metric, e.g. "
+            f"{{metric: {primary}, threshold: ...}}",
+        )
     sections = {**document, "gate": gate_section}
     overrides = {
         section: _overrides(section, sections.get(section, {}), fail) for section in SECTIONS

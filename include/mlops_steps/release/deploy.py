@@ -115,12 +115,7 @@ def run_resolve(settings: Settings, version: str | None) -> dict[str, Any]:
         "champion_version": champion_version,
         "data_sha256": tags.get("mlops.data_sha256"),
         "partition": tags.get("mlops.partition"),
-        "metrics": {
-            "holdout_auc": _number(tags.get("mlops.holdout_auc")),
-            "holdout_accuracy": _number(tags.get("mlops.holdout_accuracy")),
-            "latency_p95_ms": _number(tags.get("mlops.latency_p95_ms")),
-            "auc_delta_vs_champion": _number(tags.get("mlops.auc_delta")),
-        },
+        "metrics": _candidate_metrics(tags),
         "gate_decision": decision,
         "gate_reason": tags.get("mlops.gate.reason"),
         "review_reason": (
@@ -137,6 +132,20 @@ def run_resolve(settings: Settings, version: str | None) -> dict[str, Any]:
         },
         "links": _links(settings, client, candidate),
     }
+
+
+def _candidate_metrics(tags: dict[str, str]) -> dict[str, float | None]:
+    """The version's hold-out metrics of its task (``mlops.holdout_<metric>``), its latency and
+    its primary metric's change against the champion (``<primary>_delta_vs_champion``)."""
+    metrics: dict[str, float | None] = {
+        key.removeprefix("mlops."): _number(value)
+        for key, value in tags.items()
+        if key.startswith("mlops.holdout_")
+    }
+    metrics["latency_p95_ms"] = _number(tags.get("mlops.latency_p95_ms"))
+    primary = tags.get("mlops.primary_metric", "auc")  # versions from before the contract files
+    metrics[f"{primary}_delta_vs_champion"] = _number(tags.get(f"mlops.{primary}_delta"))
+    return metrics
 
 
 def _number(text: str | None) -> float | None:
@@ -223,7 +232,7 @@ def run_rollback(
         raise StepError(
             "is the champion; a promotion already completed, nothing to roll back",
             subject=f"{name} v{version}",
-            fix="use the mlops_rollback DAG to restore the previous champion",
+            fix=f"use the mlops_rollback__{name} DAG to restore the previous champion",
         )
     stable = (
         Release(name, str(champion.version), str(champion.tags.get("mlops.image.ref", "")))

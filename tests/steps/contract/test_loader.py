@@ -192,6 +192,10 @@ def _check(**values: Any) -> Change:
     return change
 
 
+def _no_checks(d: dict[str, Any]) -> None:
+    d["gate"]["checks"] = []
+
+
 def _override(section: str, **values: Any) -> Change:
     def change(d: dict[str, Any]) -> None:
         d[section] = values
@@ -221,6 +225,7 @@ def _multiclass_with_two(d: dict[str, Any]) -> None:
             "log_loss is better lower",
         ),
         (_check(metric="auc"), "gate.checks[0]", "checks nothing"),
+        (_no_checks, "gate.checks", "any challenger would pass"),
         (
             _override("training", learning_rat=0.1),
             "training.learning_rat",
