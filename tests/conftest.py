@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 from tests import service_process  # noqa: E402
+from tests.fixtures.contracts import own_churn_contract  # noqa: E402
 
 pytest_plugins = ["tests.fixtures.champion"]
 
@@ -87,12 +88,12 @@ def tracking(
     mlops_env: Path,
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> str:
-    """Steps pointed at the real server, with a model name and experiment unique to the test."""
-    name = "churn_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:60]
+    """Steps pointed at the real server, with a model (registry entry, experiment and contract:
+    the churn contract under the test's own model name) unique to the test."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.setenv("MLOPS_MODEL_NAME", name)
-    monkeypatch.setenv("MLOPS_EXPERIMENT", f"exp-{name}")
+    own_churn_contract(request.node.nodeid, tmp_path, monkeypatch)
     return mlflow_server
 
 
