@@ -80,8 +80,10 @@ INSTALL_WRK = "apt-get update && apt-get install -y wrk"
 
 def make_records(rows: int, seed: int = 7) -> list[dict[str, Any]]:
     """``rows`` fixed feature rows as plain JSON values (numpy types converted by json)."""
-    from mlops_steps.contract.schema import FEATURE_NAMES
+    from mlops_steps.contract.loader import load_contract
     from mlops_steps.contract.synthetic import generate_churn
+
+    FEATURE_NAMES = load_contract("churn").feature_names
 
     frame = generate_churn(rows, seed=seed).loc[:, list(FEATURE_NAMES)]
     records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))

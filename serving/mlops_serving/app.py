@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from mlops_serving import openapi
 from mlops_serving.aliases import LiveAliases, registry_aliases
 from mlops_serving.api.routes import admin, model, ops, predict
 from mlops_serving.body_limit import BodySizeLimit
@@ -35,8 +36,8 @@ def create_app(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     metrics = ServingMetrics()
     app = FastAPI(
-        title="churn model service",
-        description="Churn probability from the champion model, with a canary variant.",
+        title=f"{settings.model_name} model service",
+        description="Predictions from the champion model, with a canary variant.",
         version="1",
         lifespan=_lifespan,
     )
@@ -62,6 +63,8 @@ def create_app(
     # Starlette and uvicorn have no body size limit of their own (see body_limit).
     app.add_middleware(BodySizeLimit, max_bytes=settings.body_limit_bytes)
     app.add_exception_handler(Exception, _internal_error)
+    # The document describes the served model's requests and answers (generated from its spec).
+    openapi.install(app, state)
     return app
 
 

@@ -69,9 +69,9 @@ class _ScoreSeries:
 
     __slots__ = ("rows", "scores")
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: tuple[float, ...]) -> None:
         self.rows = 0
-        self.scores = _Histogram(SCORE_BUCKETS)
+        self.scores = _Histogram(buckets)
 
 
 class ServingMetrics:
@@ -80,6 +80,7 @@ class ServingMetrics:
         self._requests: dict[tuple[str, str, str], _RequestSeries] = {}
         self._scored: dict[tuple[str, str], _ScoreSeries] = {}
         self._out_of_range: dict[tuple[str, str, str], int] = {}
+        self._classes: dict[tuple[str, str, str], int] = {}
         self.registry.register(_RequestCollector(self))
         r = self.registry
         self.load_failures = Counter(
@@ -115,18 +116,31 @@ class ServingMetrics:
         series.statuses[code] = series.statuses.get(code, 0) + 1
         series.latency.observe(seconds)
 
-    def scored(self, variant: str, version: str, scores: float | np.ndarray) -> None:
-        """Count rows scored by a variant and observe their scores."""
+    def scored(
+        self,
+        variant: str,
+        version: str,
+        scores: float | np.ndarray,
+        buckets: tuple[float, ...] = SCORE_BUCKETS,
+    ) -> None:
+        """Count rows scored by a variant and observe their scores (``buckets``: the model's,
+        taken when its series is first seen)."""
         key = (variant, version)
         series = self._scored.get(key)
         if series is None:
-            series = self._scored.setdefault(key, _ScoreSeries())
+            series = self._scored.setdefault(key, _ScoreSeries(buckets))
         if isinstance(scores, np.ndarray):
             series.rows += len(scores)
             series.scores.observe_many(scores)
         else:
             series.rows += 1
             series.scores.observe(scores)
+
+    def classified(self, variant: str, version: str, counts: dict[str, int]) -> None:
+        """Count a multiclass model's predicted classes (``counts``: rows by class label)."""
+        for label, count in counts.items():
+            key = (variant, version, label)
+            self._classes[key] = self._classes.get(key, 0) + count
 
     def out_of_range(self, variant: str, version: str, features: Iterable[str]) -> None:
         """Count served values outside the training range, one per feature name given."""
@@ -155,7 +169,8 @@ class ServingMetrics:
         )
         scores = HistogramMetricFamily(
             "serving_prediction_score",
-            "Distribution of predicted churn probabilities.",
+            "Distribution of predicted scores: binary P(positive class), multiclass the "
+            "predicted class's probability, regression the predicted value.",
             labels=["variant", "version"],
         )
         for variant_version, score_series in list(self._scored.items()):
@@ -170,7 +185,14 @@ class ServingMetrics:
         )
         for key, count in list(self._out_of_range.items()):
             out_of_range.add_metric(list(key), count)
-        yield from (requests, latency, rows, scores, out_of_range)
+        classes = CounterMetricFamily(
+            "serving_predicted_class",
+            "Rows a multiclass model predicted each class for.",
+            labels=["variant", "version", "class"],
+        )
+        for key, count in list(self._classes.items()):
+            classes.add_metric(list(key), count)
+        yield from (requests, latency, rows, scores, out_of_range, classes)
 
 
 class _RequestCollector(Collector):

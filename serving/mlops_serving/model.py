@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from mlops_serving.codec import FeatureCodec, FieldSpec
+from mlops_serving.codec import FeatureCodec
+from mlops_serving.metrics import SCORE_BUCKETS
+from mlops_serving.spec import ModelLoadError, ModelNotFound, _feature_codec, _plausible, _task_of
+
+__all__ = ["LoadedModel", "ModelLoadError", "ModelNotFound", "SingleRowPredictor", "load_model"]
+# The registry's answers that mean the ref names nothing (not that the registry failed).
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 log = logging.getLogger(__name__)
-
-
-class ModelLoadError(RuntimeError):
-    """A model version could not be resolved, downloaded, loaded or smoke-tested."""
 
 
 class SingleRowPredictor:
@@ -38,10 +40,11 @@ class SingleRowPredictor:
     ``Booster.predict`` rebuilds its predictor and re-parses its parameters on every call, ~17 µs
     for one row here, more than the rest of the service's own work on a request; the fast path
     sets them up once per model and then costs ~2 µs a row. Scores are identical (checked at
-    load). One call at a time per instance: the config holds the row buffer.
+    load). One call at a time per instance: the config holds the row buffer. ``n_outputs``: the
+    values one row gets (a multiclass booster: one probability per class).
     """
 
-    def __init__(self, booster: Any, n_features: int) -> None:
+    def __init__(self, booster: Any, n_features: int, n_outputs: int = 1) -> None:
         from lightgbm import basic  # the C library the booster lives in, and its error check
 
         self._lib = getattr(basic, "_LIB")  # noqa: B009 (private: not re-exported for mypy)
@@ -61,7 +64,7 @@ class SingleRowPredictor:
             )
         )
         self._row = (ctypes.c_double * n_features)()
-        self._score = (ctypes.c_double * 1)()
+        self._score = (ctypes.c_double * n_outputs)()
         self._length = ctypes.c_int64(0)
         self._args = (self._config, self._row, ctypes.byref(self._length), self._score)
         self._lock = threading.Lock()
@@ -72,6 +75,13 @@ class SingleRowPredictor:
             self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(*self._args))
             return float(self._score[0])
 
+    def outputs(self, values: list[float]) -> list[float]:
+        """Every output of one row (a multiclass booster's class probabilities)."""
+        with self._lock:
+            self._row[:] = values  # type: ignore[assignment]
+            self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(*self._args))
+            return list(self._score)
+
     def __del__(self) -> None:
         config = getattr(self, "_config", None)
         if config is not None and config.value:
@@ -79,7 +89,7 @@ class SingleRowPredictor:
                 self._lib.LGBM_FastConfigFree(config)
 
 
-_PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL: probabilities for a binary objective
+_PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL: probabilities (binary, multiclass), values (l2)
 _DTYPE_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 
 
@@ -96,10 +106,16 @@ class LoadedModel:
     signature: list[dict[str, Any]]
     metadata: dict[str, Any] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
+    # From the feature spec: what the model predicts and how its answers are shaped.
+    task: str = "binary"
+    class_labels: tuple[str, ...] = ()  # multiclass: the probability columns' classes
+    score_buckets: tuple[float, ...] = SCORE_BUCKETS
 
     single_row: SingleRowPredictor | None = None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """The booster's outputs: (rows,) for binary and regression, (rows, classes) for
+        multiclass."""
         # One thread for small requests: OpenMP start-up costs more than it saves on a few rows.
         threads = 1 if len(matrix) < 2_000 else 0
         return np.asarray(self.booster.predict(matrix, num_threads=threads), dtype=np.float64)
@@ -110,6 +126,12 @@ class LoadedModel:
             return self.single_row(values)
         return float(self.predict(np.asarray([values], dtype=np.float64))[0])
 
+    def predict_proba_one(self, values: list[float]) -> list[float]:
+        """A multiclass model's class probabilities for one row, in ``class_labels`` order."""
+        if self.single_row is not None:
+            return self.single_row.outputs(values)
+        return [float(p) for p in self.predict(np.asarray([values], dtype=np.float64))[0]]
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -117,6 +139,8 @@ class LoadedModel:
             "loaded_by": self.ref,
             "run_id": self.run_id,
             "loaded_at": self.loaded_at,
+            "task": self.task,
+            **({"classes": list(self.class_labels)} if self.class_labels else {}),
             "input_checks": self.input_checks(),
             **self.metadata,
         }
@@ -132,7 +156,14 @@ class LoadedModel:
                 "off: this model's feature spec records no training_range (trained before "
                 "training logged it); values within the contract's limits are not flagged"
             )
-        return {"contract_limits": "values beyond them get 422", "training_range": training}
+        checks = {"contract_limits": "values beyond them get 422", "training_range": training}
+        if self.codec.expected_ranges:
+            checks["expected_range"] = (
+                f"declared for {', '.join(self.codec.expected_ranges)}: values outside it are "
+                "served, counted in serving_out_of_range_total and flagged (it takes precedence "
+                "over the training range)"
+            )
+        return checks
 
 
 def resolve_version(client: Any, model_name: str, ref: str) -> Any:
@@ -142,7 +173,9 @@ def resolve_version(client: Any, model_name: str, ref: str) -> Any:
             return client.get_model_version(model_name, ref)
         return client.get_model_version_by_alias(model_name, ref)
     except Exception as exc:
-        raise ModelLoadError(f"cannot resolve {model_name}@{ref}: {exc}") from exc
+        missing = getattr(exc, "error_code", None) in _NOT_FOUND_CODES
+        error = ModelNotFound if missing else ModelLoadError
+        raise error(f"cannot resolve {model_name}@{ref}: {exc}") from exc
 
 
 BUNDLE_PREFIX = "bundle:"
@@ -190,7 +223,7 @@ def load_bundle(client: Any, model_name: str, ref: str, model_store: Path | None
     store = model_store.resolve()
     bundle = (store / ref.removeprefix(BUNDLE_PREFIX)).resolve()
     if bundle.parent != store or not bundle.is_dir():
-        raise ModelLoadError(f"{ref!r} is not a bundle directory in the model store {store}")
+        raise ModelNotFound(f"{ref!r} is not a bundle directory in the model store {store}")
     manifest = _bundle_manifest(bundle)
     if manifest["model_name"] != model_name:
         raise ModelLoadError(
@@ -279,6 +312,7 @@ def _load_model_dir(
         raise ModelLoadError(
             f"booster expects {booster.num_feature()} features, spec has {len(codec.fields)}"
         )
+    task, classes, buckets = _task_of(spec, booster, f"{name} v{version}")
     model = LoadedModel(
         name=name,
         version=version,
@@ -288,58 +322,33 @@ def _load_model_dir(
         booster=booster,
         signature=signature,
         metadata=metadata,
+        task=task,
+        class_labels=classes,
+        score_buckets=buckets,
     )
-    score = model.predict(codec.smoke_row())
-    if score.shape != (1,) or not (0.0 <= float(score[0]) <= 1.0):
-        raise ModelLoadError(f"smoke prediction of v{model.version} returned {score!r}")
-    model.single_row = _single_row_predictor(model, float(score[0]))
+    output = model.predict(codec.smoke_row())
+    if not _plausible(task, output, len(classes)):
+        raise ModelLoadError(f"smoke prediction of v{model.version} returned {output!r}")
+    model.single_row = _single_row_predictor(model, output[0])
     return model
 
 
-def _feature_codec(spec: dict[str, Any], signature: list[dict[str, Any]]) -> FeatureCodec:
-    """The request codec for a model: fields in the signature's order, kinds and vocabularies
-    from its feature spec."""
-    kinds = {f["name"]: f for f in spec["features"]}
-    order = [s["name"] for s in signature] or list(kinds)
-    if set(order) != set(kinds):
-        raise ModelLoadError("model signature and feature spec name different columns")
-    fields = []
-    for name in order:
-        feature = kinds[name]
-        vocabulary = None
-        if feature["kind"] == "category":
-            vocabulary = {c: float(i) for i, c in enumerate(feature["categories"])}
-        training = feature.get("training_range")
-        fields.append(
-            FieldSpec(
-                name,
-                feature["kind"],
-                vocabulary,
-                minimum=_bound(feature.get("minimum")),
-                maximum=_bound(feature.get("maximum")),
-                training_range=(float(training["min"]), float(training["max"]))
-                if training
-                else None,
-            )
-        )
-    return FeatureCodec(fields)
-
-
-def _bound(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _single_row_predictor(model: LoadedModel, expected: float) -> SingleRowPredictor | None:
-    """The fast single-row path if it gives the booster's own score for the smoke row; else
-    None (Booster.predict serves single rows too, only slower)."""
+def _single_row_predictor(model: LoadedModel, expected: np.ndarray) -> SingleRowPredictor | None:
+    """The fast single-row path if it gives the booster's own outputs for the smoke row (every
+    class probability of a multiclass model); else None (Booster.predict serves single rows
+    too, only slower)."""
+    outputs = len(model.class_labels) or 1
     try:
-        fast = SingleRowPredictor(model.booster, len(model.codec.fields))
-        score = fast(model.codec.smoke_row()[0].tolist())
+        fast = SingleRowPredictor(model.booster, len(model.codec.fields), outputs)
+        got = fast.outputs(model.codec.smoke_row()[0].tolist())
     except Exception as exc:  # a LightGBM without the fast API: slower, not broken
         log.warning("LightGBM single-row fast path unavailable (%s); using Booster.predict", exc)
         return None
-    if not math.isclose(score, expected, rel_tol=1e-12, abs_tol=1e-15):
-        log.warning("single-row fast path scored %r, Booster.predict %r; not used", score, expected)
+    want = np.atleast_1d(expected).tolist()
+    if len(got) != len(want) or not all(
+        math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15) for a, b in zip(got, want, strict=True)
+    ):
+        log.warning("single-row fast path scored %r, Booster.predict %r; not used", got, want)
         return None
     return fast
 

@@ -65,8 +65,9 @@ class RequestBody(NamedTuple):
         return [value] if self.field == "features" else list(value)
 
 
-# (timestamp, request_id, entity_ids, variant, version, features, scores, out_of_range): the
-# last maps a row's index to its features outside the training range (None: no such row).
+# (timestamp, request_id, entity_ids, variant, version, features, scores, out_of_range,
+# classes): out_of_range maps a row's index to its features outside their usual range (None: no
+# such row); classes is a multiclass model's predicted class per row (None for other tasks).
 Entry = tuple[
     float,
     str,
@@ -76,14 +77,17 @@ Entry = tuple[
     RequestBody | Sequence[Any],
     Sequence[float] | np.ndarray,
     Mapping[int, Sequence[str]] | None,
+    Sequence[str] | None,
 ]
 
 
 def encode_lines(entry: Entry) -> list[bytes]:
     """One JSON line per prediction. The per-request fields are encoded once and each row adds
     only its own (a batch of 10,000 rows costs ~2 µs a row, not ~9). A row with values outside
-    the training range names them in ``"out_of_range"`` (absent on the others)."""
-    timestamp, request_id, entity_ids, variant, version, features, scores, flagged = entry
+    the usual range names them in ``"out_of_range"`` (absent on the others); a multiclass
+    model's rows name their predicted ``"class"``."""
+    timestamp, request_id, entity_ids, variant, version, features, scores, flagged = entry[:8]
+    classes = entry[8] if len(entry) > 8 else None  # older 8-tuples have none
     records = features.records() if isinstance(features, RequestBody) else features
     if len(records) != len(scores):
         raise ValueError(f"request {request_id}: {len(records)} records for {len(scores)} scores")
@@ -108,6 +112,9 @@ def encode_lines(entry: Entry) -> list[bytes]:
         )
         for index, score in enumerate(values)
     ]
+    if classes is not None:
+        for index, label in enumerate(classes):
+            lines[index] = b'%s,"class":%s}\n' % (lines[index][:-2], dumps(label))
     for index, names in (flagged or {}).items():
         lines[index] = b'%s,"out_of_range":%s}\n' % (lines[index][:-2], dumps(list(names)))
     return lines
@@ -200,16 +207,19 @@ class PredictionLog:
         scores: Sequence[float] | np.ndarray,
         timestamp: float,
         out_of_range: Mapping[int, Sequence[str]] | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         """Queue predictions (cheap: no I/O, no encoding on the caller's thread).
-        ``out_of_range``: by row index, the features outside the training range."""
+        ``out_of_range``: by row index, the features outside their usual range; ``classes``:
+        a multiclass model's predicted class per row."""
         if len(self._buffer) >= self.max_buffered:  # deque length and append are thread-safe
             if self._on_drop:
                 self._on_drop(len(scores))
             return
         self._buffer.append(
-            (timestamp, request_id, entity_ids, variant, version, features, scores, out_of_range)
-        )
+            (timestamp, request_id, entity_ids, variant, version, features, scores, out_of_range,
+             classes)
+        )  # fmt: skip
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)

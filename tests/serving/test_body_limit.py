@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from tests.service_process import Service
 
-from mlops_steps.contract.schema import FEATURE_NAMES
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
+
+FEATURE_NAMES = load_contract("churn").feature_names
 
 pytestmark = pytest.mark.serving
 

@@ -18,8 +18,10 @@ import pytest
 from tests.service_process import Service
 from tests.serving.conftest import MODEL
 
-from mlops_steps.contract.schema import FEATURE_NAMES
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
+
+FEATURE_NAMES = load_contract("churn").feature_names
 
 pytestmark = pytest.mark.serving
 

@@ -12,8 +12,15 @@ import pytest
 
 from mlops_serving.codec import FeatureCodec, InvalidInput
 from mlops_serving.model import _feature_codec
-from mlops_steps.contract.schema import FEATURE_NAMES, feature_spec, training_ranges
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
+
+CHURN = load_contract("churn")
+FEATURE_NAMES, feature_spec, training_ranges = (
+    CHURN.feature_names,
+    CHURN.feature_spec,
+    CHURN.training_ranges,
+)
 
 TRAINING = generate_churn(2_000, seed=3)
 RANGES = training_ranges(TRAINING)

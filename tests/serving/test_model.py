@@ -11,8 +11,10 @@ from tests.serving.conftest import MODEL
 from mlops_serving import model as served
 from mlops_serving.codec import InvalidInput
 from mlops_serving.model import LoadedModel, load_model
-from mlops_steps.contract.schema import FEATURE_NAMES
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
+
+FEATURE_NAMES = load_contract("churn").feature_names
 
 
 def _records(rows: int) -> list[dict[str, object]]:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from mlops_serving.api.deps import require_admin, serving_state
-from mlops_serving.model import ModelLoadError
+from mlops_serving.model import ModelLoadError, ModelNotFound
 from mlops_serving.state import CANARY, STABLE, ServingState
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -46,6 +46,8 @@ def set_canary(body: CanaryRequest, request: Request) -> dict[str, Any]:
     with state.admin_lock:
         try:
             model = state.load(CANARY, body.ref)
+        except ModelNotFound as exc:
+            raise HTTPException(404, f"canary not loaded, nothing changed: {exc}") from None
         except ModelLoadError as exc:
             raise HTTPException(502, f"canary not loaded, nothing changed: {exc}") from None
         state.canary, state.canary_weight = model, body.weight
@@ -96,6 +98,11 @@ def reload(body: ReloadRequest, request: Request) -> dict[str, Any]:
             raise HTTPException(409, f"no reference to reload the {body.variant} variant from")
         try:
             model = state.load(body.variant, ref)
+        except ModelNotFound as exc:
+            state.publish()
+            raise HTTPException(
+                404, f"reload failed, still serving the previous model: {exc}"
+            ) from None
         except ModelLoadError as exc:
             state.publish()
             raise HTTPException(

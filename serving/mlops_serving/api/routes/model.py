@@ -44,6 +44,17 @@ def model_info(request: Request) -> JSONResponse:
     )
 
 
+_OUTPUTS = {
+    "binary": {"score": "probability of the positive class (0..1)"},
+    "multiclass": {
+        "class": "the predicted class",
+        "probabilities": "every class's probability (they sum to 1)",
+        "score": "the predicted class's probability",
+    },
+    "regression": {"value": "the predicted value", "score": "the predicted value"},
+}
+
+
 @router.get("/schema")
 def model_schema(request: Request) -> JSONResponse:
     """The request fields and types, from the served model's signature and feature spec."""
@@ -53,8 +64,9 @@ def model_schema(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "model_version": model.version,
+            "task": model.task,
             "features": model.codec.json_schema(),
             "signature": model.signature,
-            "output": {"score": "probability that the customer churns (0..1)"},
+            "output": _OUTPUTS[model.task],
         }
     )

@@ -5,7 +5,12 @@ spec (see :mod:`mlops_serving.codec`) instead of a pydantic model: the input sch
 model version, which changes at run time, and the hot path stays a few dozen microseconds. For the
 same reason they take only the request (no ``Depends`` to resolve), answer with orjson, bump plain
 counters on the event loop (:mod:`mlops_serving.metrics`) and hand the prediction log the body as
-it arrived. The OpenAPI request bodies are declared by hand below.
+it arrived. Their OpenAPI document is generated from the served model's spec
+(:mod:`mlops_serving.openapi`).
+
+The answer follows the model's task: binary the positive class's probability as ``score``;
+multiclass the predicted ``class``, every class's probability and that class's probability as
+``score``; regression the ``value`` (also the ``score``).
 
 Values outside the model's training range are served, counted per feature and flagged in the
 prediction log; values beyond the data contract's limits are 422s (both from the codec). An
@@ -21,6 +26,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -36,47 +42,6 @@ from mlops_serving.state import STABLE, ServingState
 
 router = APIRouter(tags=["predict"])
 log = logging.getLogger("mlops_serving")
-
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["features"],
-                    "properties": {
-                        "features": {
-                            "type": "object",
-                            "description": "Model inputs; see GET /model/schema for the fields.",
-                        },
-                        "entity_id": {"type": "string", "description": "Sticky canary routing"},
-                        "request_id": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
-_BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["instances"],
-                    "properties": {
-                        "instances": {"type": "array", "items": {"type": "object"}},
-                        "entity_ids": {"type": "array", "items": {"type": "string"}},
-                        "entity_id": {"type": "string", "description": "Routes the batch"},
-                        "request_id": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -104,6 +69,15 @@ def _finish(
     metrics.request(endpoint, variant, version, status, time.perf_counter() - started)
 
 
+def _string_errors(payload: dict[str, Any], *keys: str) -> list[dict[str, Any]]:
+    """422 errors for optional string fields holding something else (null is absent)."""
+    return [
+        {"loc": ["body", key], "msg": "Input should be a valid string", "type": "string_type"}
+        for key in keys
+        if payload.get(key) is not None and type(payload[key]) is not str
+    ]
+
+
 async def _payload(
     request: Request, metrics: ServingMetrics, endpoint: str, started: float
 ) -> tuple[bytes, dict[str, Any]] | Response:
@@ -119,6 +93,10 @@ async def _payload(
         return _reject(
             metrics, endpoint, started, loc=["body"], msg="Expected a JSON object", kind="dict"
         )
+    errors = _string_errors(payload, "entity_id", "request_id")
+    if errors:
+        _finish(metrics, endpoint, started, 422)
+        return _invalid(errors)
     return body, payload
 
 
@@ -142,6 +120,7 @@ def _served(
     features: RequestBody,
     scores: Any,
     out_of_range: dict[int, Any] | None,
+    classes: Any = None,
 ) -> str:
     """Log and count a successful prediction; returns its request id. The log gets the
     body as it arrived (the writer decodes it again, in its own process)."""
@@ -155,6 +134,7 @@ def _served(
         scores=scores,
         timestamp=time.time(),
         out_of_range=out_of_range,
+        classes=classes,
     )
     seconds = time.perf_counter() - started
     state.metrics.request(endpoint, variant, model.version, 200, seconds)
@@ -179,9 +159,9 @@ def _failed(
     return _json({"detail": f"internal error (error id {error_id}; see the service log)"}, 500)
 
 
-@router.post("/predict", openapi_extra=_PREDICT_BODY)
+@router.post("/predict")
 async def predict(request: Request) -> Response:
-    """Score one customer."""
+    """Predict for one record."""
     started = time.perf_counter()
     state = serving_state(request)
     variant = version = "none"
@@ -192,15 +172,6 @@ async def predict(request: Request) -> Response:
             return received
         body, payload = received
         entity_id = payload.get("entity_id")
-        if entity_id is not None and type(entity_id) is not str:
-            return _reject(
-                metrics,
-                "predict",
-                started,
-                loc=["body", "entity_id"],
-                msg="Expected a string",
-                kind="string_type",
-            )
         variant, model = state.route(entity_id)
         if model is None:
             return _not_ready(state, "predict", started)
@@ -211,8 +182,20 @@ async def predict(request: Request) -> Response:
         except InvalidInput as exc:
             _finish(metrics, "predict", started, 422, variant=variant, version=version)
             return _invalid(exc.errors)
-        score = model.predict_one(values)
-        metrics.scored(variant, version, score)
+        answer: dict[str, Any]
+        classes = None
+        if model.task == "multiclass":
+            probabilities = model.predict_proba_one(values)
+            best = max(range(len(probabilities)), key=probabilities.__getitem__)
+            score, label = probabilities[best], model.class_labels[best]
+            classes = (label,)
+            by_class = dict(zip(model.class_labels, probabilities, strict=True))
+            answer = {"class": label, "probabilities": by_class}
+            metrics.classified(variant, version, {label: 1})
+        else:
+            score = model.predict_one(values)
+            answer = {"value": score} if model.task == "regression" else {}
+        metrics.scored(variant, version, score, model.score_buckets)
         if outside:
             metrics.out_of_range(variant, version, outside)
         request_id = _served(
@@ -226,6 +209,7 @@ async def predict(request: Request) -> Response:
             features=RequestBody(body, "features"),
             scores=(score,),
             out_of_range={0: outside} if outside else None,
+            classes=classes,
         )
         return _json(
             {
@@ -233,6 +217,7 @@ async def predict(request: Request) -> Response:
                 "variant": variant,
                 "model_version": version,
                 "request_id": request_id,
+                **answer,
             }
         )
     except (BodyTooLarge, ClientDisconnect):
@@ -241,9 +226,9 @@ async def predict(request: Request) -> Response:
         return _failed(state, "predict", started, variant, version)
 
 
-@router.post("/predict/batch", openapi_extra=_BATCH_BODY)
+@router.post("/predict/batch")
 async def predict_batch(request: Request) -> Response:
-    """Score many customers in one request (one variant answers the whole batch)."""
+    """Predict for many records in one request (one variant answers the whole batch)."""
     started = time.perf_counter()
     state = serving_state(request)
     chosen = ["none", "none"]  # variant, version: filled in once a model is chosen
@@ -285,18 +270,19 @@ async def _predict_batch(  # noqa: PLR0911 (a return per rejection)
         )
     entity_ids = payload.get("entity_ids")
     if entity_ids is not None and (
-        type(entity_ids) is not list or len(entity_ids) != len(instances)
+        type(entity_ids) is not list
+        or len(entity_ids) != len(instances)
+        or not all(e is None or type(e) is str for e in entity_ids)
     ):
         return _reject(
             metrics,
             "batch",
             started,
             loc=["body", "entity_ids"],
-            msg="Expected one entity id per instance",
+            msg="Expected one entity id (a string or null) per instance",
             kind="list_type",
         )
-    routing_key = payload.get("entity_id")
-    variant, model = state.route(routing_key if type(routing_key) is str else None)
+    variant, model = state.route(payload.get("entity_id"))
     if model is None:
         return _not_ready(state, "batch", started)
     chosen[:] = variant, model.version
@@ -305,8 +291,8 @@ async def _predict_batch(  # noqa: PLR0911 (a return per rejection)
     except InvalidInput as exc:
         _finish(metrics, "batch", started, 422, variant=variant, version=model.version)
         return _invalid(exc.errors)
-    scores = model.predict(matrix)
-    metrics.scored(variant, model.version, scores)
+    scores, answer, classes = _batch_answer(metrics, variant, model, model.predict(matrix))
+    metrics.scored(variant, model.version, scores, model.score_buckets)
     if outside:
         metrics.out_of_range(variant, model.version, itertools.chain(*outside.values()))
     request_id = _served(
@@ -320,6 +306,7 @@ async def _predict_batch(  # noqa: PLR0911 (a return per rejection)
         features=RequestBody(body, "instances"),
         scores=scores,
         out_of_range=outside or None,
+        classes=classes,
     )
     return _json(
         {
@@ -328,5 +315,26 @@ async def _predict_batch(  # noqa: PLR0911 (a return per rejection)
             "variant": variant,
             "model_version": model.version,
             "request_id": request_id,
+            **answer,
         }
     )
+
+
+def _batch_answer(
+    metrics: ServingMetrics, variant: str, model: LoadedModel, outputs: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any], list[str] | None]:
+    """The scores, the task's fields of the answer and a multiclass model's predicted
+    classes (counted here), from the booster's outputs."""
+    if model.task == "multiclass":
+        best = outputs.argmax(axis=1)
+        labels = model.class_labels
+        counts = np.bincount(best, minlength=len(labels)).tolist()
+        metrics.classified(
+            variant, model.version, {labels[i]: n for i, n in enumerate(counts) if n}
+        )
+        classes = [labels[i] for i in best.tolist()]
+        scores = outputs[np.arange(len(best)), best]
+        return scores, {"classes": classes, "probabilities": outputs}, classes
+    if model.task == "regression":
+        return outputs, {"values": outputs}, None
+    return outputs, {}, None
