@@ -13,7 +13,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from mlops_steps.contract.schema import FEATURE_NAMES, ID_COLUMN
+from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from tests.dags.helpers import for_dag_test, load_dags
 from tests.fixtures.champion import Champion
@@ -23,6 +23,7 @@ from tests.steps.monitoring.helpers import score, write_log
 pytestmark = pytest.mark.e2e
 ADMIN_TOKEN = "monitoring-admin-token-0123456789abcdef"
 DRIFT_URI = "mlops://churn/drift-detected"
+CHURN = load_contract("churn")
 
 
 @pytest.fixture
@@ -103,9 +104,9 @@ def _serve_drifted_traffic(service: Service, log_dir: Path, rows: int) -> None:
     frame = generate_churn(rows, seed=41, drift=0.5)
     records = [
         {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame.loc[:, list(FEATURE_NAMES)].to_dict("records")
+        for r in frame.loc[:, list(CHURN.feature_names)].to_dict("records")
     ]
-    ids = frame[ID_COLUMN].tolist()
+    ids = frame[CHURN.id_column].tolist()
     with service.client() as client:
         for start in range(0, rows, 100):
             batch = slice(start, start + 100)

@@ -110,11 +110,12 @@ def test_bundle_build_verify_reuse_and_repair(trained: str, registry: MlflowClie
     import mlflow.pyfunc
     import pandas as pd
 
-    from mlops_steps.contract.schema import FEATURE_NAMES
+    from mlops_steps.contract.loader import load_contract
     from mlops_steps.contract.synthetic import generate_churn
 
     model = mlflow.pyfunc.load_model(str(bundle / manifest["model_dir"]))
-    scores = model.predict(pd.DataFrame(generate_churn(rows=3, seed=1)[list(FEATURE_NAMES)]))
+    features = list(load_contract("churn").feature_names)
+    scores = model.predict(pd.DataFrame(generate_churn(rows=3, seed=1)[features]))
     assert len(scores) == 3
     # ... and so does the model service, by the ref the deploy steps hand it.
     from mlops_serving.model import load_bundle
