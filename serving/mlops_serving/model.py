@@ -25,7 +25,13 @@ import numpy as np
 
 from mlops_serving.codec import FeatureCodec
 from mlops_serving.metrics import SCORE_BUCKETS
-from mlops_serving.spec import ModelLoadError, ModelNotFound, _feature_codec, _plausible, _task_of
+from mlops_serving.spec import (
+    ModelLoadError,
+    ModelNotFound,
+    feature_codec,
+    plausible_outputs,
+    task_of,
+)
 
 __all__ = ["LoadedModel", "ModelLoadError", "ModelNotFound", "SingleRowPredictor", "load_model"]
 # The registry's answers that mean the ref names nothing (not that the registry failed).
@@ -307,12 +313,12 @@ def _load_model_dir(
     booster = lightgbm.Booster(model_file=str(local / artifacts["booster"]["path"]))
     spec = json.loads((local / artifacts["feature_spec"]["path"]).read_text())
     signature = json.loads(mlmodel.get("signature", {}).get("inputs") or "[]")
-    codec = _feature_codec(spec, signature)
+    codec = feature_codec(spec, signature)
     if booster.num_feature() != len(codec.fields):
         raise ModelLoadError(
             f"booster expects {booster.num_feature()} features, spec has {len(codec.fields)}"
         )
-    task, classes, buckets = _task_of(spec, booster, f"{name} v{version}")
+    task, classes, buckets = task_of(spec, booster, f"{name} v{version}")
     model = LoadedModel(
         name=name,
         version=version,
@@ -327,7 +333,7 @@ def _load_model_dir(
         score_buckets=buckets,
     )
     output = model.predict(codec.smoke_row())
-    if not _plausible(task, output, len(classes)):
+    if not plausible_outputs(task, output, len(classes)):
         raise ModelLoadError(f"smoke prediction of v{model.version} returned {output!r}")
     model.single_row = _single_row_predictor(model, output[0])
     return model

@@ -86,8 +86,7 @@ def encode_lines(entry: Entry) -> list[bytes]:
     only its own (a batch of 10,000 rows costs ~2 µs a row, not ~9). A row with values outside
     the usual range names them in ``"out_of_range"`` (absent on the others); a multiclass
     model's rows name their predicted ``"class"``."""
-    timestamp, request_id, entity_ids, variant, version, features, scores, flagged = entry[:8]
-    classes = entry[8] if len(entry) > 8 else None  # older 8-tuples have none
+    timestamp, request_id, entity_ids, variant, version, features, scores, flagged, classes = entry
     records = features.records() if isinstance(features, RequestBody) else features
     if len(records) != len(scores):
         raise ValueError(f"request {request_id}: {len(records)} records for {len(scores)} scores")

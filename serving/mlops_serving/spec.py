@@ -24,7 +24,7 @@ class ModelNotFound(ModelLoadError):
 TASKS = ("binary", "multiclass", "regression")
 
 
-def _task_of(
+def task_of(
     spec: dict[str, Any], booster: Any, what: str
 ) -> tuple[str, tuple[str, ...], tuple[float, ...]]:
     """The task, classes and score buckets from the feature spec, checked against the booster
@@ -60,7 +60,7 @@ def _task_of(
     return task, classes, tuple(float(b) for b in buckets)
 
 
-def _plausible(task: str, output: np.ndarray, classes: int) -> bool:
+def plausible_outputs(task: str, output: np.ndarray, classes: int) -> bool:
     if not np.isfinite(output).all():
         return False
     if task == "regression":
@@ -74,7 +74,7 @@ def _plausible(task: str, output: np.ndarray, classes: int) -> bool:
     )
 
 
-def _feature_codec(spec: dict[str, Any], signature: list[dict[str, Any]]) -> FeatureCodec:
+def feature_codec(spec: dict[str, Any], signature: list[dict[str, Any]]) -> FeatureCodec:
     """The request codec for a model: fields in the signature's order, kinds and vocabularies
     from its feature spec."""
     kinds = {f["name"]: f for f in spec["features"]}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlops_serving.codec import FeatureCodec, InvalidInput
-from mlops_serving.model import _feature_codec
+from mlops_serving.spec import feature_codec
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -33,7 +33,7 @@ def _records(rows: int, seed: int = 4) -> list[dict[str, Any]]:
 
 
 def _codec(spec: dict[str, Any]) -> FeatureCodec:
-    return _feature_codec(spec, [])
+    return feature_codec(spec, [])
 
 
 def _within_training_range(rows: int) -> list[dict[str, Any]]:

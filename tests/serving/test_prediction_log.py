@@ -157,7 +157,7 @@ def test_the_writer_ignores_terminal_and_group_signals_until_its_pipe_closes(
 
 
 _ENTRY = (1.0, "r", ("E",), "stable", "1", RequestBody(b'{"features": {"a": 1}}', "features"),
-          (0.5,), None)  # fmt: skip
+          (0.5,), None, None)  # fmt: skip
 
 
 def _writer_with_a_child(

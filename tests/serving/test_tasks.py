@@ -83,6 +83,7 @@ def test_an_impossible_value_is_a_422_naming_the_field(served: Served, where: st
     bundle, service = served
     field = bundle.contract.numeric_features[0]
     record = {**bundle.records(1)[0], field: -5.0}  # below every numeric hard limit here
+    loc: list[str | int]
     with service.client() as http:
         if where == "one":
             response = http.post("/predict", json={"features": record})
