@@ -2,8 +2,8 @@
 
 For each row count, three measurements on the same machine in one run:
 
-1. ``dag``: wall time of ``airflow dags test mlops_training__churn`` (the real DAG, local runner), with
-   each task's wall time from Airflow's own task start/end log lines;
+1. ``dag``: wall time of ``airflow dags test mlops_training__churn`` (the real DAG, local
+   runner), with each task's wall time from Airflow's own task start/end log lines;
 2. ``process``: each ``mlops-step <verb>`` run alone as a process (the step without Airflow);
 3. ``compute``: each step called in an already-warm Python process (imports done), i.e. the
    work itself: data generation, validation, training, MLflow logging and registry calls.
