@@ -51,6 +51,7 @@ def all_tasks() -> list[Any]:
 
 
 def test_every_connection_the_code_uses_is_declared(all_tasks: list[Any]) -> None:
+    from mlops_steps.contract.loader import model_names
     from mlops_steps.core.settings import load_settings
 
     used = _conn_id_fields(load_settings())
@@ -60,13 +61,25 @@ def test_every_connection_the_code_uses_is_declared(all_tasks: list[Any]) -> Non
             for name in dir(task)
             if name.endswith("conn_id") and isinstance(getattr(task, name, None), str)
         }
-        used |= {conn_id for conn_id, _ in getattr(task, "secret_connections", {}).values()}
+        used |= {
+            conn_id
+            for candidates in getattr(task, "secret_connections", {}).values()
+            for conn_id, _ in candidates
+        }
     literal = re.compile(
         r"""(?:CONN_ID|conn_id|default_conn_name)\s*[:=]\s*(?:str\s*=\s*)?"(\w+)\""""
     )
     for text in _sources().values():
         used |= set(literal.findall(text))
     assert "mlflow_webhook" in used and "ci_build" in used and "aws_default" in used
+    # A model's own serving connection (mlops_serving__<model>) is optional: it is added with a
+    # model that has a service of its own (the demo's second model); without it the release
+    # steps use the declared deployment-wide mlops_serving.
+    per_model = {
+        load_settings().for_model(name).deploy.model_serving_conn_id for name in model_names()
+    }
+    assert per_model == {"mlops_serving__churn"} and per_model <= used
+    used -= per_model
     declared = {c.conn_id for c in DECLARED.connections}
     assert used - declared == set(), f"declare in airflow_settings.yaml: {used - declared}"
     assert declared - used == set(), f"declared but never used: {declared - used}"

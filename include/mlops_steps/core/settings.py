@@ -91,6 +91,7 @@ class KubernetesSettings:
     # Names of Kubernetes Secrets (references, not values).
     mlflow_secret: str = "mlops-mlflow"  # noqa: S105
     s3_secret: str = "mlops-s3"  # noqa: S105
+    # "{model}" in the name: each model's release steps read their own service's token.
     serving_secret: str = "mlops-serving"  # noqa: S105 (admin_token)
     ci_secret: str = "mlops-ci"  # noqa: S105 (token)
 
@@ -122,6 +123,10 @@ class DeploySettings:
     target: DeployTargetKind = "service"
     service_url: str = "http://127.0.0.1:8000"  # the service's admin API (target "service")
     serving_conn_id: str = "mlops_serving"  # local runner: the admin token is its password
+    # One service process serves one model: the model's own serving connection (host/port/schema
+    # = its URL, password = its admin token) wins over service_url and serving_conn_id, which
+    # stay the deployment-wide fallback (one model, or every model behind one URL).
+    model_serving_conn_id_template: str = "mlops_serving__{model}"
     # The model these name things for (Settings keeps it equal to Settings.model_name).
     model_name: str = "churn"
     # Kubernetes target: the model's stable and canary Deployments (deploy/helm/mlops-serving,
@@ -154,6 +159,11 @@ class DeploySettings:
     @property
     def promotion_pool(self) -> str:
         return for_model(self.promotion_pool_template, self.model_name)
+
+    @property
+    def model_serving_conn_id(self) -> str:
+        """The model's own serving connection (``mlops_serving__<model>``); optional."""
+        return for_model(self.model_serving_conn_id_template, self.model_name)
 
 
 @dataclass(frozen=True)
@@ -347,8 +357,16 @@ def load_settings() -> Settings:
     )
     deploy = DeploySettings(
         target=_env_choice("MLOPS_DEPLOY_TARGET", DEPLOY_TARGETS, deploy_defaults.target),
-        service_url=_env_str("MLOPS_SERVICE_URL", deploy_defaults.service_url).rstrip("/"),
+        # MLOPS_MODEL_SERVICE_URL: the model's serving connection as the release DAGs render
+        # it for their steps (empty without one); MLOPS_SERVICE_URL: the deployment-wide URL.
+        service_url=(
+            _env_str("MLOPS_MODEL_SERVICE_URL", "")
+            or _env_str("MLOPS_SERVICE_URL", deploy_defaults.service_url)
+        ).rstrip("/"),
         serving_conn_id=_env_str("MLOPS_SERVING_CONN_ID", deploy_defaults.serving_conn_id),
+        model_serving_conn_id_template=_env_str(
+            "MLOPS_MODEL_SERVING_CONN_ID", deploy_defaults.model_serving_conn_id_template
+        ),
         stable_deployment_template=_env_str(
             "MLOPS_STABLE_DEPLOYMENT", deploy_defaults.stable_deployment_template
         ),

@@ -31,22 +31,55 @@ from mlops_provider.operators.env_guard import (
 )
 from mlops_steps.core.errors import EXIT_REJECTED, EXIT_SKIPPED
 from mlops_steps.core.results import RESULT_MARKER
-from mlops_steps.core.settings import RunnerMode, Settings, get_settings
+from mlops_steps.core.settings import RunnerMode, Settings, for_model, get_settings
 from mlops_steps.core.spec import Resources, SecretEnv, StepSpec
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk import Context
 
+
+def model_service_url(conn_id: str) -> str:
+    """Template macro: the URL of a model's own service from its serving connection
+    (``mlops_serving__<model>``), as the HTTP provider reads one: a host holding ``://`` is the
+    URL, else ``<schema or http>://<host>[:<port>]``. Empty when the connection or its host is
+    absent: the step then uses the deployment-wide ``MLOPS_SERVICE_URL``. A URL with
+    credentials is refused (the token belongs in the connection's password)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return ""
+    host = (connection.host or "").strip().rstrip("/")
+    if not host:
+        return ""
+    if "://" in host:
+        url = host
+    else:
+        url = f"{connection.schema or 'http'}://{host}"
+        if connection.port:
+            url = f"{url}:{connection.port}"
+    return refuse_credentials_in_url(url, source=f"Airflow connection {conn_id!r} (host)")
+
+
 #: Template macros the step environment uses; pass as ``user_defined_macros`` on the DAG.
-STEP_MACROS: dict[str, Any] = {"mlflow_tracking_uri": mlflow_tracking_uri_for_steps}
+STEP_MACROS: dict[str, Any] = {
+    "mlflow_tracking_uri": mlflow_tracking_uri_for_steps,
+    "model_service_url": model_service_url,
+}
 
 #: The partition key of a DAG run: its logical date, or when it was asked to run for runs that
 #: have none (asset-triggered runs in Airflow 3).
 PARTITION_KEY = "{{ (dag_run.logical_date or dag_run.run_after) | ts_nodash }}"
 
 #: Process basics a local child inherits from the worker; a pod gets these from its image.
-LOCAL_PASSTHROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "VIRTUAL_ENV", "MLOPS_CODE_SHA")
+#: MLOPS_MODELS_DIR: the child must read its model's contract where the worker built the DAG
+#: from (without it, a model outside the repository's models/ stops every step with exit 2).
+LOCAL_PASSTHROUGH_ENV = (
+    "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "VIRTUAL_ENV", "MLOPS_CODE_SHA", "MLOPS_MODELS_DIR",
+)  # fmt: skip
 
 POD_LABELS = {"app.kubernetes.io/part-of": "airflow-mlops", "app.kubernetes.io/name": "mlops-step"}
 #: Capability labels the NetworkPolicies select on (deploy/k8s/network-policies.yaml): a pod holding
@@ -94,6 +127,9 @@ def release_environment(settings: Settings) -> dict[str, str]:
         "MLOPS_IMAGE_BUILDER": build.builder,
         "MLOPS_SERVING_IMAGE": build.serving_image,
         "MLOPS_DEPLOY_TARGET": deploy.target,
+        # The model's own service when its serving connection exists (rendered when the task
+        # runs: connections are not read while DAGs are parsed), else the deployment-wide URL.
+        "MLOPS_MODEL_SERVICE_URL": f"{{{{ model_service_url({deploy.model_serving_conn_id!r}) }}}}",
         "MLOPS_SERVICE_URL": deploy.service_url,
         "MLOPS_STABLE_DEPLOYMENT": deploy.stable_deployment,
         "MLOPS_CANARY_DEPLOYMENT": deploy.canary_deployment,
@@ -122,12 +158,20 @@ def release_environment(settings: Settings) -> dict[str, str]:
 
 
 def release_secrets(settings: Settings) -> tuple[SecretEnv, ...]:
-    """The pipeline secrets plus the service's admin token and the CI token."""
-    k8s = settings.kubernetes
+    """The pipeline secrets plus the service's admin token and the CI token.
+
+    The admin token is listed twice, in the order it is looked for: the model's own serving
+    connection, then the deployment-wide one (the local runner takes the first connection that
+    exists, so a model's own service never gets another service's token; a pod gets one
+    ``secretKeyRef``, to ``MLOPS_K8S_SERVING_SECRET`` with ``{model}`` filled in)."""
+    k8s, deploy = settings.kubernetes, settings.deploy
+    serving_secret = for_model(k8s.serving_secret, deploy.serving_name)
     return (
         *step_secrets(settings),
-        SecretEnv("SERVING_ADMIN_TOKEN", k8s.serving_secret, "admin_token",
-                  settings.deploy.serving_conn_id, "password"),
+        SecretEnv("SERVING_ADMIN_TOKEN", serving_secret, "admin_token",
+                  deploy.model_serving_conn_id, "password"),
+        SecretEnv("SERVING_ADMIN_TOKEN", serving_secret, "admin_token",
+                  deploy.serving_conn_id, "password"),
         SecretEnv("MLOPS_CI_TOKEN", k8s.ci_secret, "token",
                   settings.image_build.ci_conn_id, "password"),
     )  # fmt: skip
@@ -185,7 +229,9 @@ class LocalStepOperator(BaseOperator):
     Output streams into the task log; the step's result line becomes the task's XCom. Exit code 2
     (bad input or a negative decision) fails the task without retries: a retry would repeat it.
     Secrets come from the worker's environment, else from the Airflow connection field each one
-    names (``secret_connections``: variable -> (conn_id, field)); values are never logged.
+    names (``secret_connections``: variable -> (conn_id, field), or several such pairs in the
+    order to look: the first connection that exists decides, even without that field, so a
+    model's own connection never falls through to another's secret); values are never logged.
     """
 
     template_fields: Sequence[str] = ("arguments", "env_vars")
@@ -198,7 +244,7 @@ class LocalStepOperator(BaseOperator):
         arguments: list[str],
         env_vars: dict[str, str],
         secret_env: Sequence[str] = (),
-        secret_connections: Mapping[str, tuple[str, str]] | None = None,
+        secret_connections: Mapping[str, tuple[str, str] | Sequence[tuple[str, str]]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -206,7 +252,11 @@ class LocalStepOperator(BaseOperator):
         self.arguments = arguments
         self.env_vars = env_vars
         self.secret_env = tuple(secret_env)
-        self.secret_connections = dict(secret_connections or {})
+        #: variable -> the (conn_id, field) pairs to look in, in order.
+        self.secret_connections: dict[str, tuple[tuple[str, str], ...]] = {
+            name: _connection_candidates(where)
+            for name, where in (secret_connections or {}).items()
+        }
         self._process: subprocess.Popen[str] | None = None
 
     def process_environment(self) -> dict[str, str]:
@@ -217,10 +267,11 @@ class LocalStepOperator(BaseOperator):
         env = {k: os.environ[k] for k in LOCAL_PASSTHROUGH_ENV if k in os.environ}
         env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")])
         env.update({name: os.environ[name] for name in self.secret_env if name in os.environ})
-        for name, (conn_id, field) in self.secret_connections.items():
+        for name, candidates in self.secret_connections.items():
             if name not in env:
-                value = connection_field(conn_id, field)
-                if value:
+                found = first_connection_field(candidates)
+                if found is not None:
+                    conn_id, field, value = found
                     env[name] = value
                     self.log.info("%s: from connection %s (%s)", name, conn_id, field)
         env.update(self.env_vars)
@@ -269,6 +320,34 @@ class LocalStepOperator(BaseOperator):
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+def _connection_candidates(
+    where: tuple[str, str] | Sequence[tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
+    """One (conn_id, field) pair, or several in order, as a tuple of pairs."""
+    if len(where) == 2 and isinstance(where[0], str) and isinstance(where[1], str):
+        return ((where[0], where[1]),)
+    return tuple((str(pair[0]), str(pair[1])) for pair in where)
+
+
+def first_connection_field(
+    candidates: Sequence[tuple[str, str]],
+) -> tuple[str, str, str] | None:
+    """(conn_id, field, value) from the first of ``candidates`` whose connection exists; None
+    when none exists or the first existing one lacks the field (no fall-through: a model's
+    own connection without a token must not pick up the deployment-wide one)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    for conn_id, field in candidates:
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            continue
+        value = connection_field(conn_id, field)
+        return (conn_id, field, value) if value else None
+    return None
+
+
 def connection_field(conn_id: str, field: str) -> str | None:
     """``login``, ``password``, ``host`` or ``extra.<key>`` of an Airflow connection; None when
     the connection or the field is absent (every step secret is optional)."""
@@ -296,6 +375,24 @@ def plain_environment(spec: StepSpec) -> dict[str, str]:
     return env
 
 
+def secret_lookup(spec: StepSpec) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Each secret variable's (conn_id, field) pairs, in the order the spec lists them."""
+    lookup: dict[str, tuple[tuple[str, str], ...]] = {}
+    for secret in spec.secrets:
+        if secret.connection:
+            lookup[secret.env] = (*lookup.get(secret.env, ()), (secret.connection, secret.field))
+    return lookup
+
+
+def secret_refs(spec: StepSpec) -> list[SecretEnv]:
+    """One secret per variable for a pod (the first the spec lists): further entries of the
+    same variable are the local runner's fallback connections."""
+    first: dict[str, SecretEnv] = {}
+    for secret in spec.secrets:
+        first.setdefault(secret.env, secret)
+    return list(first.values())
+
+
 def build_local_operator(spec: StepSpec, **operator_kwargs: Any) -> LocalStepOperator:
     argv = spec.argv()
     return LocalStepOperator(
@@ -303,8 +400,8 @@ def build_local_operator(spec: StepSpec, **operator_kwargs: Any) -> LocalStepOpe
         cmds=argv[:1],
         arguments=argv[1:],
         env_vars=plain_environment(spec),
-        secret_env=[s.env for s in spec.secrets],
-        secret_connections={s.env: (s.connection, s.field) for s in spec.secrets if s.connection},
+        secret_env=list(dict.fromkeys(s.env for s in spec.secrets)),
+        secret_connections=secret_lookup(spec),
         execution_timeout=spec.timeout,
         **operator_kwargs,
     )
@@ -354,7 +451,7 @@ def build_pod_operator(
                         )
                     ),
                 )
-                for secret in spec.secrets
+                for secret in secret_refs(spec)
             ),
         ],
         container_resources=k8s.V1ResourceRequirements(
