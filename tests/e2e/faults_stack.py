@@ -35,9 +35,11 @@ from mlflow import MlflowClient
 import airflow_settings
 from airflow_rest import ApiError
 from local_airflow import REPO, LiveAirflow
+from mlops_steps.contract.loader import MODELS_DIR_ENV
 from processes import free_port, wait_for
 from register_webhook import register
 from tests.alert_receivers import HttpReceiver, HttpRequest, http_receiver
+from tests.fixtures.contracts import churn_contracts
 from tests.loopback_proxy import Proxy, reverse_proxy
 from tests.pipeline import train_and_register
 from tests.service_process import Service
@@ -45,8 +47,8 @@ from tests.service_process import Service
 MODEL = "faults"
 TEMPLATE = "faults_template"
 ADMIN_TOKEN = "faults-admin-token-" + secrets.token_hex(8)
-TRAINING, DEPLOYMENT = "mlops_training__churn", "mlops_deployment__churn"
-DAG_IDS = {TRAINING, DEPLOYMENT, "mlops_monitoring__churn", "mlops_rollback__churn"}
+TRAINING, DEPLOYMENT = f"mlops_training__{MODEL}", f"mlops_deployment__{MODEL}"
+DAG_IDS = {TRAINING, DEPLOYMENT, f"mlops_monitoring__{MODEL}", f"mlops_rollback__{MODEL}"}
 FINISHED = {"success", "failed"}
 RECONCILE_CRON = "* * * * *"
 WEBHOOK_NAME = "faults-live-recorder"
@@ -202,6 +204,7 @@ def _train_template(mlflow_url: str, home: Path) -> None:
         env.delenv("MLOPS_DATA_ROOT", raising=False)
         env.setenv("MLOPS_MODEL_NAME", TEMPLATE)
         env.setenv("MLOPS_EXPERIMENT", f"exp-{TEMPLATE}")
+        env.setenv(MODELS_DIR_ENV, str(churn_contracts(home / "models", TEMPLATE)))
         train_and_register("template", "--seed", "1", gate_args=["--max-latency-ms", "500"])
 
 
@@ -213,6 +216,8 @@ def _airflow_env(mlflow_url: str, home: Path, proxy: Proxy, secret: str) -> dict
         "MLOPS_RUNNER": "local",
         "MLOPS_MODEL_NAME": MODEL,
         "MLOPS_EXPERIMENT": f"exp-{MODEL}",
+        # The stack's one model: the DAG factory builds the four DAGs of exactly this contract.
+        MODELS_DIR_ENV: str(churn_contracts(home / "models", MODEL)),
         "MLOPS_SERVICE_URL": proxy.url,
         "AIRFLOW_CONN_MLOPS_SERVING": json.dumps(
             {"conn_type": "http", "host": proxy.url, "password": ADMIN_TOKEN}
@@ -305,7 +310,7 @@ def _ready(stack: Stack, mlflow_url: str) -> None:
     webhook (to the recorder) is registered with the bridge's secret."""
     airflow = stack.airflow
     airflow.wait_until_up(180)
-    pool = {"name": "mlops_promotion__churn", "slots": 1, "description": "one release at a time"}
+    pool = {"name": f"mlops_promotion__{MODEL}", "slots": 1, "description": "one release at a time"}
     airflow.rest.post("/api/v2/pools", pool)
     stack.wait("the DAG processor to parse dags/", lambda: airflow.rest.dag_ids() >= DAG_IDS, 180)
     register(

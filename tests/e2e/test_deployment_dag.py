@@ -12,6 +12,7 @@ own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
@@ -27,8 +28,10 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_steps.cli import main as cli
+from mlops_steps.contract.loader import MODELS_DIR_ENV
 from tests import airflow_api
 from tests.dags.helpers import for_dag_test, load_dags
+from tests.fixtures.contracts import churn_contracts
 from tests.pipeline import train_and_register
 from tests.service_process import Service
 
@@ -57,6 +60,7 @@ def template(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
         env.setenv("MLOPS_HOME", str(home))
         env.setenv("MLOPS_MODEL_NAME", TEMPLATE)
         env.setenv("MLOPS_EXPERIMENT", f"exp-{TEMPLATE}")
+        env.setenv(MODELS_DIR_ENV, str(churn_contracts(home / "models", TEMPLATE)))
         train_and_register("good1", "--seed", "1", rows=ROWS, gate_args=RELAXED_LATENCY)
         MlflowClient(mlflow_server).set_registered_model_alias(TEMPLATE, "champion", "1")
         train_and_register("good2", "--seed", "2", rows=ROWS, gate_args=RELAXED_LATENCY)
@@ -129,7 +133,7 @@ def deployment(  # noqa: PLR0917
     from mlops_steps.core.settings import get_settings
 
     client = MlflowClient(mlflow_server)
-    name = "deploy_" + request.node.name[5:45]
+    name = "deploy_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
     home = tmp_path / "mlops"
     for number in ("1", "2", "3"):
         source = client.get_model_version(TEMPLATE, number)
@@ -152,6 +156,8 @@ def deployment(  # noqa: PLR0917
     for key, value in {
         "MLOPS_HOME": str(home),
         "MLOPS_MODEL_NAME": name,
+        # The test's model is the only one: its DAGs are built from churn's contract.
+        MODELS_DIR_ENV: str(churn_contracts(tmp_path / "models", name)),
         "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_server,
         "MLFLOW_TRACKING_URI": mlflow_server,
         "SERVING_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -164,7 +170,7 @@ def deployment(  # noqa: PLR0917
     dags = load_dags(monkeypatch, "local")
     monkeypatch.delenv("MLOPS_RUNNER")
     deploy, rollback = (
-        for_dag_test(dags[d]) for d in ("mlops_deployment__churn", "mlops_rollback__churn")
+        for_dag_test(dags[f"mlops_{kind}__{name}"]) for kind in ("deployment", "rollback")
     )
     return Deployment(deploy, rollback, client, name, service, home)
 
@@ -188,7 +194,7 @@ def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
     deployment: Deployment,
 ) -> None:
     _challenge(deployment, "2")
-    approver, outcome = airflow_api.answer_in_background("mlops_deployment__churn", "Approve")
+    approver, outcome = airflow_api.answer_in_background(deployment.dag.dag_id, "Approve")
     run = deployment.dag.test(run_conf=FAST_ANALYSIS)
     approver.join(timeout=30)
     ((request, response),) = outcome
@@ -255,7 +261,7 @@ def test_a_candidate_needing_review_is_never_auto_approved(deployment: Deploymen
 def test_a_reviewed_candidate_the_canary_rejects_is_rolled_back(deployment: Deployment) -> None:
     """A person approves v3 despite the review banner; the canary still catches it."""
     _challenge(deployment, "3")
-    approver, outcome = airflow_api.answer_in_background("mlops_deployment__churn", "Approve")
+    approver, outcome = airflow_api.answer_in_background(deployment.dag.dag_id, "Approve")
     run = deployment.dag.test(run_conf=FAST_ANALYSIS)
     approver.join(timeout=30)
     ((request, _response),) = outcome
@@ -296,7 +302,7 @@ def test_a_reviewed_candidate_the_canary_rejects_is_rolled_back(deployment: Depl
 def test_rejection_at_approval_changes_nothing(deployment: Deployment) -> None:
     _challenge(deployment, "2")
     before = deployment.traffic()
-    approver, outcome = airflow_api.answer_in_background("mlops_deployment__churn", "Reject")
+    approver, outcome = airflow_api.answer_in_background(deployment.dag.dag_id, "Reject")
     run = deployment.dag.test(run_conf=FAST_ANALYSIS)
     approver.join(timeout=30)
     assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome

@@ -5,6 +5,7 @@ becomes an asset event that queues the training DAG in Airflow's own database.""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -194,7 +195,8 @@ def test_no_champion_skips_the_run(
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", tracking)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setenv("MLOPS_PREDICTION_LOG", str(tmp_path / "predictions"))
-    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_monitoring__churn"])
+    model = os.environ["MLOPS_MODEL_NAME"]  # the test's own (tracking): nobody promoted it
+    dag = for_dag_test(load_dags(monkeypatch, "local")[f"mlops_monitoring__{model}"])
     monkeypatch.delenv("MLOPS_RUNNER")
     run = dag.test(logical_date=pendulum.datetime(2026, 11, 21, 8, 15, tz="UTC"))
     assert str(run.state) == "success", _states(run)

@@ -25,9 +25,10 @@ def training_dag(
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", tracking)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the tasks must get it from the connection
-    dag = for_dag_test(load_dags(monkeypatch, "local")["mlops_training__churn"])
+    model = load_settings().model_name  # the test's own (tracking), with churn's contract
+    dag = for_dag_test(load_dags(monkeypatch, "local")[f"mlops_training__{model}"])
     monkeypatch.delenv("MLOPS_RUNNER")
-    return dag, MlflowClient(tracking), load_settings().model_name
+    return dag, MlflowClient(tracking), model
 
 
 def _states(run: Any) -> dict[str, str]:
@@ -57,7 +58,7 @@ def test_training_dag_registers_a_challenger_once(
     assert version.tags["mlops.partition"] == "20261116T000000"
     assert version.run_id
     mlflow_run = client.get_run(version.run_id)
-    assert mlflow_run.data.tags["mlops.airflow_dag_id"] == "mlops_training__churn"
+    assert mlflow_run.data.tags["mlops.airflow_dag_id"] == f"mlops_training__{model_name}"
     assert mlflow_run.data.tags["mlops.airflow_run_id"] == run.run_id
     assert mlflow_run.data.tags["mlops.data_sha256"] == version.tags["mlops.data_sha256"]
     assert mlflow_run.data.metrics["holdout_auc"] >= 0.8

@@ -36,6 +36,8 @@ def _contract(tmp_path: Path, name: str, frame: pd.DataFrame, label: str, **more
         ],
         **more,
     }
+    primary = "rmse" if document.get("task") == "regression" else "accuracy"
+    document.setdefault("gate", {"checks": [{"metric": primary, "threshold": 0.5}]})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(document))
     return parse_contract(yaml.safe_load(path.read_text()), path)

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from mlops_steps.contract.loader import MODELS_DIR_ENV
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.settings import get_settings, load_settings
 from mlops_steps.release.build_image import run_build_image
 from mlops_steps.release.builders import kaniko
 from mlops_steps.release.builders.bundle import verify_bundle
 from tests.fake_apis import FakeGitHub, FakeKubernetes
+from tests.fixtures.contracts import contract_copy
 
 MODEL = "build_image_churn"
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
@@ -24,13 +26,25 @@ REF_PREFIX = "ghcr.io/airflow-mlops/serving"
 
 
 @pytest.fixture(scope="module")
-def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The churn contract under this module's model name."""
+    directory = tmp_path_factory.mktemp("build-image-models")
+    with pytest.MonkeyPatch.context() as env:
+        contract_copy(directory, MODEL, env)
+    yield directory
+
+
+@pytest.fixture(scope="module")
+def trained(
+    mlflow_server: str, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """One small model trained by the real train step; tests register versions of it."""
     from mlops_steps.core.policies import SourceRequest, TrainParams
     from mlops_steps.training.ingest import run_ingest
     from mlops_steps.training.train import run_train
 
     with pytest.MonkeyPatch.context() as env:
+        env.setenv(MODELS_DIR_ENV, str(models_dir))
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         env.setenv("MLOPS_HOME", str(tmp_path_factory.mktemp("build-image")))
         env.setenv("MLOPS_MODEL_NAME", MODEL)
@@ -43,8 +57,13 @@ def trained(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture
 def registry(
-    trained: str, mlflow_server: str, mlops_env: Path, monkeypatch: pytest.MonkeyPatch
+    trained: str,
+    mlflow_server: str,
+    models_dir: Path,
+    mlops_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> MlflowClient:
+    monkeypatch.setenv(MODELS_DIR_ENV, str(models_dir))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("MLOPS_MODEL_NAME", MODEL)
     get_settings.cache_clear()
