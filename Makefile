@@ -36,15 +36,18 @@ $(SCAN_STAMP): requirements-scan.txt
 
 ## The main job: MLflow, Airflow and the model service on loopback; train, approve, canary,
 ## promote, a rejected drifted model, drift detected in served traffic, retraining; then stop.
-## `make demo MODEL=<name>` tells the story of another model in models/ (default churn).
+## Then, in the same Airflow, a second model onboarded from a real dataset (breast cancer) is
+## trained and released. `make demo MODEL=<name>` tells the story of one model in models/.
 MODEL ?= churn
+# The model named on the command line (or in the environment); empty for the two-model demo.
+DEMO_MODEL := $(if $(filter file,$(origin MODEL)),,$(MODEL))
 
 demo: install
-	MLOPS_DEMO_MODEL=$(MODEL) $(PY) scripts/lifecycle.py $(ARGS)
+	MLOPS_DEMO_MODEL=$(DEMO_MODEL) $(PY) scripts/lifecycle.py $(ARGS)
 
 ## The same, left running to explore the UIs; `make down` stops it.
 up: install
-	MLOPS_DEMO_MODEL=$(MODEL) $(PY) scripts/lifecycle.py --keep-running $(ARGS)
+	MLOPS_DEMO_MODEL=$(DEMO_MODEL) $(PY) scripts/lifecycle.py --keep-running $(ARGS)
 
 down:
 	$(PY) scripts/lifecycle.py --stop

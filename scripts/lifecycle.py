@@ -11,11 +11,17 @@
    serving and the aliases do not move.
 4. The drifted customers reach the service; the monitoring DAG sees the drift in what was served
    and emits the drift asset event, which retrains; the retrained version is approved and released.
-5. A summary (versions, aliases, ledger, reports, UI URLs); then every process is stopped by its own
+5. Without ``MODEL`` (``make demo``): a second model from a real dataset in the same Airflow
+   (scikit-learn's breast cancer table: contract infer, a hard limit set, contract check, its own
+   service and serving connection, its DAGs, training, approval and release; see
+   lifecycle_second.py). ``make demo MODEL=<name>`` tells one model's story.
+6. A summary (versions, aliases, ledger, reports, UI URLs); then every process is stopped by its own
    PID, unless ``--keep-running`` (``make up``; ``make down`` stops it later).
 
 All state lives under ``.mlops/lifecycle/`` and starts fresh on every run (a previous run's
-processes, found by the PIDs it recorded, are stopped first), so re-running is safe.
+processes, found by the PIDs it recorded, are stopped first), so re-running is safe. Every process
+reads the demo's own models directory (``.mlops/lifecycle/models``: a copy of models/ plus the
+onboarded contract), so the repository's models/ is never changed.
 
 This module is the command line; the stack is started in lifecycle_stack.py, the acts are in
 lifecycle_story.py (driving DAG runs through lifecycle_runs.py), the summary in
@@ -30,7 +36,17 @@ import sys
 import time
 
 from lifecycle_report import summary
-from lifecycle_stack import PIDS_FILE, STATE, say, stage, start_stack, stop_previous
+from lifecycle_second import second_model
+from lifecycle_stack import (
+    ACTS,
+    PIDS_FILE,
+    SECOND_MODEL,
+    STATE,
+    say,
+    stage,
+    start_stack,
+    stop_previous,
+)
 from lifecycle_story import story
 
 
@@ -60,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop:
         say("==> Nothing left running")
         return 0
-    for leftover in ("mlflow", "airflow", "mlops"):
+    for leftover in ("mlflow", "airflow", "mlops", "models", "datasets"):
         shutil.rmtree(STATE / leftover, ignore_errors=True)
     started = time.monotonic()
-    stage("1/5  Start MLflow, Airflow and the model service (all on loopback)", started)
+    stage(f"1/{ACTS}  Start MLflow, Airflow and the model service (all on loopback)", started)
     try:
         stack = start_stack(args)
     except BaseException:
@@ -72,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         facts = story(stack, started, args)
+        if SECOND_MODEL:
+            stage(f"5/{ACTS}  A second model from a real dataset, in the same Airflow: "
+                  f"{SECOND_MODEL} (onboard, train, release)", started)  # fmt: skip
+            facts["second"] = second_model(stack, SECOND_MODEL)
         summary(stack, facts, started)
         code = 0
     except (RuntimeError, TimeoutError) as exc:

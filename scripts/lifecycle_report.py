@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from lifecycle_stack import MODEL, TRAINING, USER, Stack, say, stage
+from lifecycle_stack import ACTS, MODEL, TRAINING, USER, Stack, say, stage
 
 
 def _get(url: str) -> Any:
@@ -21,13 +21,13 @@ def _get(url: str) -> Any:
     return response.json()
 
 
-def registry(stack: Stack) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """(aliases, versions with their tags), read from MLflow's REST API."""
-    model = _get(f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/get?name={MODEL}")
-    aliases = {a["alias"]: a["version"] for a in model["registered_model"].get("aliases", [])}
+def registry(stack: Stack, model: str = MODEL) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """(aliases, versions with their tags) of ``model``, read from MLflow's REST API."""
+    found_model = _get(f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/get?name={model}")
+    aliases = {a["alias"]: a["version"] for a in found_model["registered_model"].get("aliases", [])}
     found = _get(
         f"{stack.mlflow_url}/api/2.0/mlflow/model-versions/search?filter="
-        + quote(f"name='{MODEL}'")
+        + quote(f"name='{model}'")
     )["model_versions"]
     versions = sorted(
         ({"version": v["version"], **{t["key"]: t["value"] for t in v.get("tags", [])}}
@@ -37,8 +37,8 @@ def registry(stack: Stack) -> tuple[dict[str, str], list[dict[str, Any]]]:
     return aliases, versions
 
 
-def serving(stack: Stack) -> str:
-    ready = _get(f"{stack.service_url}/ready")
+def serving(stack: Stack, service_url: str = "") -> str:
+    ready = _get(f"{service_url or stack.service_url}/ready")
     canary = (
         f", canary v{ready['canary']} at {ready['canary_weight']:.0%}" if ready["canary"] else ""
     )
@@ -60,8 +60,25 @@ def latest_window(stack: Stack) -> dict[str, Any]:
     return {**json.loads((windows[-1] / "monitoring.json").read_text()), "dir": windows[-1]}
 
 
+def format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()) or "(none tagged)"
+
+
+def second_model_summary(second: dict[str, Any]) -> None:
+    """The model onboarded from a real dataset (scripts/lifecycle_second.py)."""
+    name, answer = second["model"], second["answer"]
+    say(f"second model {name} (from {second['dataset']}; contract {second['contract']}):",
+        indent=4)  # fmt: skip
+    say(f"v{second['version']} {', '.join(sorted(second['aliases']))}; its service "
+        f"{second['service_url']}: {second['serving']}", indent=6)  # fmt: skip
+    say(f"hold-out: {format_metrics(second['metrics'])}", indent=6)
+    say(f"served: score {answer.get('score')} (variant {answer.get('variant')}, "
+        f"v{answer.get('model_version')}); an impossible value: HTTP "
+        f"{second['refused']['status']}", indent=6)  # fmt: skip
+
+
 def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
-    stage("5/5  Summary", started)
+    stage(f"{ACTS}/{ACTS}  Summary", started)
     aliases, versions = registry(stack)
     say(f"{'version':<8} {'aliases':<28} {'gate':<8} {'release':<10} partition", indent=4)
     for version in versions:
@@ -75,6 +92,8 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
         say(f"the drifted data never became a model version: stopped by {stopped.get('step')} "
             f"({stopped.get('reason')})", indent=4)  # fmt: skip
     say(f"the service now: {serving(stack)}", indent=4)
+    if facts.get("second"):
+        second_model_summary(facts["second"])
     ledger = stack.home / "data" / "ledger" / f"{MODEL}-deployments.jsonl"
     say("deployment ledger:", indent=4)
     for line in ledger.read_text().splitlines() if ledger.is_file() else []:

@@ -81,19 +81,20 @@ def woken_by(stack: Stack, dag_id: str, run_id: str) -> list[str]:
                    for e in events})  # fmt: skip
 
 
-def pending_approval(stack: Stack, version: str) -> dict[str, Any] | None:
+def pending_approval(stack: Stack, version: str, dag_id: str = DEPLOYMENT) -> dict[str, Any] | None:
     """The unanswered approval request for ``version``, from whichever run asks for it."""
     waiting = [
         d
-        for d in stack.airflow.rest.pending_hitl(DEPLOYMENT)
+        for d in stack.airflow.rest.pending_hitl(dag_id)
         if re.search(rf"\bv{version}\b", d["subject"])
     ]
     return waiting[0] if waiting else None
 
 
-def release(stack: Stack, version: str) -> str:
-    """Follow the deployment run that picks up ``version``: approve it through the REST API as a
-    person would in the UI, then follow it to the end. Returns the run id.
+def release(stack: Stack, version: str, dag_id: str = DEPLOYMENT) -> str:
+    """Follow the deployment run (of ``dag_id``: the model's deployment DAG) that picks up
+    ``version``: approve it through the REST API as a person would in the UI, then follow it to
+    the end. Returns the run id.
 
     The run is found by its approval request, not as "the newest run": a run woken earlier (by
     the previous promotion's alias event) that is still waiting for a candidate picks up a new
@@ -102,29 +103,29 @@ def release(stack: Stack, version: str) -> str:
     rest = stack.airflow.rest
     detail = wait_for(
         f"a deployment run to ask for the approval of v{version}",
-        lambda: pending_approval(stack, version),
+        lambda: pending_approval(stack, version, dag_id),
         RUN_TIMEOUT_S,
         stack.airflow.logs,
     )
     ti = detail["task_instance"]
     run_id = ti["dag_run_id"]
     say(f"deployment run {run_id} picked up v{version}; it woke on asset events:", indent=4)
-    for event in woken_by(stack, DEPLOYMENT, run_id) or ["(none recorded)"]:
+    for event in woken_by(stack, dag_id, run_id) or ["(none recorded)"]:
         say(f"- {event}", indent=6)
     say(f"approval requested: {detail['subject']}", indent=4)
-    say(f"UI: {run_url(stack, DEPLOYMENT, run_id)}/tasks/approve/required_actions", indent=6)
+    say(f"UI: {run_url(stack, dag_id, run_id)}/tasks/approve/required_actions", indent=6)
     # A person reads the request first. Answering within a second of the task parking itself
     # races Airflow 3.3.2's scheduler: the parked process's exit is then seen after the task was
     # already resumed, and the scheduler fails the task ("state changed externally").
     wait_for(
         "the approval task to park itself",
-        lambda: rest.task_instance(DEPLOYMENT, run_id, "approve")["state"] == "awaiting_input",
+        lambda: rest.task_instance(dag_id, run_id, "approve")["state"] == "awaiting_input",
         60,
     )
     time.sleep(APPROVER_READING_S)
     answer = rest.answer_hitl(detail, "Approve")
     say(f"approved by {answer['responded_by']['name']} through PATCH {hitl_path(ti)}", indent=4)
-    state = follow(stack, DEPLOYMENT, run_id)
+    state = follow(stack, dag_id, run_id)
     if state != "success":
         raise RuntimeError(f"the release of v{version} did not succeed ({state}); see the UI")
     return str(run_id)

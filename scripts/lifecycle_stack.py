@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +23,15 @@ from processes import alive, port_or_free, stop_process_groups, wait_for
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / ".mlops" / "lifecycle"
 PIDS_FILE = STATE / "pids.json"
-# The model whose story is told (`make demo MODEL=<name>`; its contract in models/).
-MODEL = os.environ.get("MLOPS_DEMO_MODEL", "").strip() or "churn"
+# The demo's own models directory (MLOPS_MODELS_DIR of every process it starts): a copy of the
+# contracts it starts with, plus the one it onboards, so the repository's models/ stays as is.
+MODELS_DIR = STATE / "models"
+# The model whose story is told (`make demo MODEL=<name>`; its contract in models/). Without a
+# name, churn's story and then a second model onboarded from a real dataset (lifecycle_second.py).
+NAMED_MODEL = os.environ.get("MLOPS_DEMO_MODEL", "").strip()
+MODEL = NAMED_MODEL or "churn"
+SECOND_MODEL = "" if NAMED_MODEL else "breast_cancer"
+ACTS = 6 if SECOND_MODEL else 5  # the numbered stages the demo prints
 TRAINING, DEPLOYMENT, MONITORING, ROLLBACK = (
     f"mlops_{kind}__{MODEL}" for kind in ("training", "deployment", "monitoring", "rollback")
 )
@@ -51,8 +59,36 @@ class Stack:
     mlflow_url: str
     service_url: str
     airflow: LiveAirflow
-    home: Path  # MLOPS_HOME: data partitions, model store, prediction log, alerts
+    home: Path  # MLOPS_HOME: data partitions, model store, prediction logs, alerts
     pids: dict[str, int]
+
+    def prediction_log(self, model: str) -> Path:
+        """Where ``model``'s service writes its prediction log (MLOPS_PREDICTION_LOG's
+        ``{model}``: every model's service its own directory)."""
+        return self.home / "predictions" / model
+
+    def start_service(self, model: str, port: int, admin_token: str) -> str:
+        """One service process serving ``model`` on ``port``, with its own model store and
+        prediction log; returns its URL (the PID is recorded, so it stops with the rest)."""
+        service_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_"))},
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "SERVING_MODEL_NAME": model,
+            "SERVING_ADMIN_TOKEN": admin_token,
+            "SERVING_MODEL_STORE": str(self.home / "model-store" / model),
+            "SERVING_PREDICTION_LOG": str(self.prediction_log(model)),
+            "SERVING_PREDICTION_LOG_FLUSH_MS": "500",
+        }
+        name = "service" if model == MODEL else f"service-{model}"
+        with (self.airflow.logs / f"{name}.log").open("ab") as out:
+            service = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "mlops_serving.app:create_app",
+                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+                env=service_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.pids[name] = service.pid
+        record_pids(self.pids)
+        return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
         stop_process_groups(self.pids.values())
@@ -71,8 +107,22 @@ def stop_previous() -> None:
     PIDS_FILE.unlink()
 
 
+def copy_models() -> Path:
+    """The demo's models directory: the contracts of the models directory it was started with
+    (models/, or MLOPS_MODELS_DIR); this process reads it too."""
+    from mlops_steps.contract.loader import models_dir
+
+    source = models_dir()
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    for contract in sorted(source.glob("*.yaml")):
+        shutil.copy2(contract, MODELS_DIR / contract.name)
+    os.environ["MLOPS_MODELS_DIR"] = str(MODELS_DIR)
+    return MODELS_DIR
+
+
 def start_stack(args: argparse.Namespace) -> Stack:
     home = STATE / "mlops"
+    models = copy_models()
     mlflow_port = port_or_free(args.mlflow_port)
     say(f"    MLflow server on 127.0.0.1:{mlflow_port} (SQLite + local artifacts, webhooks on)")
     mlflow = start_server(STATE / "mlflow", mlflow_port)
@@ -92,7 +142,12 @@ def start_stack(args: argparse.Namespace) -> Stack:
             **declared.variables_env(),
             "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow.url,
             "MLOPS_HOME": str(home),
+            "MLOPS_MODELS_DIR": str(models),
             "MLOPS_RUNNER": "local",
+            # Each model's service writes its own log; monitoring reads the model's.
+            "MLOPS_PREDICTION_LOG": str(home / "predictions" / "{model}"),
+            # The deployment-wide service (churn's): a model with its own serving connection
+            # (mlops_serving__<model>, added with the model) is released to that one instead.
             "MLOPS_SERVICE_URL": service_url,
             # The release steps find the service's admin token where production keeps such
             # secrets: in an Airflow connection (its password), here given as AIRFLOW_CONN_*.
@@ -124,24 +179,8 @@ def start_stack(args: argparse.Namespace) -> Stack:
     airflow.start()
     pids |= airflow.pids
     record_pids(pids)
-    service_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_"))},
-        "MLFLOW_TRACKING_URI": mlflow.url,
-        "SERVING_MODEL_NAME": MODEL,
-        "SERVING_ADMIN_TOKEN": admin_token,
-        "SERVING_MODEL_STORE": str(home / "model-store" / MODEL),
-        "SERVING_PREDICTION_LOG": str(home / "predictions"),
-        "SERVING_PREDICTION_LOG_FLUSH_MS": "500",
-    }
-    with (airflow.logs / "service.log").open("ab") as out:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "mlops_serving.app:create_app",
-             "--host", "127.0.0.1", "--port", str(service_port), "--no-access-log"],
-            env=service_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    pids["service"] = service.pid
-    record_pids(pids)
     stack = Stack(mlflow.url, service_url, airflow, home, pids)
+    stack.start_service(MODEL, service_port, admin_token)
     say(f"    model service on {service_url} (no champion yet: /ready says 503)")
     airflow.wait_until_up()
     wait_for("the model service", lambda: is_healthy(service_url), 120, airflow.logs)

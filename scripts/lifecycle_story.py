@@ -14,7 +14,7 @@ import requests
 
 from lifecycle_report import latest_window, partition_results, registry, serving
 from lifecycle_runs import follow, newest_run, release, run_ids, run_url, trigger, woken_by
-from lifecycle_stack import MODEL, MONITORING, TRAINING, Stack, say, stage
+from lifecycle_stack import ACTS, MODEL, MONITORING, TRAINING, Stack, say, stage
 from processes import wait_for
 
 
@@ -27,7 +27,7 @@ def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
     contract = load_contract(MODEL)
 
     def logged() -> int:
-        log_dir = stack.home / "predictions"
+        log_dir = stack.prediction_log(MODEL)
         return sum(len(p.read_bytes().splitlines()) for p in log_dir.rglob("*.jsonl"))
 
     frame = pd.read_parquet(results.parent / "data.parquet").head(rows)
@@ -78,7 +78,8 @@ def synthetic_source(model: str) -> bool:
 
 def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, Any]:
     facts: dict[str, Any] = {}
-    stage("2/5  Train, register a challenger, release it (approval, canary, promotion)", started)
+    stage(f"2/{ACTS}  Train, register a challenger, release it (approval, canary, promotion)",
+          started)  # fmt: skip
     trained = trigger(stack, TRAINING, "demo_1_reference_data", {"rows": args.rows})
     if follow(stack, TRAINING, trained) != "success":
         raise RuntimeError(
@@ -95,7 +96,7 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
             "so its story ends with this release", indent=4)  # fmt: skip
         return facts
 
-    stage("3/5  Train on drifted data whose labels moved: validation must stop it", started)
+    stage(f"3/{ACTS}  Train on drifted data whose labels moved: validation must stop it", started)
     drifted = trigger(stack, TRAINING, "demo_2_drifted_data",
                       {"rows": args.rows, "drift": 0.8, "seed": 7})  # fmt: skip
     state = follow(stack, TRAINING, drifted)
@@ -108,7 +109,8 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     say(f"aliases unchanged {after}; the service: {serving(stack)}", indent=4)
     facts["drifted_run"], facts["stopped"] = drifted, stopped
 
-    stage("4/5  Drifted customers reach the service; monitoring sees it and retrains", started)
+    stage(f"4/{ACTS}  Drifted customers reach the service; monitoring sees it and retrains",
+          started)  # fmt: skip
     served = serve_drifted_customers(stack, results, args.traffic_rows)
     say(f"served {served} drifted customers through /predict/batch (prediction log flushed)",
         indent=4)  # fmt: skip
