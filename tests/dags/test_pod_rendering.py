@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 from kubernetes.client import ApiClient
 
-from mlops_provider.operators.step import LOCAL_PASSTHROUGH_ENV, LocalStepOperator
+from mlops_provider.operators.local import LOCAL_PASSTHROUGH_ENV, LocalStepOperator
 from tests.dags.helpers import load_dags, render_context, rendered
 
 KUBERNETES_VERSION = "1.33"

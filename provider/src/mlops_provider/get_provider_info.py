@@ -46,6 +46,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": STEPS,
                 "python-modules": [
                     "mlops_provider.operators.step",
+                    "mlops_provider.operators.local",
                     "mlops_provider.operators.approval",
                     "mlops_provider.operators.outcome",
                 ],

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mlops_provider.operators.env_guard import CredentialsInUrl, refuse_credentials_in_url
-from mlops_provider.operators.step import build_local_operator, build_pod_operator, release_step
+from mlops_provider.operators.local import build_local_operator
+from mlops_provider.operators.step import build_pod_operator, release_step
 from mlops_steps.core.settings import load_settings
 
 

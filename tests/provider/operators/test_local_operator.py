@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from mlops_provider.operators.step import LocalStepOperator
+from mlops_provider.operators.local import LocalStepOperator
 
 
 def _script(tmp_path: Path, body: str) -> str:
