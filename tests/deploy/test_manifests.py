@@ -12,7 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mlops_steps.core.settings import KubernetesSettings, load_settings
+from mlops_steps.core.sections import KubernetesSettings
+from mlops_steps.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((REPO / "deploy" / "k8s").glob("*.yaml"))

@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from mlops_steps.core.errors import StepError
-from mlops_steps.core.settings import MlflowVersionSkew, get_settings
+from mlops_steps.core.sections import MlflowVersionSkew
+from mlops_steps.core.settings import get_settings
 
 _HEALTH_TIMEOUT_S = 10.0
 CHAMPION, CHALLENGER = "champion", "challenger"

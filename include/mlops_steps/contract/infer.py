@@ -27,7 +27,7 @@ from mlops_steps.contract.loader import (
 )
 from mlops_steps.contract.model import DEFAULT_PRIMARY, METRICS, TASKS, ModelContract
 from mlops_steps.core.policies import GateThresholds, TrainParams, ValidationPolicy
-from mlops_steps.core.settings import ScheduleSettings
+from mlops_steps.core.sections import ScheduleSettings
 
 NAME_PATTERN = "^[a-z][a-z0-9_]{0,39}$"
 # A string column with more distinct values than this is more likely an id or free text.

@@ -39,7 +39,7 @@ from mlops_steps.core.policies import (
     TrainParams,
     ValidationPolicy,
 )
-from mlops_steps.core.settings import ScheduleSettings
+from mlops_steps.core.sections import ScheduleSettings
 
 MODELS_DIR_ENV = "MLOPS_MODELS_DIR"
 SCHEMA_PATH = Path(__file__).with_name("contract.schema.json")

@@ -29,7 +29,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from mlops_steps.core.errors import StepError
-from mlops_steps.core.settings import ImageBuildSettings, Settings, required_secret
+from mlops_steps.core.sections import ImageBuildSettings
+from mlops_steps.core.settings import Settings, required_secret
 from mlops_steps.release.builders.base import BuildRequest, Built, utc_now
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ from mlops_provider.operators.connections import model_service_url
 from mlops_provider.operators.env_guard import mlflow_tracking_uri_for_steps
 from mlops_provider.operators.local import build_local_operator, plain_environment
 from mlops_steps.core.errors import EXIT_SKIPPED
-from mlops_steps.core.settings import RunnerMode, Settings, for_model, get_settings
+from mlops_steps.core.sections import RunnerMode, for_model
+from mlops_steps.core.settings import Settings, get_settings
 from mlops_steps.core.spec import Resources, SecretEnv, StepSpec
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from mlops_provider.operators.step import STEP_MACROS, pipeline_step, step_opera
 from mlops_provider.params import dag_params, step_args
 from mlops_provider.pipelines.models import ModelPipeline, policy, trigger_params
 from mlops_steps.core.policies import DriftPolicy, PerformancePolicy, ServedWindowPolicy
-from mlops_steps.core.settings import for_model
+from mlops_steps.core.sections import for_model
 from mlops_steps.core.spec import Resources
 
 WINDOW_END = "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}"
