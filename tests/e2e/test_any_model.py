@@ -194,6 +194,14 @@ def _release(user: UserModel) -> dict[str, str]:
     return states
 
 
+def _ledger(model: str) -> list[dict[str, Any]]:
+    """The model's deployment audit ledger, as the release steps wrote it."""
+    from mlops_steps.core.settings import load_settings
+    from mlops_steps.release.ledger import read_ledger
+
+    return read_ledger(load_settings().for_model(model))
+
+
 def _answers(user: UserModel, frame_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The service's answers to the rows, checked to be in the task's shape."""
     assert user.service is not None
@@ -249,6 +257,11 @@ def test_a_users_table_is_trained_released_and_served(  # noqa: PLR0917
     _release(user)
     assert user.aliases() == {"champion": "1"}
     assert user.version("1").tags["mlops.deploy.status"] == "promoted"
+    (entry,) = _ledger(dataset.model)
+    assert (entry["decision"], entry["version"]) == ("promoted", "1")
+    assert entry["analysis"]["passed"] is True and entry["analysis"]["task"] == task
+    # No champion to replay: judged on its own hold-out, as the deployment chose.
+    assert entry["analysis"]["golden_set"]["source"] == "candidate_holdout"
     traffic = httpx.get(f"{service.url}/ready", timeout=10).json()
     assert (traffic["stable"], traffic["canary"]) == ("1", None), traffic
 
@@ -264,6 +277,9 @@ def test_a_users_table_is_trained_released_and_served(  # noqa: PLR0917
             else [int(a["class"]) for a in answers]
         )
         assert (truth == predicted).mean() > 0.8
+    else:  # closer to the truth than the label's spread (~77)
+        truth = pd.read_csv(source)["target"].head(30)
+        assert (truth - [a["value"] for a in answers]).abs().mean() < 70
     _refuses_the_impossible(user, rows[0])
 
 
