@@ -23,6 +23,7 @@ import pendulum
 import pytest
 from mlflow import MlflowClient
 
+from mlflow_server import free_port
 from tests import airflow_api
 from tests.dags.helpers import for_dag_test, load_dags
 from tests.e2e.any_model_data import (
@@ -138,8 +139,10 @@ def _served_by(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Service:
-    """A service process for ``model`` with no champion yet (it answers /ready 503), and the
-    release steps' settings pointing at it (read when the DAGs are built)."""
+    """A service process for ``model`` with no champion yet (it answers /ready 503), reached by
+    the release steps through the model's own serving connection (``mlops_serving__<model>``:
+    its URL and admin token); the deployment-wide URL leads nowhere, so a release that used it
+    would fail."""
     service = service_starter(
         mlflow_server,
         model_name=model,
@@ -148,10 +151,9 @@ def _served_by(
         SERVING_MODEL_STORE=str(tmp_path / "mlops" / "model-store" / model),
     )
     assert service.process.poll() is None, service.output.read_text()[-3000:]
-    monkeypatch.setenv("MLOPS_SERVICE_URL", service.url)
-    # The admin token where production keeps it: the serving connection's password.
+    monkeypatch.setenv("MLOPS_SERVICE_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv(
-        "AIRFLOW_CONN_MLOPS_SERVING",
+        f"AIRFLOW_CONN_MLOPS_SERVING__{model.upper()}",
         json.dumps({"conn_type": "http", "host": service.url, "password": ADMIN_TOKEN}),
     )
     # No champion: the first release is judged on its own hold-out, by choice.
