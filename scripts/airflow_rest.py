@@ -15,6 +15,7 @@ PATCH never are (a trigger or an answer sent twice is not the same request).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -79,6 +80,26 @@ class AirflowRest:
     def patch(self, path: str, body: Any) -> Any:
         return self._call("PATCH", path, body)
 
+    def create(self, path: str, body: dict[str, Any], *, timeout: float = 60) -> bool:
+        """POST a resource that carries its own name (a pool, a connection, a run with its
+        ``dag_run_id``); True if this call created it, False if it existed before (409). Because
+        the name makes a repeat harmless, a 5xx is retried until ``timeout``: Airflow 3.3.2 on
+        SQLite answers 500 "Database error" to writes while the scheduler holds the database
+        (a 409 after such a 5xx means the failed-looking attempt did create it)."""
+        deadline = time.monotonic() + timeout
+        retried = False
+        while True:
+            try:
+                self.post(path, body)
+                return True
+            except ApiError as error:
+                if error.status == 409:
+                    return retried
+                if error.status < 500 or time.monotonic() > deadline:
+                    raise
+            retried = True
+            time.sleep(1.0)
+
     def _call(self, method: str, path: str, body: Any = None, params: Any = None) -> Any:
         if "Authorization" not in self._session.headers:
             self.login()
@@ -107,11 +128,17 @@ class AirflowRest:
         run_id: str | None = None,
         logical_date: str | None = None,
     ) -> dict[str, Any]:
-        """A new run of ``dag_id`` (``run_id`` chosen by Airflow unless given); the run."""
+        """A new run of ``dag_id`` (``run_id`` chosen by Airflow unless given); the run. With a
+        ``run_id`` the request is repeated on a 5xx (see :meth:`create`); an existing run of
+        that id is an error (409), as a new run was asked for."""
         body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
-        if run_id is not None:
-            body["dag_run_id"] = run_id
-        return dict(self.post(f"/api/v2/dags/{dag_id}/dagRuns", body))
+        path = f"/api/v2/dags/{dag_id}/dagRuns"
+        if run_id is None:
+            return dict(self.post(path, body))
+        body["dag_run_id"] = run_id
+        if not self.create(path, body):
+            raise ApiError("POST", self.base_url + path, 409, f"run {run_id} exists already")
+        return self.run(dag_id, run_id)
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.get(_run_path(dag_id, run_id)))

@@ -83,13 +83,13 @@ def add_to_airflow(stack: Stack, name: str, service_url: str, token: str) -> Non
     """The model's serving connection (URL + admin token) and one-slot promotion pool, created
     through Airflow's REST API (what a person does in Admin > Connections / Pools)."""
     port = int(service_url.rsplit(":", 1)[1])
-    stack.airflow.rest.post(
+    stack.airflow.rest.create(
         "/api/v2/connections",
         {"connection_id": f"mlops_serving__{name}", "conn_type": "http", "schema": "http",
          "host": "127.0.0.1", "port": port, "password": token,
          "description": f"The {name} model service's admin API (password: its admin token)"},
     )  # fmt: skip
-    stack.airflow.rest.post(
+    stack.airflow.rest.create(
         "/api/v2/pools",
         {"name": f"mlops_promotion__{name}", "slots": 1, "include_deferred": False,
          "description": f"One release (or rollback) of model {name} at a time"},

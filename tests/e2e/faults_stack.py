@@ -133,26 +133,9 @@ class Stack:
     # -- Airflow -------------------------------------------------------------------------------
 
     def trigger(self, dag_id: str, conf: dict[str, Any], **kwargs: Any) -> str:
-        """A new run, named here so the request can be repeated: Airflow 3.3.2 on SQLite once
-        answered 500 ("Database error") to the second of two quick triggers while the scheduler
-        wrote (CI). A repeat of a run that did get created is a 409, and the run is the one."""
+        """A new run, named here so a 5xx can be repeated (see ``AirflowRest.create``)."""
         run_id = kwargs.pop("run_id", None) or f"faults__{secrets.token_hex(6)}"
-        created: list[str] = []
-
-        def attempt() -> bool:
-            try:
-                created.append(
-                    str(self.rest.trigger_run(dag_id, conf, run_id=run_id, **kwargs)["dag_run_id"])
-                )
-            except ApiError as error:
-                if error.status == 409:
-                    created.append(run_id)
-                elif error.status < 500:
-                    raise
-            return bool(created)
-
-        wait_for(f"{dag_id} run {run_id} to be created", attempt, 30)
-        return created[0]
+        return str(self.rest.trigger_run(dag_id, conf, run_id=run_id, **kwargs)["dag_run_id"])
 
     def finish(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
         """The run once it finished (success or failed); fails after ``timeout`` seconds."""
@@ -330,7 +313,7 @@ def _ready(stack: Stack, mlflow_url: str) -> None:
     airflow = stack.airflow
     airflow.wait_until_up(180)
     pool = {"name": f"mlops_promotion__{MODEL}", "slots": 1, "description": "one release at a time"}
-    airflow.rest.post("/api/v2/pools", pool)
+    airflow.rest.create("/api/v2/pools", pool)
     stack.wait("the DAG processor to parse dags/", lambda: airflow.rest.dag_ids() >= DAG_IDS, 180)
     register(
         mlflow_url=mlflow_url,

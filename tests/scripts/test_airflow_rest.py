@@ -1,5 +1,6 @@
 """The Airflow REST client (scripts/airflow_rest.py) against a loopback stand-in of the API server:
-what it sends on the wire, and that errors keep their status and body and are never retried."""
+what it sends on the wire, that errors keep their status and body and are never retried, except
+that creating a named resource is repeated through server errors (the name makes it idempotent)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,44 @@ def test_a_dropped_connection_is_retried_for_a_get_only() -> None:
         with pytest.raises(requests.ConnectionError):
             rest.trigger_run("d")  # POST dropped: not sent again
     assert [line.split()[0] for line in lines] == ["POST", "GET", "GET", "POST"]
+
+
+def _scripted(statuses: list[int]) -> Any:
+    """A pools endpoint answering ``statuses`` in turn (then 201)."""
+    answers = iter(statuses)
+
+    def handle(request: Recorded) -> tuple[int, Any]:
+        if request.path == "/auth/token":
+            return 201, {"access_token": "jwt"}
+        status = next(answers, 201)
+        return status, {"detail": "Database error"} if status >= 400 else {"name": "p"}
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("statuses", "created", "posts"),
+    [
+        ([], True, 1),  # created at once
+        ([409], False, 1),  # it existed before
+        ([500, 500], True, 3),  # SQLite held by the scheduler: repeated, then created
+        ([500, 409], True, 2),  # the attempt that looked failed did create it
+    ],
+)
+def test_a_named_resource_is_created_once_through_server_errors(
+    statuses: list[int], created: bool, posts: int
+) -> None:
+    with LoopbackServer(_scripted(statuses)) as server:
+        rest = AirflowRest(server.url, "admin", "secret")
+        assert rest.create("/api/v2/pools", {"name": "p", "slots": 1}) is created
+        sent = [r for r in server.take() if r.path == "/api/v2/pools"]
+    assert len(sent) == posts and all(r.json == {"name": "p", "slots": 1} for r in sent)
+
+
+def test_a_client_error_is_not_repeated() -> None:
+    with LoopbackServer(_scripted([400])) as server:
+        rest = AirflowRest(server.url, "admin", "secret")
+        with pytest.raises(ApiError) as raised:
+            rest.create("/api/v2/pools", {"name": "p"})
+        assert raised.value.status == 400
+        assert len([r for r in server.take() if r.path == "/api/v2/pools"]) == 1
