@@ -37,10 +37,10 @@ sys.path[:0] = [str(REPO / "include"), str(REPO / "serving")]
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mlops_steps.common.predictions import check_features, read_window  # noqa: E402
+from mlops_steps.common.window import FeatureKind, Window  # noqa: E402
 from mlops_steps.contract.loader import load_contract  # noqa: E402
 from mlops_steps.contract.synthetic import generate_churn  # noqa: E402
-from mlops_steps.monitoring.predictions import check_features, read_window  # noqa: E402
-from mlops_steps.monitoring.window import FeatureKind, Window  # noqa: E402
 
 EXTRAS = 4
 

@@ -6,7 +6,7 @@ for a flush), the scores and a few strings. Every ``flush_interval`` seconds a b
 hands what has accumulated to a writer, which turns each prediction into a JSON line and appends
 them to ``<dir>/date=YYYY-MM-DD/predictions-<host>-<pid>.jsonl``, or puts them as one object per
 flush under ``s3://bucket/prefix/date=YYYY-MM-DD/``. This is what drift monitoring and label joins
-read (``include/mlops_steps/monitoring/predictions.py``).
+read (``include/mlops_steps/common/predictions.py``).
 
 Two writers:
 

@@ -24,7 +24,7 @@ def _column_setting(text: str) -> tuple[str, str]:
 
 
 def _window(args: argparse.Namespace, window_hours: float) -> Any:
-    from mlops_steps.monitoring.window import Window, parse_time
+    from mlops_steps.common.window import Window, parse_time
 
     if args.window_start or args.window_end:
         if not (args.window_start and args.window_end) or args.window_hours is not None:

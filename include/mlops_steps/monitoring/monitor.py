@@ -41,13 +41,14 @@ from mlops_steps.common.drift import (
     prediction_drift,
     write_reports,
 )
+from mlops_steps.common.predictions import check_features, read_window
 from mlops_steps.common.storage import write_json
 from mlops_steps.common.tracking import connect
+from mlops_steps.common.window import EmptyWindow, FeatureKind, SchemaMismatch, Window
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.policies import DriftPolicy, PerformancePolicy
 from mlops_steps.core.settings import Settings
 from mlops_steps.monitoring.labels import performance
-from mlops_steps.monitoring.predictions import check_features, read_window
 from mlops_steps.monitoring.reference import (
     Champion,
     ReferenceDataError,
@@ -58,7 +59,6 @@ from mlops_steps.monitoring.reference import (
     reference_predictions,
 )
 from mlops_steps.monitoring.reporting import asset_extra, log_table, log_to_mlflow
-from mlops_steps.monitoring.window import EmptyWindow, FeatureKind, SchemaMismatch, Window
 
 
 @dataclass(frozen=True)

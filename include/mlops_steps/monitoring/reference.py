@@ -14,10 +14,10 @@ import pandas as pd
 
 from mlops_steps.common.storage import Partition, load_partition_frame
 from mlops_steps.common.tracking import CHAMPION, version_by_alias
+from mlops_steps.common.window import FeatureKind
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import NothingToDo, StepError
 from mlops_steps.core.settings import Settings
-from mlops_steps.monitoring.window import FeatureKind
 
 
 class ReferenceDataError(StepError):

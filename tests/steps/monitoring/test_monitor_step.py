@@ -18,11 +18,8 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_steps.cli import main as cli
-from mlops_steps.contract.loader import load_contract
-from mlops_steps.contract.synthetic import generate_churn
-from mlops_steps.core import results
-from mlops_steps.monitoring.predictions import read_window
-from mlops_steps.monitoring.window import (
+from mlops_steps.common.predictions import read_window
+from mlops_steps.common.window import (
     AllNullFeature,
     EmptyWindow,
     FeatureKind,
@@ -30,6 +27,9 @@ from mlops_steps.monitoring.window import (
     SchemaMismatch,
     Window,
 )
+from mlops_steps.contract.loader import load_contract
+from mlops_steps.contract.synthetic import generate_churn
+from mlops_steps.core import results
 from tests.fixtures.champion import Champion
 from tests.steps.monitoring.helpers import monitor_args, score, window, write_log
 
@@ -122,10 +122,10 @@ def test_false_alarm_rate_on_fresh_samples_is_low(monitoring_env: Champion) -> N
     """Ten fresh samples of the training distribution and ten drifted ones, judged with the
     default policy by the same functions the step uses (scores from the champion)."""
     from mlops_steps.common.drift import data_drift, prediction_drift
+    from mlops_steps.common.predictions import check_features
     from mlops_steps.common.tracking import connect
     from mlops_steps.core.policies import DriftPolicy
     from mlops_steps.core.settings import load_settings
-    from mlops_steps.monitoring.predictions import check_features
     from mlops_steps.monitoring.reference import (
         champion_features,
         load_champion,
@@ -349,7 +349,7 @@ def test_reads_what_the_service_writes_locally_and_on_s3(s3_endpoint: str, tmp_p
     import boto3
 
     from mlops_serving.predlog import PredictionLog
-    from mlops_steps.monitoring.predictions import check_features
+    from mlops_steps.common.predictions import check_features
 
     boto3.client("s3").create_bucket(Bucket="predictions")
     frame = generate_churn(50, seed=5)

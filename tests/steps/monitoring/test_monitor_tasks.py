@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from mlops_steps.common.drift import data_drift, prediction_drift
+from mlops_steps.common.predictions import check_features, read_window
+from mlops_steps.common.window import NullFeatureValues, Window
 from mlops_steps.contract.loader import parse_contract
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.policies import DriftPolicy, PerformancePolicy
 from mlops_steps.monitoring.labels import LabelsError, performance
-from mlops_steps.monitoring.predictions import check_features, read_window
 from mlops_steps.monitoring.reference import Champion, features_of
-from mlops_steps.monitoring.window import NullFeatureValues, Window
 from tests.steps.monitoring.helpers import window, write_log
 
 

@@ -31,8 +31,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-from mlops_steps.core.errors import StepError
-from mlops_steps.monitoring.window import (
+from mlops_steps.common.window import (
     AllNullFeature,
     EmptyWindow,
     FeatureKind,
@@ -40,6 +39,7 @@ from mlops_steps.monitoring.window import (
     SchemaMismatch,
     Window,
 )
+from mlops_steps.core.errors import StepError
 
 #: Top-level fields every logged prediction carries (predlog writes all of them).
 META_FIELDS = (
