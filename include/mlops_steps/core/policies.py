@@ -158,6 +158,19 @@ class GateThresholds:
         minimum=0,
         env="MLOPS_GATE_MAX_CHAMPION_COLLAPSE",
     )
+    # A model retrained on served traffic is judged on two hold-outs: the recent labelled traffic
+    # (the metric checks below) and the hold-out of the champion's training data, what must not
+    # be forgotten, where its primary metric may be worse than the champion's by this share.
+    max_reference_relative_drop: float = option(
+        0.03,
+        help="Gate, a model trained on served traffic: how much worse than the champion its "
+        "primary metric may be on the champion's reference hold-out, as a share of the "
+        "champion's value",
+        title="Gate: max relative loss vs the champion on the reference hold-out",
+        minimum=0,
+        maximum=1,
+        env="MLOPS_GATE_MAX_REFERENCE_RELATIVE_DROP",
+    )
     # This run's metric checks instead of the contract's, as JSON: a list of checks shaped like
     # the contract's gate.checks, e.g. [{"metric": "auc", "threshold": 0.9}].
     checks: str = option(
