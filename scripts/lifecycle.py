@@ -9,8 +9,11 @@
    after printing the UI link), builds the local bundle, runs the canary, analyses it, promotes.
 3. A training run on drifted data produces a worse model: the gate rejects it, the champion keeps
    serving and the aliases do not move.
-4. The drifted customers reach the service; the monitoring DAG sees the drift in what was served
-   and emits the drift asset event, which retrains; the retrained version is approved and released.
+4. The drifted customers reach the service and, later, their outcomes land as delayed labels; the
+   monitoring DAG sees the drift and the champion's drop in what was served and emits the drift
+   asset event, which retrains on the served, labelled customers (mixed with the champion's
+   training rows); the retrained version must beat the first on the drifted hold-out by a clear
+   margin, and is approved and released.
 5. Without ``MODEL`` (``make demo``): a second model from a real dataset in the same Airflow
    (scikit-learn's breast cancer table: contract infer, a hard limit set, contract check, its own
    service and serving connection, its DAGs, training, approval and release; see
@@ -59,7 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--stop", action="store_true", help="stop a kept-running stack and exit")
     parser.add_argument("--rows", type=int, default=20_000, help="rows per training partition")
-    parser.add_argument("--traffic-rows", type=int, default=2_000)
+    parser.add_argument(
+        "--traffic-rows",
+        type=int,
+        default=10_000,
+        help="drifted customers served, then labelled: what the retraining learns from",
+    )
+    parser.add_argument(
+        "--min-margin",
+        type=float,
+        default=0.05,
+        help="the retrained version must beat the first on the drifted hold-out by this much",
+    )
     parser.add_argument(
         "--max-latency-ms",
         type=float,

@@ -91,6 +91,14 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
     if stopped:
         say(f"the drifted data never became a model version: stopped by {stopped.get('step')} "
             f"({stopped.get('reason')})", indent=4)  # fmt: skip
+    feedback = facts.get("feedback")
+    if feedback:
+        recent = feedback["recent"]
+        low, high = recent["ci"]
+        say(f"the loop closed: on the drifted hold-out ({recent['rows']} served, labelled rows) "
+            f"{feedback['metric']} v{feedback['retrained']} {recent['retrained']:.4f} vs "
+            f"v{feedback['champion']} {recent['champion']:.4f}: +{feedback['margin']:.4f} "
+            f"(95% CI {low:+.4f} .. {high:+.4f})", indent=4)  # fmt: skip
     say(f"the service now: {serving(stack)}", indent=4)
     if facts.get("second"):
         second_model_summary(facts["second"])

@@ -67,6 +67,11 @@ class Stack:
         ``{model}``: every model's service its own directory)."""
         return self.home / "predictions" / model
 
+    def labels(self, model: str) -> Path:
+        """``model``'s label landing place (MLOPS_LABELS's ``{model}``), where delayed outcomes
+        arrive for monitoring to judge the champion and retraining to learn from."""
+        return self.home / "labels" / model
+
     def start_service(self, model: str, port: int, admin_token: str) -> str:
         """One service process serving ``model`` on ``port``, with its own model store and
         prediction log; returns its URL (the PID is recorded, so it stops with the rest)."""
@@ -146,6 +151,8 @@ def start_stack(args: argparse.Namespace) -> Stack:
             "MLOPS_RUNNER": "local",
             # Each model's service writes its own log; monitoring reads the model's.
             "MLOPS_PREDICTION_LOG": str(home / "predictions" / "{model}"),
+            # ...and its delayed labels land beside it, per model.
+            "MLOPS_LABELS": str(home / "labels" / "{model}"),
             # The deployment-wide service (churn's): a model with its own serving connection
             # (mlops_serving__<model>, added with the model) is released to that one instead.
             "MLOPS_SERVICE_URL": service_url,

@@ -5,6 +5,7 @@ releases again."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -43,6 +44,38 @@ def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
     wait_for("the prediction log to be flushed", lambda: logged() >= before + len(records), 60)
     time.sleep(1)  # the monitoring window ends at its run's logical date: after the last row
     return len(records)
+
+
+def land_delayed_labels(stack: Stack, results: Path, rows: int) -> Path:
+    """The served customers' outcomes, known later: one CSV in the model's label landing place,
+    keyed by entity id (the customer id the service was given), with the time each became known.
+    The generator drew them with the features, so they are the truth."""
+    import pandas as pd
+
+    from mlops_steps.contract.loader import load_contract
+
+    contract = load_contract(MODEL)
+    frame = pd.read_parquet(results.parent / "data.parquet").head(rows)
+    known_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    landing = stack.labels(MODEL)
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / f"outcomes-{known_at[:10]}.csv"
+    pd.DataFrame(
+        {
+            "entity_id": frame[contract.id_column or "row_id"].astype(str),
+            contract.label: frame[contract.label],
+            "label_time": known_at,
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+def retrained_on(results: Path) -> dict[str, Any]:
+    """What the retraining partition was built from (its manifest) and how the retrained model
+    and the champion scored on both hold-outs (its evaluation)."""
+    manifest = json.loads((results.parent / "manifest.json").read_text())
+    evaluation = json.loads((results / "evaluate.json").read_text())
+    return {"served": manifest.get("served"), "holdouts": evaluation.get("holdouts") or {}}
 
 
 def stopped_by(results: Path) -> dict[str, str]:
@@ -109,11 +142,23 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     say(f"aliases unchanged {after}; the service: {serving(stack)}", indent=4)
     facts["drifted_run"], facts["stopped"] = drifted, stopped
 
+    facts |= close_the_loop(stack, started, args, results)
+    return facts
+
+
+def close_the_loop(
+    stack: Stack, started: float, args: argparse.Namespace, results: Path
+) -> dict[str, Any]:
+    """Act 4: the drifted customers are served and labelled later; monitoring sees the drift and
+    the champion's drop, the drift event retrains on them, the retrained version is released."""
+    facts: dict[str, Any] = {}
     stage(f"4/{ACTS}  Drifted customers reach the service; monitoring sees it and retrains",
           started)  # fmt: skip
     served = serve_drifted_customers(stack, results, args.traffic_rows)
     say(f"served {served} drifted customers through /predict/batch (prediction log flushed)",
         indent=4)  # fmt: skip
+    labels = land_delayed_labels(stack, results, served)
+    say(f"their outcomes arrived later: {served} delayed labels in {labels}", indent=4)
     trainings = run_ids(stack, TRAINING)
     monitored = trigger(stack, MONITORING, "demo_3_monitoring", {"window_hours": 1})
     if follow(stack, MONITORING, monitored) != "success":
@@ -122,6 +167,14 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     facts["monitoring_report"] = verdict.get("dir", "(none written)")
     say(f"drifted columns: {', '.join(verdict.get('drifted_columns', [])) or 'none'}; "
         f"rows judged: {verdict.get('rows', {}).get('champion')}", indent=4)  # fmt: skip
+    performance = verdict.get("performance") or {}
+    if performance:
+        metric = performance["primary_metric"]
+        say(f"the champion on {performance['labeled_rows']} labelled served rows: {metric} "
+            f"{performance[metric]:.4f} (trained {performance[f'reference_{metric}']:.4f}): "
+            f"{'DEGRADED' if performance['degraded'] else 'ok'}", indent=4)  # fmt: skip
+    else:
+        say(f"performance not judged: {verdict.get('performance_reason')}", indent=4)
     say(f"reports: {facts['monitoring_report']}", indent=4)
     if not verdict.get("drift_detected"):
         raise RuntimeError("monitoring saw no drift in the drifted traffic; see its task log")
@@ -137,9 +190,54 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
         say(f"- {event}", indent=6)
     if follow(stack, TRAINING, retrain_id) != "success":
         raise RuntimeError(f"retraining failed; see {run_url(stack, TRAINING, retrain_id)}")
+    learnt = retrained_on(partition_results(stack, retrain_id))
+    facts["feedback"] = feedback = learnt_margin(learnt, args.min_margin)
+    say(feedback["provenance"], indent=4)
+    say(feedback["verdict"], indent=4)
     aliases, _ = registry(stack)
     retrained = aliases["challenger"]
+    feedback |= {"retrained": retrained, "champion": aliases["champion"]}
     say(f"registered {MODEL} v{retrained} as @challenger", indent=4)
     facts["retrain"] = retrain_id
     facts["release_2"] = release(stack, retrained)
+    return facts
+
+
+def learnt_margin(learnt: dict[str, Any], min_margin: float) -> dict[str, Any]:
+    """The retrained model against the champion on the drifted (recent) hold-out and on the
+    reference one; fails the demo unless it wins on the drifted hold-out by ``min_margin``."""
+    served, holdouts = learnt["served"], learnt["holdouts"]
+    if not served or "recent" not in holdouts:
+        raise RuntimeError("the retraining run did not train on the served, labelled traffic")
+    recent, reference = holdouts["recent"], holdouts.get("reference") or {}
+    metric = recent["comparison"]["metric"]
+    new, old = recent["challenger"][metric], recent["champion"][metric]
+    rows = served["rows"]
+    facts = {
+        "metric": metric,
+        "recent": {
+            "retrained": new,
+            "champion": old,
+            "rows": recent["rows"],
+            "ci": [recent["comparison"][f"{metric}_delta_ci_{end}"] for end in ("low", "high")],
+        },
+        "reference": {k: (reference.get(k) or {}).get(metric) for k in ("challenger", "champion")},
+        "margin": new - old,
+        "provenance": (
+            f"trained on {rows['labelled']} served, labelled rows (join rate "
+            f"{served['join']['join_rate']:.0%}) + {rows['reference']} of the champion's "
+            f"training rows; window {served['window']['start']} .. {served['window']['end']} "
+            f"({served['window_from']})"
+        ),
+    }
+    facts["verdict"] = (
+        f"{metric} on the drifted hold-out ({recent['rows']} rows): retrained {new:.4f} vs "
+        f"champion {old:.4f} (+{new - old:.4f}); on the reference hold-out: retrained "
+        f"{facts['reference']['challenger']:.4f} vs champion {facts['reference']['champion']:.4f}"
+    )
+    if new - old < min_margin:
+        raise RuntimeError(
+            f"the retrained model does not beat the champion on the drifted hold-out by "
+            f"{min_margin}: {facts['verdict']}"
+        )
     return facts
