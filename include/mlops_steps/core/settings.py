@@ -112,6 +112,9 @@ class Settings:
     # holding one run per monitored window.
     prediction_log: str = ""
     monitoring_experiment_template: str = "{model}-monitoring"
+    # Delayed ground truth: MLOPS_LABELS, a directory or s3://bucket/prefix that may hold
+    # "{model}"; empty: see labels_location.
+    labels_template: str = ""
 
     def __post_init__(self) -> None:
         # The nested deploy settings name Deployments and the pool for this model, also after
@@ -156,9 +159,14 @@ class Settings:
         return self.data_root / "monitoring" / self.model_name
 
     @property
-    def labels_dir(self) -> Path:
-        """Delayed ground truth (CSV/Parquet with entity_id or request_id, and the label)."""
-        return self.data_root / "labels"
+    def labels_location(self) -> str:
+        """The model's label landing place (CSV/Parquet files of ids, label and label_time):
+        MLOPS_LABELS with "{model}" filled in; unset, ``<data_root>/labels/<model>`` when that
+        directory exists, else ``<data_root>/labels`` (the single-model layout)."""
+        if self.labels_template:
+            return for_model(self.labels_template, self.model_name)
+        own = self.data_root / "labels" / self.model_name
+        return str(own if own.is_dir() else self.data_root / "labels")
 
     @property
     def alerts_path(self) -> Path:
@@ -324,6 +332,7 @@ def load_settings() -> Settings:
         monitoring_experiment_template=_env_str(
             "MLOPS_MONITORING_EXPERIMENT", Settings.monitoring_experiment_template
         ),
+        labels_template=_env_str("MLOPS_LABELS", Settings.labels_template),
     )
 
 
