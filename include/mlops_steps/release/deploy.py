@@ -116,6 +116,8 @@ def run_resolve(settings: Settings, version: str | None) -> dict[str, Any]:
         "data_sha256": tags.get("mlops.data_sha256"),
         "partition": tags.get("mlops.partition"),
         "metrics": _candidate_metrics(tags),
+        "training_data": tags.get("mlops.training_data") or "source",
+        "holdouts": _holdouts(tags),
         "gate_decision": decision,
         "gate_reason": tags.get("mlops.gate.reason"),
         "review_reason": (
@@ -145,7 +147,46 @@ def _candidate_metrics(tags: dict[str, str]) -> dict[str, float | None]:
     metrics["latency_p95_ms"] = _number(tags.get("mlops.latency_p95_ms"))
     primary = tags.get("mlops.primary_metric", "auc")  # versions from before the contract files
     metrics[f"{primary}_delta_vs_champion"] = _number(tags.get(f"mlops.{primary}_delta"))
+    # A model trained on served traffic: its metrics on the reference hold-out too.
+    metrics |= {
+        key.removeprefix("mlops."): _number(value)
+        for key, value in tags.items()
+        if key.startswith("mlops.reference_holdout_") and key != "mlops.reference_holdout_rows"
+    }
+    if tags.get(f"mlops.reference_{primary}_delta"):
+        metrics[f"reference_{primary}_delta_vs_champion"] = _number(
+            tags[f"mlops.reference_{primary}_delta"]
+        )
     return metrics
+
+
+def _holdouts(tags: dict[str, str]) -> dict[str, Any] | None:
+    """A model trained on served traffic, on both of its hold-outs: rows, challenger and
+    champion on the primary metric, the delta and its bootstrap interval (None otherwise)."""
+    if tags.get("mlops.training_data") != "served":
+        return None
+    primary = tags.get("mlops.primary_metric", "auc")
+
+    def one(prefix: str, challenger_tag: str) -> dict[str, Any]:
+        rows = _number(tags.get(f"mlops.{prefix}holdout_rows"))
+        return {
+            "rows": int(rows) if rows is not None else None,
+            "challenger": _number(tags.get(challenger_tag)),
+            "champion": _number(tags.get(f"mlops.{prefix}champion_{primary}")),
+            "delta": _number(tags.get(f"mlops.{prefix}{primary}_delta")),
+            "ci_low": _number(tags.get(f"mlops.{prefix}{primary}_delta_ci_low")),
+            "ci_high": _number(tags.get(f"mlops.{prefix}{primary}_delta_ci_high")),
+        }
+
+    return {
+        "metric": primary,
+        "served_window": tags.get("mlops.served_window"),
+        "recent": one("recent_", f"mlops.holdout_{primary}"),
+        "reference": {
+            **one("reference_", f"mlops.reference_holdout_{primary}"),
+            "partition": tags.get("mlops.reference_partition"),
+        },
+    }
 
 
 def _number(text: str | None) -> float | None:

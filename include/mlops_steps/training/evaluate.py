@@ -1,10 +1,18 @@
 """evaluate: score the challenger and the current champion on the same hold-out rows, with the
 metrics of the model's task (binary: auc, log_loss, accuracy, f1; multiclass: log_loss, macro_f1,
-accuracy and per class precision/recall/F1; regression: rmse, mae, r2)."""
+accuracy and per class precision/recall/F1; regression: rmse, mae, r2).
+
+A partition built from served traffic (its manifest has ``served``) is judged on two hold-outs:
+the recent labelled traffic (where the drift is: its own hold-out, minus any row of the
+reference partition) and the reference hold-out (the hold-out of the champion's training
+partition the manifest names: what the new model must not forget). The result keeps
+``challenger``/``champion``/``comparison`` for the recent hold-out and adds ``holdouts``.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,13 +26,51 @@ from mlops_steps.common.metrics import (
     split_frame,
     task_metrics,
 )
-from mlops_steps.common.storage import Partition, load_partition_frame, read_json, write_json
+from mlops_steps.common.storage import (
+    Partition,
+    frame_sha256,
+    load_partition_frame,
+    read_json,
+    write_json,
+)
 from mlops_steps.common.tracking import CHAMPION, connect, version_by_alias
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
+from mlops_steps.core.errors import StepError
 from mlops_steps.core.settings import Settings
 
 LATENCY_WARMUP, LATENCY_CALLS = 20, 200
+RECENT, REFERENCE = "recent", "reference"
+
+
+class ReferenceHoldoutUnavailable(StepError):
+    """A served partition's reference hold-out (the champion's training partition its manifest
+    names) is missing or is not the data the partition was built against."""
+
+
+class HoldoutUnusable(StepError):
+    """A hold-out has no rows, or labels the task's metrics cannot be computed on."""
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """One hold-out's rows as the models see them."""
+
+    name: str
+    features: pd.DataFrame
+    labels: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model with the alias ``champion``, loaded once for every hold-out."""
+
+    model: Any
+    info: dict[str, Any]  # version, run_id, model_uri, training_<metric> (its tags)
 
 
 def single_row_latency_ms(model: Any, rows: pd.DataFrame) -> dict[str, float]:
@@ -51,70 +97,185 @@ def _outputs(model: Any, features: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict(features), dtype=float)
 
 
-def _champion(
-    client: Any,
-    settings: Settings,
-    *,
-    contract: ModelContract,
-    features: pd.DataFrame,
-    labels: np.ndarray,
-    challenger: tuple[np.ndarray, dict[str, float]],
-    resamples: int,
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The champion's metrics on the same hold-out and the paired bootstrap of the primary
-    metric's delta (challenger - champion), or None without a champion."""
+def _holdout(name: str, rows: pd.DataFrame, contract: ModelContract, where: str) -> Holdout:
+    if rows.empty:
+        raise HoldoutUnusable(
+            f"the {name} hold-out has no rows",
+            subject=where,
+            fix="ingest more rows (the hold-out is 15 % of the partition's ids)",
+        )
+    return Holdout(
+        name,
+        rows.loc[:, list(contract.feature_names)],
+        encode_labels(rows[contract.label], contract),
+    )
+
+
+def _metrics(contract: ModelContract, holdout: Holdout, outputs: np.ndarray) -> dict[str, float]:
+    try:
+        return task_metrics(contract.task, holdout.labels, outputs)
+    except ValueError as exc:
+        raise HoldoutUnusable(
+            f"the {holdout.name} hold-out ({holdout.rows} rows) cannot be scored: {exc}",
+            subject=f"{holdout.name} hold-out",
+            fix="ingest more labelled rows",
+        ) from None
+
+
+def _load_champion(client: Any, settings: Settings, contract: ModelContract) -> Champion | None:
     import mlflow
 
     version = version_by_alias(client, settings.model_name, CHAMPION)
     if version is None:
         return None
     uri = f"models:/{settings.model_name}/{version.version}"
-    outputs = _outputs(mlflow.pyfunc.load_model(uri), features)
-    metrics = task_metrics(contract.task, labels, outputs)
-    metric = contract.primary_metric
-    comparison: dict[str, Any] = {
-        "metric": metric,
-        "greater_is_better": contract.greater_is_better,
-        **paired_bootstrap_delta(
-            metric, contract.task, labels, challenger[0], outputs, resamples=resamples
-        ),
-        f"{metric}_delta": challenger[1][metric] - metrics[metric],
-    }
     tags = dict(version.tags or {})
-    champion = {
+    info = {
         "version": str(version.version),
         "run_id": version.run_id,
         "model_uri": uri,
-        **metrics,
         # What it scored on its own hold-out when it was trained (the gate's collapse check).
         **{f"training_{m}": _number(tags.get(f"mlops.holdout_{m}")) for m in contract.metrics},
     }
-    return champion, comparison
+    return Champion(mlflow.pyfunc.load_model(uri), info)
+
+
+def _score(
+    contract: ModelContract,
+    holdout: Holdout,
+    challenger: np.ndarray,
+    champion: Champion | None,
+    resamples: int,
+) -> dict[str, Any]:
+    """Both models' metrics on one hold-out and the paired bootstrap of the primary metric's
+    delta (challenger - champion; for a loss, negative is better)."""
+    challenger_metrics = _metrics(contract, holdout, challenger)
+    scored: dict[str, Any] = {
+        "rows": holdout.rows,
+        "challenger": challenger_metrics,
+        "champion": None,
+        "comparison": None,
+    }
+    if champion is None:
+        return scored
+    outputs = _outputs(champion.model, holdout.features)
+    champion_metrics = _metrics(contract, holdout, outputs)
+    metric = contract.primary_metric
+    scored["champion"] = {**champion.info, **champion_metrics}
+    scored["comparison"] = {
+        "metric": metric,
+        "greater_is_better": contract.greater_is_better,
+        **paired_bootstrap_delta(
+            metric, contract.task, holdout.labels, challenger, outputs, resamples=resamples
+        ),
+        f"{metric}_delta": challenger_metrics[metric] - champion_metrics[metric],
+    }
+    return scored
+
+
+def _reference_frame(
+    settings: Settings, manifest: dict[str, Any], where: str
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The reference partition's frame and its record, checked against what the served
+    partition was built from (its data_sha256); refused, named, when it cannot be."""
+    recorded = (manifest.get("served") or {}).get("reference") or {}
+    key, expected = recorded.get("partition"), recorded.get("data_sha256")
+    if not key or not expected:
+        raise ReferenceHoldoutUnavailable(
+            "served.reference names no partition and data_sha256, so the reference hold-out "
+            "(what the new model must not forget) cannot be scored",
+            subject=where,
+            fix="re-run 'ingest' for this partition (a served partition records its reference)",
+        )
+    try:
+        partition = Partition.of(settings.dataset_root, str(key))
+        frame, _ = load_partition_frame(partition)
+    except StepError as exc:
+        raise ReferenceHoldoutUnavailable(
+            f"the reference partition {key!r} cannot be read: {exc.render()}",
+            subject=where,
+            fix=f"restore partition {key} under {settings.dataset_root} (the champion's "
+            "training data), or re-run 'ingest' for this partition",
+        ) from None
+    actual = frame_sha256(frame)
+    if actual != expected:
+        raise ReferenceHoldoutUnavailable(
+            f"the reference partition {key!r} holds data {actual[:12]}, not the "
+            f"{str(expected)[:12]} this partition was built against",
+            subject=str(partition.data),
+            fix="re-run 'ingest' for this partition against the current reference data",
+        )
+    return frame, recorded
+
+
+def _served_holdouts(
+    settings: Settings, contract: ModelContract, frame: pd.DataFrame, manifest: dict, where: str
+) -> tuple[Holdout, Holdout, dict[str, Any]]:
+    """The recent hold-out (this partition's, without any row of the reference partition) and
+    the reference hold-out, with what identifies the latter."""
+    id_column = id_column_of(contract)
+    reference_frame, recorded = _reference_frame(settings, manifest, where)
+    reference_ids = set(reference_frame[id_column].astype(str))
+    holdout = split_frame(frame, id_column).holdout
+    from_reference = holdout[id_column].astype(str).isin(reference_ids)
+    recent = _holdout(RECENT, holdout[~from_reference], contract, where)
+    reference_where = f"partition {recorded['partition']}"
+    reference = _holdout(
+        REFERENCE, split_frame(reference_frame, id_column).holdout, contract, reference_where
+    )
+    about = {
+        "partition": recorded["partition"],
+        "model_version": recorded.get("model_version"),
+        "data_sha256": recorded["data_sha256"],
+        "recent_rows_from_reference": int(from_reference.sum()),
+    }
+    return recent, reference, about
+
+
+def _logged(prefix: str, scored: dict[str, Any], metric: str) -> dict[str, float]:
+    logged = {f"{prefix}holdout_{k}": v for k, v in scored["challenger"].items()}
+    logged[f"{prefix}holdout_rows"] = float(scored["rows"])
+    if scored["champion"] is not None:
+        logged |= {
+            f"{prefix}champion_holdout_{m}": scored["champion"][m] for m in scored["challenger"]
+        }
+        delta = f"{metric}_delta"
+        logged |= {
+            f"{prefix}{k}": v for k, v in scored["comparison"].items() if k.startswith(delta)
+        }
+    return logged
 
 
 def run_evaluate(settings: Settings, partition_key: str, resamples: int) -> dict[str, Any]:
-    """Score the challenger (and the champion, if any) on the partition's hold-out with the
-    task's metrics; log them to the training run as ``holdout_<metric>``."""
+    """Score the challenger (and the champion, if any) on the partition's hold-out(s) with the
+    task's metrics; log them to the training run as ``holdout_<metric>`` (and, for a served
+    partition, ``recent_holdout_<metric>`` / ``reference_holdout_<metric>``)."""
     import mlflow
 
     contract = load_contract(settings.model_name)
     partition = Partition.of(settings.dataset_root, partition_key)
     trained = read_json(partition.result("train"), produced_by="train")
     frame, manifest = load_partition_frame(partition)
-    holdout = split_frame(frame, id_column_of(contract)).holdout
-    features = holdout.loc[:, list(contract.feature_names)]
-    labels = encode_labels(holdout[contract.label], contract)
+    served = "served" in manifest
+    where = str(partition.manifest)
+    if served:
+        recent, reference, about = _served_holdouts(settings, contract, frame, manifest, where)
+    else:
+        holdout = split_frame(frame, id_column_of(contract)).holdout
+        recent = _holdout("partition's", holdout, contract, where)
 
     client = connect()
     challenger = mlflow.pyfunc.load_model(trained["model_uri"])
-    challenger_outputs = _outputs(challenger, features)
-    challenger_metrics = task_metrics(contract.task, labels, challenger_outputs)
-    latency = single_row_latency_ms(challenger, features.head(50))
+    champion = _load_champion(client, settings, contract)
+    challenger_outputs = _outputs(challenger, recent.features)
+    scored = _score(contract, recent, challenger_outputs, champion, resamples)
+    latency = single_row_latency_ms(challenger, recent.features.head(50))
     per_class = (
-        per_class_metrics(labels, challenger_outputs, contract.class_labels)
+        per_class_metrics(recent.labels, challenger_outputs, contract.class_labels)
         if contract.task == "multiclass"
         else {}
     )
+    metric = contract.primary_metric
 
     result: dict[str, Any] = {
         "partition": partition.key,
@@ -122,30 +283,33 @@ def run_evaluate(settings: Settings, partition_key: str, resamples: int) -> dict
         "run_id": trained["run_id"],
         "model_uri": trained["model_uri"],
         "task": contract.task,
-        "primary_metric": contract.primary_metric,
+        "primary_metric": metric,
         "metrics": list(contract.metrics),
-        "holdout_rows": len(holdout),
-        "challenger": {**challenger_metrics, **latency},
+        "holdout_rows": recent.rows,
+        "challenger": {**scored["challenger"], **latency},
         "challenger_per_class": per_class,
-        "champion": None,
-        "comparison": None,
+        "champion": scored["champion"],
+        "comparison": scored["comparison"],
     }
-    logged = {f"holdout_{k}": v for k, v in {**challenger_metrics, **per_class}.items()} | latency
+    logged = {f"holdout_{k}": v for k, v in {**scored["challenger"], **per_class}.items()} | latency
+    if scored["champion"] is not None:
+        logged |= {f"champion_holdout_{m}": scored["champion"][m] for m in scored["challenger"]}
+        logged |= {k: v for k, v in scored["comparison"].items() if k.startswith(f"{metric}_delta")}
 
-    found = _champion(
-        client,
-        settings,
-        contract=contract,
-        features=features,
-        labels=labels,
-        challenger=(challenger_outputs, challenger_metrics),
-        resamples=resamples,
-    )
-    if found is not None:
-        result["champion"], result["comparison"] = found
-        logged |= {f"champion_holdout_{m}": result["champion"][m] for m in challenger_metrics}
-        prefix = f"{contract.primary_metric}_delta"
-        logged |= {k: v for k, v in result["comparison"].items() if k.startswith(prefix)}
+    if served:
+        on_reference = _score(
+            contract, reference, _outputs(challenger, reference.features), champion, resamples
+        )
+        result["training_data"] = "served"
+        result["served_window"] = manifest["served"].get("window")
+        result["holdouts"] = {
+            RECENT: {
+                **scored,
+                "rows_from_reference_excluded": about.pop("recent_rows_from_reference"),
+            },
+            REFERENCE: {**on_reference, **about},
+        }
+        logged |= _logged("recent_", scored, metric) | _logged("reference_", on_reference, metric)
 
     client.log_batch(
         trained["run_id"],

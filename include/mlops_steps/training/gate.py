@@ -9,6 +9,13 @@ challenger passed every check, but the champion collapsed on the new hold-out ag
 training-time value of the primary metric. Then the new labels disagree with the old ones (a
 label bug, or a new distribution) and "better than the champion" means nothing; the version is
 registered so a person can review it, and the deployment never approves it automatically.
+
+A model trained on served traffic (the evaluation has ``holdouts``) is judged on two hold-outs:
+the metric checks on the recent labelled traffic, and on the reference hold-out (the champion's
+training data) its primary metric may be worse than the champion's by at most
+``max_reference_relative_drop`` x |champion's value|. The collapse review is judged there too: on
+recent traffic the champion's drop is the drift being answered, not a label bug. Without a
+champion there is nothing to forget yet, so no reference check (the report says so).
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ _CHECK_KEYS = {
     "greater_is_better",
 }
 _CHECKS_OPTION = "--checks (Param gate_checks)"
+NO_REFERENCE_CHECK = (
+    "no champion: the reference hold-out was scored but not compared (nothing to forget yet)"
+)
 
 
 class GateChecksInvalid(StepError):
@@ -153,6 +163,44 @@ def _change_checks(check: GateCheck, value: float, champion: dict[str, Any]) -> 
     return out
 
 
+def _reference(evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """The reference hold-out's scores of a served partition's evaluation (else None)."""
+    holdouts = evaluation.get("holdouts")
+    return holdouts.get("reference") if isinstance(holdouts, dict) else None
+
+
+def reference_check(
+    evaluation: dict[str, Any], thresholds: GateThresholds, contract: ModelContract
+) -> dict[str, Any] | None:
+    """On the reference hold-out the challenger's primary metric may be worse than the
+    champion's by ``max_reference_relative_drop`` x |champion's value| (direction-aware);
+    None when there is no reference hold-out or no champion to compare with."""
+    reference = _reference(evaluation)
+    if reference is None or reference.get("champion") is None:
+        return None
+    metric, better = contract.primary_metric, contract.greater_is_better
+    base = float(reference["champion"][metric])
+    value = float(reference["challenger"][metric])
+    allowed = thresholds.max_reference_relative_drop * abs(base)
+    bound = base - allowed if better else base + allowed
+    comparison = reference.get("comparison") or {}
+    return {
+        "check": f"max_{metric}_relative_loss_on_reference",
+        "metric": metric,
+        "holdout": "reference",
+        "value": value,
+        "threshold": bound,
+        "relation": ">=" if better else "<=",
+        "passed": value >= bound if better else value <= bound,
+        "max_relative_drop": thresholds.max_reference_relative_drop,
+        "champion_version": reference["champion"]["version"],
+        f"champion_{metric}": base,
+        "partition": reference.get("partition"),
+        "rows": reference.get("rows"),
+        **{k: v for k, v in comparison.items() if k.startswith(f"{metric}_delta")},
+    }
+
+
 def evaluate_gate(
     evaluation: dict[str, Any], thresholds: GateThresholds, contract: ModelContract
 ) -> list[dict[str, Any]]:
@@ -173,6 +221,9 @@ def evaluate_gate(
     if champion is not None:
         for check in checks:
             out += _change_checks(check, challenger[check.metric], champion)
+    on_reference = reference_check(evaluation, thresholds, contract)
+    if on_reference is not None:
+        out.append(on_reference)
     return out
 
 
@@ -180,8 +231,11 @@ def review_reasons(
     evaluation: dict[str, Any], thresholds: GateThresholds, contract: ModelContract
 ) -> list[str]:
     """Why a person must look at this challenger before it may be released (pure): the champion
-    lost more than ``max_champion_collapse`` of its primary metric (in the metric's units)."""
-    champion = evaluation.get("champion")
+    lost more than ``max_champion_collapse`` of its primary metric (in the metric's units) on
+    the hold-out it is judged on (a served partition's reference hold-out, else the new one)."""
+    reference = _reference(evaluation)
+    champion = evaluation.get("champion") if reference is None else reference.get("champion")
+    where = "the new hold-out" if reference is None else "the reference hold-out"
     if champion is None:
         return []
     metric, better = contract.primary_metric, contract.greater_is_better
@@ -190,20 +244,42 @@ def review_reasons(
     if trained is None:
         return [
             f"champion v{champion['version']} has no training-time {shown} (tag "
-            f"mlops.holdout_{metric}), so a collapse on the new hold-out cannot be ruled out"
+            f"mlops.holdout_{metric}), so a collapse on {where} cannot be ruled out"
         ]
     now = champion[metric]
     collapse = trained - now if better else now - trained
     if collapse <= thresholds.max_champion_collapse:
         return []
     return [
-        f"champion v{champion['version']} collapsed on the new hold-out: {shown} "
+        f"champion v{champion['version']} collapsed on {where}: {shown} "
         f"{_fmt(metric, trained)} at training -> {_fmt(metric, now)} now (a "
         f"{'drop' if better else 'rise'} of {_fmt(metric, collapse)} > max_champion_collapse "
         f"{_fmt(metric, thresholds.max_champion_collapse)}); the new labels disagree with the "
         "data it learnt (a label bug or a new distribution), so the challenger is not "
         "'better': review the data before releasing it"
     ]
+
+
+def _holdouts_report(
+    evaluation: dict[str, Any], reference: dict[str, Any], checks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Which hold-out judged what: the recent one the metric checks, the reference one the
+    no-forgetting check and the collapse review (or why it was not checked)."""
+    recent = evaluation["holdouts"]["recent"]
+    checked = [c["check"] for c in checks if c.get("holdout") == "reference"]
+    return {
+        "recent": {
+            "rows": recent["rows"],
+            "checks": [c["check"] for c in checks if c.get("holdout") != "reference"],
+        },
+        "reference": {
+            "rows": reference["rows"],
+            "partition": reference.get("partition"),
+            "checks": checked,
+            "collapse_review": reference.get("champion") is not None,
+            "not_checked": None if checked else NO_REFERENCE_CHECK,
+        },
+    }
 
 
 def _describe(check: dict[str, Any]) -> str:
@@ -224,6 +300,9 @@ def run_gate(settings: Settings, partition_key: str, thresholds: GateThresholds)
         decision, reason = NEEDS_REVIEW, "needs review: " + "; ".join(reviews)
     else:
         decision, reason = PASSED, "all checks passed"
+    reference = _reference(evaluation)
+    if reference is not None and reference.get("champion") is None:
+        reason += f"; {NO_REFERENCE_CHECK}"
     applied = {
         **asdict(thresholds),
         "checks": [c.to_dict() for c in gate_checks(contract, thresholds)],
@@ -243,6 +322,9 @@ def run_gate(settings: Settings, partition_key: str, thresholds: GateThresholds)
         "review": reviews,
         "champion_version": (evaluation.get("champion") or {}).get("version"),
     }
+    if reference is not None:
+        report["training_data"] = "served"
+        report["holdouts"] = _holdouts_report(evaluation, reference, checks)
     write_json(partition.result("gate"), report)
     client = connect()
     for key, value in {

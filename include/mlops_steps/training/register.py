@@ -97,6 +97,44 @@ def version_tags(
         tags["mlops.compared_to_champion"] = str(evaluation["champion"]["version"])
         # challenger - champion on the same hold-out (for a loss, negative is better)
         tags[f"mlops.{metric}_delta"] = f"{comparison[f'{metric}_delta']:.6f}"
+    tags["mlops.training_data"] = evaluation.get("training_data", "source")
+    if evaluation.get("holdouts"):
+        tags |= served_tags(evaluation, names)
+    return tags
+
+
+def _hold_out_comparison(prefix: str, scored: dict[str, Any], metric: str) -> dict[str, str]:
+    """The champion's primary metric on one hold-out, the delta and its bootstrap interval."""
+    if scored.get("champion") is None:
+        return {}
+    comparison = scored["comparison"]
+    return {
+        f"mlops.{prefix}champion_{metric}": f"{scored['champion'][metric]:.6f}",
+        **{
+            f"mlops.{prefix}{metric}_delta{end}": f"{comparison[f'{metric}_delta{end}']:.6f}"
+            for end in ("", "_ci_low", "_ci_high")
+        },
+    }
+
+
+def served_tags(evaluation: dict[str, Any], names: list[str]) -> dict[str, str]:
+    """A model trained on served traffic: its window, both hold-outs' sizes, its metrics on the
+    reference hold-out and, on each hold-out, the champion's primary metric and the delta with
+    its bootstrap interval (what the approval page shows)."""
+    recent, reference = evaluation["holdouts"]["recent"], evaluation["holdouts"]["reference"]
+    metric = evaluation["primary_metric"]
+    window = evaluation.get("served_window") or {}
+    tags = {
+        "mlops.served_window": f"{window.get('start', '?')}/{window.get('end', '?')}",
+        "mlops.recent_holdout_rows": str(recent["rows"]),
+        "mlops.reference_holdout_rows": str(reference["rows"]),
+        "mlops.reference_partition": str(reference.get("partition")),
+        **{f"mlops.reference_holdout_{m}": f"{reference['challenger'][m]:.6f}" for m in names},
+        **_hold_out_comparison("recent_", recent, metric),
+        **_hold_out_comparison("reference_", reference, metric),
+    }
+    if reference.get("champion") is None:
+        tags["mlops.reference_compared_to_champion"] = "none: no champion"
     return tags
 
 

@@ -62,6 +62,28 @@ v{{ c['champion_version'] or '(none yet)' }}.
 | hold-out metric | value |
 |---|---|
 """
+# A model trained on served traffic: the primary metric on both hold-outs, challenger against
+# champion with the paired bootstrap interval of the delta (from the resolve step's holdouts).
+APPROVAL_HOLDOUTS = """\
+{%- macro n(v, f='%.4f') %}{{ f | format(v) if v is not none else 'n/a' }}{% endmacro %}
+{%- macro row(name, x) -%}
+| {{ name }} | {{ x['rows'] if x['rows'] is not none else 'n/a' }} | {{ n(x['challenger']) }} \
+| {{ n(x['champion']) }} | {{ n(x['delta'], '%+.4f') }} \
+[{{ n(x['ci_low'], '%+.4f') }}, {{ n(x['ci_high'], '%+.4f') }}] |
+{%- endmacro %}
+{%- set h = c.get('holdouts') %}{% if h %}
+
+Trained on served traffic ({{ h['served_window'] }}); __METRIC__ on two hold-outs
+(delta = challenger - champion, 95 % paired bootstrap interval):
+
+| hold-out | rows | v{{ c['version'] }} | champion v{{ c['champion_version'] or '(none)' }} \
+| delta [95 % CI] |
+|---|---|---|---|---|
+{{ row('recent traffic (where the drift is)', h['recent']) }}
+{{ row('reference: partition ' ~ h['reference']['partition'] ~ ' (must not forget)', \
+h['reference']) }}
+{% endif %}
+"""
 APPROVAL_TAIL = """\
 
 Gate: {{ c['gate_reason'] }}
@@ -83,7 +105,8 @@ def _metric(key: str) -> str:
 
 def approval_body(contract: ModelContract) -> str:
     """The approval page: the task's hold-out metrics (primary first), the latency and the
-    primary metric's change against the champion, from the resolve step's candidate."""
+    primary metric's change against the champion, from the resolve step's candidate; for a
+    model trained on served traffic, the primary metric on both hold-outs with their CIs."""
     primary = contract.primary_metric
     names = [primary, *(m for m in contract.metrics if m != primary)]
     # .get: a metric the version's tags lack shows as n/a (templates are strict: a missing key
@@ -94,7 +117,8 @@ def approval_body(contract: ModelContract) -> str:
         f"| {METRIC_LABELS.get(primary, primary)} vs champion | "
         f"{_metric(f'{primary}_delta_vs_champion')} |",
     ]
-    return APPROVAL_HEAD + "\n".join(rows) + "\n" + APPROVAL_TAIL
+    holdouts = APPROVAL_HOLDOUTS.replace("__METRIC__", METRIC_LABELS.get(primary, primary))
+    return APPROVAL_HEAD + "\n".join(rows) + "\n" + holdouts + APPROVAL_TAIL
 
 
 def build(pipeline: ModelPipeline) -> DAG:
