@@ -13,7 +13,8 @@ import dataclasses
 from typing import Any, TypeVar
 
 from mlops_steps.cli.base import AddVerb
-from mlops_steps.core.options import add_cli_options, declared, from_args
+from mlops_steps.core.feedback import ServedDataRequest
+from mlops_steps.core.options import add_cli_options, declared, from_args, from_env
 from mlops_steps.core.policies import (
     EvaluationPolicy,
     GateThresholds,
@@ -52,10 +53,28 @@ def resolved_policy(
     return dataclasses.replace(policy, **given) if given else policy  # type: ignore[type-var]
 
 
-def _ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from mlops_steps.training.ingest import run_ingest
+def served_defaults(settings: Settings) -> ServedDataRequest:
+    """The deployment's served-data defaults (MLOPS_TRAINING_DATA, MLOPS_REFERENCE_SHARE)."""
+    from mlops_steps.core.settings import ConfigError
 
-    return run_ingest(settings, args.partition, from_args(SourceRequest, args))
+    return from_env(ServedDataRequest, ConfigError)
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    import datetime as dt
+
+    from mlops_steps.common.window import parse_time
+    from mlops_steps.training.ingest import run_ingest
+    from mlops_steps.training.served import parse_served_window
+
+    return run_ingest(
+        settings,
+        args.partition,
+        from_args(SourceRequest, args),
+        from_args(ServedDataRequest, args),
+        served_window=parse_served_window(args.served_window),
+        as_of=parse_time(args.as_of, "--as-of") if args.as_of else dt.datetime.now(dt.UTC),
+    )
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -96,9 +115,26 @@ def add_verbs(verb: AddVerb, settings: Settings) -> None:
         "ingest",
         _ingest,
         "Read the source and write the checksummed partition (the default source of a model "
-        "other than churn: its contract's).",
+        "other than churn: its contract's), or build it from served traffic joined with its "
+        "labels and a share of the champion's training rows (--training-data).",
     )
     add_cli_options(ingest, SourceRequest, settings.ingest)
+    served = ingest.add_argument_group("served traffic (the prediction log joined with labels)")
+    add_cli_options(served, ServedDataRequest, served_defaults(settings))
+    served.add_argument(
+        "--served-window",
+        default="",
+        metavar="START/END",
+        help="ISO 8601 times of the served traffic to train on (the drift event's window; "
+        "empty: none given)",
+    )
+    served.add_argument(
+        "--as-of",
+        default="",
+        help="ISO 8601; labels known after it are left for a later run, and a served run "
+        "without a window reads the served_days before it (default: now; a DAG run passes "
+        "its run_after, so a retry builds the same partition)",
+    )
     validate = verb("validate", _validate, "Validate the partition (Great Expectations).")
     _add_overridable(validate, ValidationPolicy, settings.validation)
     train = verb("train", _train, "Train LightGBM and log the run to MLflow.")

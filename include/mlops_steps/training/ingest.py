@@ -3,11 +3,15 @@
 The partition holds the contract's columns (others in the source are left out and listed in the
 manifest; missing ones are left for validate to name). A contract without an id column gets a
 ``_row_id`` derived from each row's content, which splits and joins use.
+
+A run may train on served traffic instead (``training_data``, see :mod:`.served`): the window's
+labelled predictions mixed with the champion's training rows, provenance under ``served``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pandas as pd
@@ -21,9 +25,12 @@ from mlops_steps.common.storage import (
     write_json,
     write_parquet,
 )
+from mlops_steps.common.window import Window
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
+from mlops_steps.core.feedback import ServedDataRequest
 from mlops_steps.core.policies import SourceRequest
+from mlops_steps.core.sections import for_model
 from mlops_steps.core.settings import Settings
 from mlops_steps.training.sources import read_source, resolve_source
 
@@ -57,20 +64,79 @@ def _contract_columns(frame: pd.DataFrame, contract: ModelContract) -> tuple[pd.
     return frame.loc[:, wanted], extra
 
 
-def run_ingest(settings: Settings, partition_key: str, source: SourceRequest) -> dict[str, Any]:
-    """Write the partition's ``data.parquet`` and ``manifest.json``; unchanged data stays as is."""
+def _served_partition(
+    settings: Settings,
+    contract: ModelContract,
+    request: ServedDataRequest,
+    window: Window | None,
+    as_of: dt.datetime,
+) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The served source's frame and manifest fields, or None when the run reads the source."""
+    from mlops_steps.training.served import build_served_frame, champion_reference, plan_served
+
+    plan = plan_served(request, window, as_of)
+    if plan is None:
+        return None
+    frame, provenance = build_served_frame(
+        contract,
+        plan,
+        request,
+        prediction_log=for_model(settings.prediction_log, settings.model_name),
+        labels_location=settings.labels_location,
+        reference=champion_reference(settings),
+    )
+    fields = {
+        "source": f"served://{contract.name}",
+        "source_params": {},
+        "columns_left_out": [],
+        "served": provenance,
+    }
+    return frame, fields
+
+
+def run_ingest(
+    settings: Settings,
+    partition_key: str,
+    source: SourceRequest,
+    served: ServedDataRequest | None = None,
+    *,
+    served_window: Window | None = None,
+    as_of: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Write the partition's ``data.parquet`` and ``manifest.json``; unchanged data (and, for
+    served traffic, unchanged provenance) stays as is. ``served``: whether and how to train on
+    served traffic (default: ``auto``, which reads the source unless a window is given)."""
     contract = load_contract(settings.model_name)
     partition = Partition.of(settings.dataset_root, partition_key)
-    source = resolve_source(source, contract)
-    frame, left_out = _contract_columns(read_source(source), contract)
-    frame = with_row_ids(frame, contract)
+    from_served = _served_partition(
+        settings,
+        contract,
+        served or ServedDataRequest(),
+        served_window,
+        as_of or dt.datetime.now(dt.UTC),
+    )
+    if from_served is not None:
+        frame, fields = from_served
+    else:
+        source = resolve_source(source, contract)
+        frame, left_out = _contract_columns(read_source(source), contract)
+        frame = with_row_ids(frame, contract)
+        fields = {
+            "source": source.uri,
+            "source_params": {"rows": source.rows, "seed": source.seed, "drift": source.drift}
+            if source.is_synthetic
+            else {},
+            "columns_left_out": left_out,
+        }
     data_sha256 = frame_sha256(frame)
 
     if partition.manifest.is_file() and partition.data.is_file():
         previous = read_json(partition.manifest, produced_by="ingest")
-        if previous.get("data_sha256") == data_sha256 and sha256_file(
-            partition.data
-        ) == previous.get("file_sha256"):
+        if (
+            previous.get("data_sha256") == data_sha256
+            and sha256_file(partition.data) == previous.get("file_sha256")
+            and previous.get("served") == json.loads(json.dumps(fields.get("served")))
+        ):
             return {**previous, "unchanged": True}
 
     # Manifest last: it is the commit marker that later steps check the data file against.
@@ -80,11 +146,7 @@ def run_ingest(settings: Settings, partition_key: str, source: SourceRequest) ->
     manifest: dict[str, Any] = {
         "partition": partition.key,
         "path": str(partition.data),
-        "source": source.uri,
-        "source_params": {"rows": source.rows, "seed": source.seed, "drift": source.drift}
-        if source.is_synthetic
-        else {},
-        "columns_left_out": left_out,
+        **fields,
         "data_sha256": data_sha256,
         "file_sha256": file_sha256,
         "ingested_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
