@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from mlops_steps.cli.base import AddVerb
@@ -73,7 +72,7 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     request = MonitorRequest(
         window=_window(args, served.window_hours),
         prediction_log=args.prediction_log or settings.prediction_log,
-        labels_dir=Path(args.labels) if args.labels else settings.labels_dir,
+        labels_location=args.labels or settings.labels_location,
         drift=_drift_policy(args, settings),
         performance=policy_for_model(
             PerformancePolicy, args, settings.performance, "monitoring", settings
@@ -100,7 +99,12 @@ def add_verbs(verb: AddVerb, settings: Settings) -> None:
     inputs.add_argument(
         "--prediction-log", default="", help="dir or s3:// prefix; default MLOPS_PREDICTION_LOG"
     )
-    inputs.add_argument("--labels", default="", help="labels dir; default $MLOPS_DATA_ROOT/labels")
+    inputs.add_argument(
+        "--labels",
+        default="",
+        help="label landing place, dir or s3:// prefix; default MLOPS_LABELS, else "
+        "$MLOPS_DATA_ROOT/labels/<model> (or $MLOPS_DATA_ROOT/labels)",
+    )
     add_cli_options(inputs, ServedWindowPolicy, settings.served_window)
     # Unset tells "--window-hours given" apart from its default, which a start/end window forbids.
     monitor.set_defaults(window_hours=None)

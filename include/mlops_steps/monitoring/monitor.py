@@ -8,9 +8,11 @@ its ``mlops.partition`` tag and checked against ``mlops.data_sha256``):
   features reaches ``drift_share`` (see :mod:`mlops_steps.common.drift`);
 * prediction drift: the served output against the champion's on its own hold-out, by the model's
   task: the score (binary), the predicted class mix (multiclass) or the value (regression);
-* performance, where delayed labels exist (``$MLOPS_DATA_ROOT/labels/*.csv|parquet``): the task's
-  primary metric (and a classifier's accuracy) of the joined rows against the version's
-  training-time ``mlops.holdout_*`` tags (monitoring/labels.py).
+* performance, where delayed labels have landed by the window's end (the model's label landing
+  place, ``settings.labels_location``; common/labels.py): the task's primary metric (and a
+  classifier's accuracy) of the joined rows against the version's training-time
+  ``mlops.holdout_*`` tags (monitoring/performance.py). The labels' counts (files, rows read,
+  late, duplicates, unmatched, join rate) are reported whether or not performance is judged.
 
 The model's contract (``load_contract(settings.model_name)``) names the task, the label and the
 classes; the features and their kinds come from the champion's own feature spec.
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ from mlops_steps.common.window import EmptyWindow, FeatureKind, SchemaMismatch, 
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.policies import DriftPolicy, PerformancePolicy
 from mlops_steps.core.settings import Settings
-from mlops_steps.monitoring.labels import performance
+from mlops_steps.monitoring.performance import performance
 from mlops_steps.monitoring.reference import (
     Champion,
     ReferenceDataError,
@@ -67,7 +68,7 @@ class MonitorRequest:
 
     window: Window
     prediction_log: str
-    labels_dir: Path
+    labels_location: str
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     performance: PerformancePolicy = field(default_factory=PerformancePolicy)
     min_rows: int = 200
@@ -170,8 +171,13 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
         settings, champion, reference_frame, kinds, data_sha, contract=contract
     )
     prediction = prediction_drift(ref_predictions, served, request.drift, task)
-    perf, perf_reason = performance(
-        meta, champion, request.labels_dir, request.performance, contract
+    perf = performance(
+        meta,
+        champion,
+        request.labels_location,
+        request.performance,
+        contract,
+        cutoff=request.window.end,
     )
 
     reasons = []
@@ -185,7 +191,7 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
             f"prediction drift ({PREDICTION_COLUMN[task]}): {prediction['method_name']} "
             f"{prediction['score']:.4g} (threshold {prediction['threshold']})"
         )
-    if perf is not None and perf["degraded"]:
+    if perf["judged"] and perf["degraded"]:
         reasons.append(
             "performance: "
             + ", ".join(
@@ -221,7 +227,7 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
         "data_drift": data,
         "prediction_drift": prediction,
         "performance": perf,
-        "performance_reason": perf_reason,
+        "performance_reason": perf["reason"],
         "policy": {
             "drift": {k: v for k, v in asdict(request.drift).items() if k != "seed"},
             "performance": asdict(request.performance),

@@ -14,6 +14,8 @@ from mlops_steps.core.settings import Settings
 from mlops_steps.monitoring.reference import Champion
 
 log = logging.getLogger(__name__)
+#: Label counts logged as MLflow metrics (``labels_<name>``) of each monitored window.
+LABEL_METRICS = ("files", "rows_read", "late", "duplicates", "unmatched_labels", "join_rate")
 
 
 def _run_url(experiment_id: str, run_id: str) -> str | None:
@@ -78,9 +80,11 @@ def log_to_mlflow(
         "prediction_drift_score": prediction["score"],
         "drift_detected": float(result["drift_detected"]),
         **{f"drift_score__{c['column']}": c["score"] for c in data["columns"]},
+        "labeled_rows": perf["labeled_rows"],
+        **{f"labels_{k}": perf["labels"][k] for k in LABEL_METRICS},
         **(
-            {k: perf[k] for m in perf["judged_metrics"] for k in (m, f"{m}_drop", "labeled_rows")}
-            if perf
+            {k: perf[k] for m in perf["judged_metrics"] for k in (m, f"{m}_drop")}
+            if perf["judged"]
             else {}
         ),
     }
@@ -117,8 +121,9 @@ def log_table(result: dict[str, Any]) -> None:
         f"{'DETECTED' if prediction['detected'] else 'not detected'}",
     ]
     perf = result["performance"]
-    if perf is None:
-        lines.append(f"performance: not judged ({result['performance_reason']})")
+    lines.extend(_label_lines(perf["labels"]))
+    if not perf["judged"]:
+        lines.append(f"performance: not judged ({perf['reason']})")
     else:
         judged = ", ".join(
             f"{m} {perf[m]:.4f} (trained {perf[f'reference_{m}']:.4f})"
@@ -132,6 +137,27 @@ def log_table(result: dict[str, Any]) -> None:
     lines.append(f"verdict: {'DRIFT DETECTED' if result['drift_detected'] else 'no drift'}")
     for line in lines:
         log.info("%s", line)
+
+
+def _label_lines(labels: dict[str, Any]) -> list[str]:
+    """The labels known by the window's end, as a small table: none is dropped unsaid."""
+    rows = [
+        ("label files", labels["files"]),
+        ("rows read", labels["rows_read"]),
+        ("kept", labels["kept"]),
+        ("empty (no value)", labels["empty"]),
+        (f"late (after {labels['cutoff']})", labels["late"]),
+        ("duplicates (superseded)", labels["duplicates"]),
+        ("  of them conflicting", labels["conflicting"]),
+        ("label_time from file", labels["label_time_from_file"]),
+        ("served rows labelled", labels["matched_rows"]),
+        ("labels matching no row", labels["unmatched_labels"]),
+    ]
+    return [
+        f"labels: {labels['location']} (join rate {labels['join_rate']:.1%}; "
+        f"by {labels['joined_by'] or 'nothing'})",
+        *(f"  {name:<32} {count:>10}" for name, count in rows),
+    ]
 
 
 def _moved(prediction: dict[str, Any]) -> str:
@@ -154,7 +180,11 @@ def asset_extra(result: dict[str, Any]) -> dict[str, Any]:
         "drifted_columns": result["drifted_columns"],
         "drift_share": round(result["drift_share"], 4),
         "prediction_drift_score": round(result["prediction_drift_score"], 4),
-        "performance_degraded": (result["performance"] or {}).get("degraded"),
+        "performance_degraded": result["performance"]["degraded"],
+        "labels": {
+            "labelled_rows": result["performance"]["labeled_rows"],
+            "join_rate": round(result["performance"]["labels"]["join_rate"], 4),
+        },
         "report": result["reports"]["data_drift_html"],
         "report_dir": result["reports"]["dir"],
         "mlflow_run": result["reports"]["mlflow_run_url"] or result["mlflow_run_id"],

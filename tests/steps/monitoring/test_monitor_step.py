@@ -74,7 +74,10 @@ def test_injected_drift_is_detected_reported_and_logged(
     assert {"monthly_charges", "support_calls_90d"} <= set(result["drifted_columns"])
     assert result["data_drift"]["detected"] and result["prediction_drift"]["detected"]
     assert result["drift_share"] == len(result["drifted_columns"]) / 16
-    assert result["performance"] is None and "no label files" in result["performance_reason"]
+    assert result["performance"]["judged"] is False
+    assert "no label files" in result["performance"]["reason"]
+    assert result["performance_reason"] == result["performance"]["reason"]
+    assert result["performance"]["labels"]["files"] == 0
     assert result["window"]["key"] == "20261120T010000Z_20261120T020000Z"
 
     reports = result["reports"]
@@ -173,13 +176,16 @@ def test_false_alarm_rate_on_fresh_samples_is_low(monitoring_env: Champion) -> N
 def test_labels_join_gives_performance_and_flipped_labels_degrade(
     monitoring_env: Champion, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start, _ = window(2)
+    start, end = window(2)
     log_dir, labels = tmp_path / "log", tmp_path / "labels"
     fresh = generate_churn(3000, seed=21)
     write_log(log_dir, fresh, score(monitoring_env.model, fresh), start=start, batch=10)
     labels.mkdir()
-    # Half the labels arrive by customer, half by request id and row (batches of 10 rows).
-    fresh[[ID_COLUMN, LABEL_COLUMN]].iloc[:1500].rename(columns={ID_COLUMN: "entity_id"}).to_csv(
+    # Half the labels arrive by customer, half by request id and row (batches of 10 rows);
+    # all become known before the window's end (later ones are left for a later window).
+    known = (end - dt.timedelta(seconds=1)).isoformat()
+    by_customer = fresh[[ID_COLUMN, LABEL_COLUMN]].iloc[:1500]
+    by_customer.rename(columns={ID_COLUMN: "entity_id"}).assign(label_time=known).to_csv(
         labels / "2026-11-21-crm.csv", index=False
     )
     by_request = pd.DataFrame(
@@ -187,6 +193,7 @@ def test_labels_join_gives_performance_and_flipped_labels_degrade(
             "request_id": [f"req-test-host-{i // 10:07d}" for i in range(1500, 3000)],
             "row": [i % 10 for i in range(1500, 3000)],
             LABEL_COLUMN: fresh[LABEL_COLUMN].iloc[1500:].to_numpy(),
+            "label_time": known,
         }
     )
     by_request.to_parquet(labels / "2026-11-21-feedback.parquet")
@@ -197,13 +204,18 @@ def test_labels_join_gives_performance_and_flipped_labels_degrade(
     assert result["drift_detected"] is False and result["reasons"] == []
     assert perf["labeled_rows"] == 3000
     assert perf["joined_by"] == {"request_id+row": 1500, "entity_id": 1500}
+    counted = perf["labels"]
+    assert (counted["files"], counted["rows_read"], counted["kept"]) == (2, 3000, 3000)
+    assert counted["late"] == counted["duplicates"] == counted["unmatched_labels"] == 0
+    assert result["asset_extra"]["labels"] == {"labelled_rows": 3000, "join_rate": 1.0}
     assert perf["auc"] > 0.8 and perf["degraded"] is False
     assert abs(perf["auc_drop"]) < perf["limits"]["auc"]["limit"]
 
     # Labels that contradict the scores: the champion no longer predicts what happens.
     flipped = fresh[[ID_COLUMN, LABEL_COLUMN]].rename(columns={ID_COLUMN: "entity_id"})
     flipped[LABEL_COLUMN] = 1 - flipped[LABEL_COLUMN]
-    start, _ = window(3)
+    start, end = window(3)
+    flipped["label_time"] = (end - dt.timedelta(seconds=1)).isoformat()
     write_log(tmp_path / "log3", fresh, score(monitoring_env.model, fresh), start=start)
     (labels / "2026-11-21-feedback.parquet").unlink()
     flipped.to_csv(labels / "2026-11-21-crm.csv", index=False)

@@ -14,12 +14,13 @@ import pytest
 import yaml
 
 from mlops_steps.common.drift import data_drift, prediction_drift
+from mlops_steps.common.labels import LabelsError
 from mlops_steps.common.predictions import check_features, read_window
 from mlops_steps.common.window import NullFeatureValues, Window
 from mlops_steps.contract.loader import parse_contract
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.policies import DriftPolicy, PerformancePolicy
-from mlops_steps.monitoring.labels import LabelsError, performance
+from mlops_steps.monitoring.performance import performance
 from mlops_steps.monitoring.reference import Champion, features_of
 from tests.steps.monitoring.helpers import window, write_log
 
@@ -73,12 +74,12 @@ def _champion(tags: dict[str, float]) -> Champion:
     return Champion("m", "1", "run", {f"mlops.holdout_{k}": str(v) for k, v in tags.items()})
 
 
-def _labels(directory: Path, frame: pd.DataFrame, label: str, values: Any = None) -> Path:
+def _labels(directory: Path, frame: pd.DataFrame, label: str, values: Any = None) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"entity_id": frame["row_id"], label: frame[label] if values is None
                           else values})  # fmt: skip
     table.to_csv(directory / "labels.csv", index=False)
-    return directory
+    return str(directory)
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +145,8 @@ def test_multiclass_class_mix_drift_nullable_feature_and_performance(
     truth = _labels(tmp_path / "labels", current, "target")
     policy = PerformancePolicy(min_labeled_rows=100)
     champion = _champion({"macro_f1": 0.97, "accuracy": 0.97})
-    perf, why = performance(served.meta, champion, truth, policy, contract)
-    assert why is None and perf is not None
+    perf = performance(served.meta, champion, truth, policy, contract, cutoff=None)
+    assert perf["judged"] and perf["reason"] is None
     assert (
         perf["judged_metrics"] == ["macro_f1", "accuracy"] and perf["primary_metric"] == "log_loss"
     )
@@ -153,11 +154,11 @@ def test_multiclass_class_mix_drift_nullable_feature_and_performance(
     rotated = current["target"].map({"class_0": "class_1", "class_1": "class_2",
                                      "class_2": "class_0"})  # fmt: skip
     wrong = _labels(tmp_path / "wrong", current, "target", rotated)
-    perf, _ = performance(served.meta, champion, wrong, policy, contract)
-    assert perf is not None and perf["degraded"] and perf["accuracy"] < 0.1
+    perf = performance(served.meta, champion, wrong, policy, contract, cutoff=None)
+    assert perf["degraded"] and perf["accuracy"] < 0.1
     unknown = _labels(tmp_path / "unknown", current, "target", ["class_9"] * len(current))
     with pytest.raises(LabelsError, match="not classes of model wine"):
-        performance(served.meta, champion, unknown, policy, contract)
+        performance(served.meta, champion, unknown, policy, contract, cutoff=None)
 
 
 @pytest.fixture(scope="module")
@@ -199,12 +200,13 @@ def test_regression_value_drift_feature_drift_and_rmse(
 
     truth = _labels(tmp_path / "labels", current, "target")
     policy = PerformancePolicy(min_labeled_rows=100)
-    perf, why = performance(served.meta, _champion({"rmse": holdout_rmse}), truth, policy,
-                            contract)  # fmt: skip
-    assert why is None and perf is not None and perf["judged_metrics"] == ["rmse"]
+    perf = performance(served.meta, _champion({"rmse": holdout_rmse}), truth, policy, contract,
+                       cutoff=None)  # fmt: skip
+    assert perf["judged"] and perf["judged_metrics"] == ["rmse"]
     assert perf["limits"]["rmse"]["bound"] == "relative"
     assert perf["degraded"] is (perf["rmse"] > holdout_rmse * 1.1)
     # Labels 60 higher than what happened: the error grows far beyond 10 %.
     off = _labels(tmp_path / "off", current, "target", current["target"] + 60)
-    perf, _ = performance(served.meta, _champion({"rmse": holdout_rmse}), off, policy, contract)
-    assert perf is not None and perf["degraded"] and perf["rmse_drop"] > 0.1 * holdout_rmse
+    perf = performance(served.meta, _champion({"rmse": holdout_rmse}), off, policy, contract,
+                       cutoff=None)  # fmt: skip
+    assert perf["degraded"] and perf["rmse_drop"] > 0.1 * holdout_rmse
