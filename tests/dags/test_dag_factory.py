@@ -95,7 +95,7 @@ def test_params_and_schedules_follow_each_contract(two_models: dict[str, Any]) -
     assert (upsell["seed"], upsell["min_rows"]) == (7, 5000)  # the contract's overrides
     assert json.loads(upsell["gate_checks"])[0] == {
         "metric": "auc",
-        "threshold": 0.8,
+        "threshold": 0.75,
         "min_absolute_change": -0.01,
     }
     churn, upsell = defaults("mlops_deployment__churn"), defaults("mlops_deployment__upsell")

@@ -110,7 +110,7 @@ def test_churn_yaml_gives_the_spec_the_churn_model_always_logged() -> None:
         {
             "metric": "auc",
             "greater_is_better": True,
-            "threshold": 0.8,
+            "threshold": 0.75,
             "min_absolute_change": -0.01,
         },
         {"metric": "accuracy", "greater_is_better": True, "threshold": 0.75},
