@@ -5,6 +5,12 @@ Kubernetes pod or a local process depending on MLOPS_RUNNER. New raw data landed
 saw drift: either one retrains, on top of the weekly cron (the contract's ``schedules`` may
 change it). The Params' defaults are the deployment's settings with the model's contract on top
 (its source, gate checks, training seed and validation overrides).
+
+A run woken by the model's drift event trains on what the service served in the event's window,
+joined with the labels that arrived for it and mixed with a share of the champion's training rows
+(``training_data`` auto; served: every run, on the last ``served_days``): ingest gets the window
+through the ``drift_window`` macro and the run's ``run_after`` as ``--as-of``, so a retry reads
+the same labels and builds the same partition.
 """
 
 from __future__ import annotations
@@ -17,14 +23,35 @@ import pendulum
 from airflow.sdk import DAG, Param, chain
 
 from mlops_provider.defaults import cron_or_assets, task_defaults
+from mlops_provider.drift_events import MACRO as DRIFT_WINDOW
+from mlops_provider.drift_events import MACROS as DRIFT_MACROS
 from mlops_provider.notifications.deadlines import param_deadline
 from mlops_provider.operators.step import PARTITION_KEY, STEP_MACROS, pipeline_step, step_operator
 from mlops_provider.params import dag_params, step_args
 from mlops_provider.pipelines.models import ModelPipeline, gate_policy, policy
+from mlops_steps.core.feedback import ServedDataRequest
+from mlops_steps.core.options import from_env
 from mlops_steps.core.policies import GateThresholds, SourceRequest, TrainParams, ValidationPolicy
+from mlops_steps.core.sections import for_model
+from mlops_steps.core.settings import ConfigError, Settings
 from mlops_steps.core.spec import Resources
 
 RUN_TIMEOUT = timedelta(hours=3)
+#: When the run was asked for: the cutoff of the labels it reads (the same on every retry).
+AS_OF = "{{ dag_run.run_after.isoformat() }}"
+
+
+def served_window_arg(drift_asset_uri: str) -> str:
+    """ingest's ``--served-window``: the window of the drift event that woke the run, or ''."""
+    return f"{{{{ {DRIFT_WINDOW}(triggering_asset_events, {drift_asset_uri!r}) }}}}"
+
+
+def served_env(settings: Settings, model: str) -> dict[str, str]:
+    """Where ingest finds the model's served traffic and labels (each model its own prefix)."""
+    env = {"MLOPS_PREDICTION_LOG": for_model(settings.prediction_log, model)}
+    if settings.labels_template:  # unset: the step's own default under MLOPS_DATA_ROOT
+        env["MLOPS_LABELS"] = for_model(settings.labels_template, model)
+    return env
 
 
 def build(pipeline: ModelPipeline) -> DAG:
@@ -36,7 +63,7 @@ def build(pipeline: ModelPipeline) -> DAG:
         settings.ingest, uri=contract.source or settings.ingest.uri, seed=training.seed
     )
     schedules = policy(pipeline, "schedules", settings.schedules)
-    challenger = pipeline.asset("challenger")
+    challenger, drift_detected = pipeline.asset("challenger"), pipeline.asset("drift-detected")
     with DAG(
         dag_id=pipeline.dag_id("training"),
         description=f"Ingest, validate, train, evaluate, gate and register a {pipeline.model} "
@@ -44,7 +71,7 @@ def build(pipeline: ModelPipeline) -> DAG:
         doc_md=__doc__,
         schedule=cron_or_assets(
             schedules.training,
-            pipeline.asset("training-data") | pipeline.asset("drift-detected"),
+            pipeline.asset("training-data") | drift_detected,
         ),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
@@ -59,10 +86,11 @@ def build(pipeline: ModelPipeline) -> DAG:
             )
         ],
         tags=pipeline.tags("training"),
-        user_defined_macros=STEP_MACROS,
+        user_defined_macros={**STEP_MACROS, **DRIFT_MACROS},
         default_args=task_defaults(max_retry_delay=timedelta(minutes=10)),
         params={
             **dag_params(SourceRequest, ingest_defaults),
+            **dag_params(ServedDataRequest, from_env(ServedDataRequest, ConfigError)),
             **dag_params(ValidationPolicy, policy(pipeline, "validation", settings.validation)),
             "deadline_minutes": Param(
                 settings.alerts.training_deadline_minutes,
@@ -87,8 +115,14 @@ def build(pipeline: ModelPipeline) -> DAG:
             return step_operator(spec, settings=settings, **operator_kwargs)
 
         partition = ("--partition", PARTITION_KEY)
+        ingest_args = (
+            *step_args(SourceRequest),
+            *step_args(ServedDataRequest),
+            "--served-window", served_window_arg(drift_detected.uri),
+            "--as-of", AS_OF,
+        )  # fmt: skip
         chain(
-            step("ingest", step_args(SourceRequest)),
+            step("ingest", ingest_args, env=served_env(settings, pipeline.model)),
             step("validate", step_args(ValidationPolicy)),
             step(
                 "train",
