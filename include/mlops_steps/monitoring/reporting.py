@@ -146,7 +146,7 @@ def _label_lines(labels: dict[str, Any]) -> list[str]:
         ("rows read", labels["rows_read"]),
         ("kept", labels["kept"]),
         ("empty (no value)", labels["empty"]),
-        (f"late (after {labels['cutoff']})", labels["late"]),
+        ("late (known after the cutoff)", labels["late"]),
         ("duplicates (superseded)", labels["duplicates"]),
         ("  of them conflicting", labels["conflicting"]),
         ("label_time from file", labels["label_time_from_file"]),
@@ -154,8 +154,8 @@ def _label_lines(labels: dict[str, Any]) -> list[str]:
         ("labels matching no row", labels["unmatched_labels"]),
     ]
     return [
-        f"labels: {labels['location']} (join rate {labels['join_rate']:.1%}; "
-        f"by {labels['joined_by'] or 'nothing'})",
+        f"labels known by {labels['cutoff']}: {labels['location']} (join rate "
+        f"{labels['join_rate']:.1%}; by {labels['joined_by'] or 'nothing'})",
         *(f"  {name:<32} {count:>10}" for name, count in rows),
     ]
 
