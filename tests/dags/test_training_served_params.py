@@ -21,11 +21,12 @@ WINDOW = {"start": "2026-11-20T09:00:00+00:00", "end": "2026-11-20T10:00:00+00:0
 
 def _event(uri: str, extra: dict[str, Any], minute: int = 0) -> Any:
     """An event as the task runner hands it to templates (Airflow 3.3's own classes)."""
+    from airflow.sdk.api.datamodels._generated import AssetReferenceAssetEventDagRun
     from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
 
     name = uri.removeprefix("mlops://").replace("/", "_").replace("-", "_")
     return AssetEventDagRunReferenceResult(
-        asset={"name": name, "uri": uri, "extra": {}},
+        asset=AssetReferenceAssetEventDagRun(name=name, uri=uri, extra={}),
         extra=extra,
         source_task_id="announce_drift",
         source_dag_id="mlops_monitoring__churn",
