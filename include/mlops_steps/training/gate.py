@@ -301,7 +301,7 @@ def run_gate(settings: Settings, partition_key: str, thresholds: GateThresholds)
     else:
         decision, reason = PASSED, "all checks passed"
     reference = _reference(evaluation)
-    if reference is not None and reference.get("champion") is None:
+    if reference is not None and reference.get("champion") is None and not failed:
         reason += f"; {NO_REFERENCE_CHECK}"
     applied = {
         **asdict(thresholds),
