@@ -29,7 +29,7 @@ from mlops_steps.common.storage import (
     write_parquet,
 )
 from mlops_steps.contract.loader import load_contract
-from mlops_steps.contract.model import GateCheck
+from mlops_steps.contract.model import GateCheck, ModelContract
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.policies import GateThresholds
 from mlops_steps.core.settings import load_settings
@@ -68,7 +68,9 @@ def _served(recent: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _reference_check(evaluation: dict, thresholds: GateThresholds, contract=CHURN) -> dict:
+def _reference_check(
+    evaluation: dict, thresholds: GateThresholds, contract: ModelContract = CHURN
+) -> dict:
     (check,) = [c for c in evaluate_gate(evaluation, thresholds, contract) if c.get("holdout")]
     return check
 
