@@ -168,7 +168,7 @@ def close_the_loop(
     say(f"drifted columns: {', '.join(verdict.get('drifted_columns', [])) or 'none'}; "
         f"rows judged: {verdict.get('rows', {}).get('champion')}", indent=4)  # fmt: skip
     performance = verdict.get("performance") or {}
-    if performance:
+    if performance.get("judged"):
         metric = performance["primary_metric"]
         say(f"the champion on {performance['labeled_rows']} labelled served rows: {metric} "
             f"{performance[metric]:.4f} (trained {performance[f'reference_{metric}']:.4f}): "

@@ -176,3 +176,28 @@ def test_ingest_reads_the_models_own_prediction_log(training_dag: Any) -> None:
     env = {e.name: e.value for e in task.env_vars}
     assert env["MLOPS_PREDICTION_LOG"] == "/logs/churn"
     assert "MLOPS_LABELS" not in env  # unset: the step's default under its data root
+
+
+def test_a_person_gives_the_window_and_a_drift_event_takes_precedence(training_dag: Any) -> None:
+    """Param served_window: a manual run learns from the window a person names; a run woken by
+    drift keeps the event's window whatever the Param says (the event is what it answers)."""
+    import copy
+
+    given = "2026-11-01T00:00:00+00:00/2026-11-08T00:00:00+00:00"
+    unrendered = copy.deepcopy(training_dag)  # rendering replaces the task's arguments
+    argv = _ingest_argv(training_dag, _accessor(), served_window=given)
+    assert argv[argv.index("--served-window") + 1] == given
+    assert _parsed(argv).served_window == given
+    woken = _accessor(_event(DRIFT_URI, {"window": WINDOW}))
+    argv = _ingest_argv(unrendered, woken, served_window=given)
+    assert argv[argv.index("--served-window") + 1] == f"{WINDOW['start']}/{WINDOW['end']}"
+
+
+@pytest.mark.parametrize("text", ["2026-11-01", "yesterday/today", "/2026-11-08T00:00:00"])
+def test_the_form_refuses_a_window_that_is_not_start_slash_end(
+    training_dag: Any, text: str
+) -> None:
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        training_dag.params.get_param("served_window").resolve(text)

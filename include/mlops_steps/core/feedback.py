@@ -21,13 +21,14 @@ class ServedDataRequest:
 
     training_data: str = option(
         AUTO,
-        help="auto: a run woken by the model's drift event trains on the served, labelled "
-        "traffic of the event's window, any other run reads --source; served: every run trains "
-        "on the last --served-days of served traffic; source: --source only",
+        help="auto: a run given a window (--served-window: the drift event's, or a person's) "
+        "trains on the served, labelled traffic of that window, any other run reads --source; "
+        "served: every run trains on served traffic, of the given window or else the last "
+        "--served-days; source: --source only",
         title="Training data",
-        description="auto: served traffic of the drift event's window when drift woke the run, "
-        "else the source. served: the last served_days of served, labelled traffic. source: "
-        "the source only.",
+        description="auto: the served, labelled traffic of the drift event's window when drift "
+        "woke the run (or of served_window when given), else the source. served: that window, "
+        "else the last served_days. source: the source only.",
         choices=TRAINING_DATA_MODES,
         env="MLOPS_TRAINING_DATA",
     )

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from mlops_steps.contract.loader import ContractError, load_contract, model_names, models_dir
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.options import declared
+from mlops_steps.core.sections import for_model
 from mlops_steps.core.settings import Settings, get_settings
 
 _Policy = TypeVar("_Policy")
@@ -53,6 +54,14 @@ class ModelPipeline:
 
     def tags(self, kind: str) -> list[str]:
         return ["mlops", kind, self.model]
+
+    def traffic_env(self) -> dict[str, str]:
+        """Where a step finds the model's served traffic and delayed labels (``{model}`` in the
+        settings: each model's service logs, and its labels land, under their own prefix)."""
+        env = {"MLOPS_PREDICTION_LOG": for_model(self.settings.prediction_log, self.model)}
+        if self.settings.labels_template:  # unset: the step's own default under MLOPS_DATA_ROOT
+            env["MLOPS_LABELS"] = for_model(self.settings.labels_template, self.model)
+        return env
 
 
 class ContractErrors(ContractError):

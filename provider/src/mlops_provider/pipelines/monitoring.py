@@ -30,7 +30,6 @@ from mlops_provider.operators.step import STEP_MACROS, pipeline_step, step_opera
 from mlops_provider.params import dag_params, step_args
 from mlops_provider.pipelines.models import ModelPipeline, policy, trigger_params
 from mlops_steps.core.policies import DriftPolicy, PerformancePolicy, ServedWindowPolicy
-from mlops_steps.core.sections import for_model
 from mlops_steps.core.spec import Resources
 
 WINDOW_END = "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}"
@@ -102,8 +101,7 @@ def build(pipeline: ModelPipeline) -> DAG:
             ),
             settings=settings,
             env={
-                # "{model}" in the setting: each model's service logs under its own prefix.
-                "MLOPS_PREDICTION_LOG": for_model(settings.prediction_log, pipeline.model),
+                **pipeline.traffic_env(),
                 "MLOPS_MONITORING_EXPERIMENT": settings.monitoring_experiment,
             },
             resources=Resources(cpu="1", memory="2Gi", cpu_limit="2", memory_limit="4Gi"),

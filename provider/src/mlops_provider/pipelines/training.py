@@ -32,26 +32,23 @@ from mlops_provider.pipelines.models import ModelPipeline, gate_policy, policy
 from mlops_steps.core.feedback import ServedDataRequest
 from mlops_steps.core.options import from_env
 from mlops_steps.core.policies import GateThresholds, SourceRequest, TrainParams, ValidationPolicy
-from mlops_steps.core.sections import for_model
-from mlops_steps.core.settings import ConfigError, Settings
+from mlops_steps.core.settings import ConfigError
 from mlops_steps.core.spec import Resources
 
 RUN_TIMEOUT = timedelta(hours=3)
+#: Empty, or two ISO 8601 times with a slash between (ingest checks them and their order).
+SERVED_WINDOW_PATTERN = r"^$|^[0-9]{4}-[^/]+/[0-9]{4}-[^/]+$"
 #: When the run was asked for: the cutoff of the labels it reads (the same on every retry).
 AS_OF = "{{ dag_run.run_after.isoformat() }}"
 
 
 def served_window_arg(drift_asset_uri: str) -> str:
-    """ingest's ``--served-window``: the window of the drift event that woke the run, or ''."""
-    return f"{{{{ {DRIFT_WINDOW}(triggering_asset_events, {drift_asset_uri!r}) }}}}"
-
-
-def served_env(settings: Settings, model: str) -> dict[str, str]:
-    """Where ingest finds the model's served traffic and labels (each model its own prefix)."""
-    env = {"MLOPS_PREDICTION_LOG": for_model(settings.prediction_log, model)}
-    if settings.labels_template:  # unset: the step's own default under MLOPS_DATA_ROOT
-        env["MLOPS_LABELS"] = for_model(settings.labels_template, model)
-    return env
+    """ingest's ``--served-window``: the window of the drift event that woke the run, else the
+    one a person gave (Param ``served_window``), else ''."""
+    return (
+        f"{{{{ {DRIFT_WINDOW}(triggering_asset_events, {drift_asset_uri!r}) "
+        "or params.served_window }}"
+    )
 
 
 def build(pipeline: ModelPipeline) -> DAG:
@@ -91,6 +88,16 @@ def build(pipeline: ModelPipeline) -> DAG:
         params={
             **dag_params(SourceRequest, ingest_defaults),
             **dag_params(ServedDataRequest, from_env(ServedDataRequest, ConfigError)),
+            "served_window": Param(
+                "",
+                type="string",
+                pattern=SERVED_WINDOW_PATTERN,
+                title="Served traffic window (START/END, ISO 8601)",
+                description="Learn from the traffic served in this window, e.g. "
+                "2026-11-20T00:00:00+00:00/2026-11-21T00:00:00+00:00. Empty: the window of the "
+                "drift event that woke the run, else (training_data=served) the last "
+                "served_days.",
+            ),
             **dag_params(ValidationPolicy, policy(pipeline, "validation", settings.validation)),
             "deadline_minutes": Param(
                 settings.alerts.training_deadline_minutes,
@@ -122,7 +129,7 @@ def build(pipeline: ModelPipeline) -> DAG:
             "--as-of", AS_OF,
         )  # fmt: skip
         chain(
-            step("ingest", ingest_args, env=served_env(settings, pipeline.model)),
+            step("ingest", ingest_args, env=pipeline.traffic_env()),
             step("validate", step_args(ValidationPolicy)),
             step(
                 "train",
