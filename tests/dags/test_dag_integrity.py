@@ -94,7 +94,7 @@ def test_training_dag_shape_schedule_and_params(monkeypatch: pytest.MonkeyPatch)
     assert schema["gate_checks"]["type"] == "string"
     assert json.loads(dag.params.get_param("gate_checks").value) == [
         {"metric": "auc", "threshold": 0.75, "min_absolute_change": -0.01},
-        {"metric": "accuracy", "threshold": 0.75},
+        {"metric": "accuracy", "threshold": 0.7},
     ]
     assert schema["source_uri"]["type"] == "string"
     assert dag.dagrun_timeout == timedelta(hours=3)

@@ -113,7 +113,7 @@ def test_churn_yaml_gives_the_spec_the_churn_model_always_logged() -> None:
             "threshold": 0.75,
             "min_absolute_change": -0.01,
         },
-        {"metric": "accuracy", "greater_is_better": True, "threshold": 0.75},
+        {"metric": "accuracy", "greater_is_better": True, "threshold": 0.7},
     ]
     assert contract.slices == ("contract_type", "internet_service")
 

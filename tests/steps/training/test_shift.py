@@ -54,7 +54,7 @@ def test_flipped_labels_exceed_the_bound_and_features_do_not_drift() -> None:
 def test_feature_drift_is_measured_with_monitorings_tests() -> None:
     reference = generate_churn(ROWS, seed=1)
     shift = compare_frames(
-        reference, generate_churn(ROWS, seed=2, drift=0.5), ValidationPolicy(), CHURN
+        reference, generate_churn(ROWS, seed=2, drift=0.3), ValidationPolicy(), CHURN
     )
     assert shift["label"]["exceeded"] is False
     drifted = shift["features"]["drifted_columns"]
@@ -130,7 +130,7 @@ def test_a_label_shift_fails_validate_unless_the_run_accepts_it(
 
 def test_feature_drift_alone_passes_and_is_recorded(tracking: str, tmp_path: Path) -> None:
     _champion_on(tracking, _ingest(tmp_path, "champion-data", generate_churn(ROWS, seed=1)))
-    _ingest(tmp_path, "drifted", generate_churn(ROWS, seed=2, drift=0.5))
+    _ingest(tmp_path, "drifted", generate_churn(ROWS, seed=2, drift=0.3))
     summary = run_validate(load_settings(), "drifted", ValidationPolicy())
     shift = summary["shift"]
     assert summary["success"] is True and shift["status"] == "compared"
