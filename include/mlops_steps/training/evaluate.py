@@ -212,7 +212,8 @@ def _served_holdouts(
     settings: Settings, contract: ModelContract, frame: pd.DataFrame, manifest: dict, where: str
 ) -> tuple[Holdout, Holdout, dict[str, Any]]:
     """The recent hold-out (this partition's, without any row of the reference partition) and
-    the reference hold-out, with what identifies the latter."""
+    the reference hold-out, with what identifies the latter. The split hashes the id, so an id in
+    the reference hold-out is in this partition's hold-out too: neither model trained on it."""
     id_column = id_column_of(contract)
     reference_frame, recorded = _reference_frame(settings, manifest, where)
     reference_ids = set(reference_frame[id_column].astype(str))
