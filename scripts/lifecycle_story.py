@@ -226,8 +226,8 @@ def learnt_margin(learnt: dict[str, Any], min_margin: float) -> dict[str, Any]:
         "provenance": (
             f"trained on {rows['labelled']} served, labelled rows (join rate "
             f"{served['join']['join_rate']:.0%}) + {rows['reference']} of the champion's "
-            f"training rows; window {served['window']['start']} .. {served['window']['end']} "
-            f"({served['window_from']})"
+            f"training rows; the drift event's window {served['window']['start']} .. "
+            f"{served['window']['end']}"
         ),
     }
     facts["verdict"] = (

@@ -88,14 +88,14 @@ def test_a_run_woken_by_drift_trains_on_the_events_window(training_dag: Any) -> 
     assert argv[argv.index("--as-of") + 1] == "2026-11-16T00:00:00+00:00"  # run_after
     args = _parsed(argv)
     from mlops_steps.core.options import from_args
-    from mlops_steps.training.served import DRIFT_EVENT, parse_served_window, plan_served
+    from mlops_steps.training.served import GIVEN, parse_served_window, plan_served
 
     window = parse_served_window(args.served_window)
     assert window is not None and window.start.isoformat() == WINDOW["start"]
     request = from_args(ServedDataRequest, args)
     assert request == ServedDataRequest()  # the form's defaults reach the step unchanged
     plan = plan_served(request, window, dt.datetime(2026, 11, 16, tzinfo=dt.UTC))
-    assert plan is not None and plan.window_from == DRIFT_EVENT
+    assert plan is not None and plan.window_from == GIVEN
 
 
 def test_folded_drift_events_span_their_windows(training_dag: Any) -> None:

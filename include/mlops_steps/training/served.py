@@ -36,7 +36,9 @@ from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.feedback import AUTO, SERVED, ServedDataRequest
 
-DRIFT_EVENT, SERVED_DAYS = "drift event", "served_days"
+#: Where a window came from: given to the run (``--served-window``: the drift event's, or the one a
+#: person set in Param served_window), or the ``served_days`` before the run.
+GIVEN, SERVED_DAYS = "served_window", "served_days"
 # Orders the champion's rows for the reference draw: any fixed key works, a new one would draw
 # other rows (hash_pandas_object wants exactly 16 characters).
 _DRAW_KEY = "mlops-reference1"
@@ -56,7 +58,7 @@ class ServedPlan:
     """Which served traffic a run reads, and where that choice came from."""
 
     window: Window
-    window_from: str  # DRIFT_EVENT (the --served-window the drift event gave) | SERVED_DAYS
+    window_from: str  # GIVEN | SERVED_DAYS
     as_of: dt.datetime
 
 
@@ -96,10 +98,10 @@ def plan_served(
     served traffic only when a window is given (a drift event's), ``served`` always (the given
     window, else the ``served_days`` before ``as_of``), ``source`` never."""
     if request.training_data == AUTO and window is not None:
-        return ServedPlan(window, DRIFT_EVENT, as_of)
+        return ServedPlan(window, GIVEN, as_of)
     if request.training_data == SERVED:
         if window is not None:
-            return ServedPlan(window, DRIFT_EVENT, as_of)
+            return ServedPlan(window, GIVEN, as_of)
         return ServedPlan(
             Window(as_of - dt.timedelta(days=request.served_days), as_of), SERVED_DAYS, as_of
         )

@@ -27,7 +27,7 @@ from mlops_steps.core.policies import SourceRequest, ValidationPolicy
 from mlops_steps.core.settings import load_settings
 from mlops_steps.training.ingest import run_ingest
 from mlops_steps.training.served import (
-    DRIFT_EVENT,
+    GIVEN,
     SERVED_DAYS,
     TooFewLabelledRows,
     parse_served_window,
@@ -172,7 +172,7 @@ def test_served_partition_rows_and_provenance(world: World) -> None:
     served = manifest["served"]
     assert manifest["source"] == f"served://{load_settings().model_name}"
     assert served["window"] == {"start": WINDOW[0].isoformat(), "end": WINDOW[1].isoformat()}
-    assert (served["window_from"], served["as_of"]) == (DRIFT_EVENT, AS_OF.isoformat())
+    assert (served["window_from"], served["as_of"]) == (GIVEN, AS_OF.isoformat())
 
     # Every log file read, with the sha256 and line count of its bytes.
     files = sorted(world.log_dir.rglob("*.jsonl"))
@@ -342,7 +342,7 @@ def test_the_mode_and_the_window_choose_the_data(world: World) -> None:
     assert served["rows"]["labelled"] == LABELLED
     # served with a window: the window (auto with one: the same, see the provenance test).
     assert main(_argv("window", "--training-data", "served")) == 0
-    assert _manifest("window")["served"]["window_from"] == DRIFT_EVENT
+    assert _manifest("window")["served"]["window_from"] == GIVEN
 
 
 def test_without_a_champion_the_partition_is_served_rows_only(world: World) -> None:
