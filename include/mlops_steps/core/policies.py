@@ -168,7 +168,7 @@ class GateThresholds:
         "champion's value",
         title="Gate: max relative loss vs the champion on the reference hold-out",
         minimum=0,
-        maximum=1,
+        maximum=0.5,  # beyond half of the champion's value the check would pass anything
         env="MLOPS_GATE_MAX_REFERENCE_RELATIVE_DROP",
     )
     # This run's metric checks instead of the contract's, as JSON: a list of checks shaped like
