@@ -201,3 +201,35 @@ def test_the_form_refuses_a_window_that_is_not_start_slash_end(
 
     with pytest.raises(ParamValidationError):
         training_dag.params.get_param("served_window").resolve(text)
+
+
+def test_a_model_that_always_learns_from_its_traffic_says_so_in_its_contract(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contract's ``training`` section carries the served request too: its defaults become
+    the DAG's Params and the step's flags for that model only (churn keeps the deployment's)."""
+    from mlops_steps.cli.main import build_parser
+    from mlops_steps.cli.training import resolved_policy, served_defaults
+    from mlops_steps.core.settings import load_settings
+    from tests.fixtures.contracts import contract_copy
+
+    path = contract_copy(tmp_path / "models", "churn_live", monkeypatch)
+    path.write_text(path.read_text() + "\ntraining:\n  training_data: served\n  served_days: 14\n")
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", "http://127.0.0.1:5999")
+    dags = load_dags(monkeypatch, "kubernetes")
+    live, churn = dags["mlops_training__churn_live"].params, dags[DAG_ID].params
+    assert (live["training_data"], live["served_days"]) == ("served", 14)
+    assert (churn["training_data"], churn["served_days"]) == ("auto", 7)
+
+    monkeypatch.setenv("MLOPS_MODEL_NAME", "churn_live")
+    settings = load_settings()
+    args = build_parser(settings).parse_args(["ingest", "--partition", "p"])
+    request = resolved_policy(
+        ServedDataRequest, args, settings, "training", served_defaults(settings)
+    )
+    assert (request.training_data, request.served_days) == ("served", 14)
+    args = build_parser(settings).parse_args(["ingest", "--partition", "p", "--served-days", "2"])
+    request = resolved_policy(
+        ServedDataRequest, args, settings, "training", served_defaults(settings)
+    )
+    assert request.served_days == 2

@@ -71,7 +71,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         settings,
         args.partition,
         from_args(SourceRequest, args),
-        from_args(ServedDataRequest, args),
+        resolved_policy(ServedDataRequest, args, settings, "training", served_defaults(settings)),
         served_window=parse_served_window(args.served_window),
         as_of=parse_time(args.as_of, "--as-of") if args.as_of else dt.datetime.now(dt.UTC),
     )
@@ -121,6 +121,8 @@ def add_verbs(verb: AddVerb, settings: Settings) -> None:
     add_cli_options(ingest, SourceRequest, settings.ingest)
     served = ingest.add_argument_group("served traffic (the prediction log joined with labels)")
     add_cli_options(served, ServedDataRequest, served_defaults(settings))
+    # Unset: the contract's `training` section, else the deployment's default (resolved_policy).
+    ingest.set_defaults(**{item.name: None for item in declared(ServedDataRequest)})
     served.add_argument(
         "--served-window",
         default="",

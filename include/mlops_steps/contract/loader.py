@@ -28,6 +28,7 @@ from mlops_steps.contract.model import (
     ModelContract,
 )
 from mlops_steps.core.errors import StepError
+from mlops_steps.core.feedback import ServedDataRequest
 from mlops_steps.core.options import declared
 from mlops_steps.core.policies import (
     AnalysisPolicy,
@@ -49,7 +50,7 @@ _DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 
 #: The policy classes each overridable section of a contract may set fields of.
 SECTIONS: Mapping[str, tuple[type, ...]] = {
-    "training": (TrainParams,),
+    "training": (TrainParams, ServedDataRequest),
     "validation": (ValidationPolicy,),
     "gate": (GateThresholds,),
     "canary": (CanaryPolicy, AnalysisPolicy),

@@ -87,7 +87,10 @@ def build(pipeline: ModelPipeline) -> DAG:
         default_args=task_defaults(max_retry_delay=timedelta(minutes=10)),
         params={
             **dag_params(SourceRequest, ingest_defaults),
-            **dag_params(ServedDataRequest, from_env(ServedDataRequest, ConfigError)),
+            **dag_params(
+                ServedDataRequest,
+                policy(pipeline, "training", from_env(ServedDataRequest, ConfigError)),
+            ),
             "served_window": Param(
                 "",
                 type="string",
