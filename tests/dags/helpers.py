@@ -108,3 +108,26 @@ def write_models(directory: Path, names: list[str], *, extra: str = "") -> Path:
         body = text.replace("name: churn\n", f"name: {name}\n", 1)
         (directory / f"{name}.yaml").write_text(body + (extra if name != "churn" else ""))
     return directory
+
+
+def task_states(run: Any) -> dict[str, str]:
+    """Each task of a ``dag.test()`` run and its state."""
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def return_value(run: Any, task_id: str) -> Any:
+    """What ``task_id`` returned in a ``dag.test()`` run, read back from Airflow's database."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == run.dag_id,
+                XComModel.run_id == run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        ).one()
+        return XComModel.deserialize_value(row)

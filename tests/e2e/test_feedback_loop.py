@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pendulum
@@ -26,7 +25,7 @@ from mlflow import MlflowClient
 
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
-from tests.dags.helpers import for_dag_test, load_dags
+from tests.dags.helpers import for_dag_test, load_dags, return_value, task_states
 from tests.service_process import Service
 
 pytestmark = pytest.mark.e2e
@@ -39,27 +38,6 @@ MARGIN = 0.08
 # The gate's bound on the reference hold-out (GateThresholds.max_reference_relative_drop).
 REFERENCE_RELATIVE_DROP = 0.03
 CONF = {"max_latency_ms": 1000}  # latency has its own tests; a busy machine must not fail this
-
-
-def _states(run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-
-
-def _xcom(run: Any, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == run.dag_id,
-                XComModel.run_id == run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        ).one()
-        return XComModel.deserialize_value(row)
 
 
 def _serve(service: Service, log_dir: Path, customers: pd.DataFrame) -> None:
@@ -107,7 +85,7 @@ def test_drift_retrains_on_served_labelled_traffic_and_beats_the_champion_there(
     run = training.test(
         logical_date=pendulum.datetime(2026, 11, 20, tz="UTC"), run_conf={**CONF, "rows": ROWS}
     )
-    assert str(run.state) == "success", _states(run)
+    assert str(run.state) == "success", task_states(run)
     client.set_registered_model_alias(model, "champion", "1")
     service = service_starter(tracking, model_name=model, admin_token=ADMIN_TOKEN,
                               SERVING_PREDICTION_LOG=str(log_dir))  # fmt: skip
@@ -126,8 +104,8 @@ def test_drift_retrains_on_served_labelled_traffic_and_beats_the_champion_there(
     now = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
     time.sleep(max(0.0, (now - dt.datetime.now(dt.UTC)).total_seconds()))
     monitored = monitoring.test(logical_date=pendulum.instance(now), run_conf={"window_hours": 1})
-    assert _states(monitored) == {"monitor": "success", "announce_drift": "success"}
-    verdict = _xcom(monitored, "monitor")
+    assert task_states(monitored) == {"monitor": "success", "announce_drift": "success"}
+    verdict = return_value(monitored, "monitor")
     assert verdict["drift_detected"] is True
     performance = verdict["performance"]
     assert performance["labeled_rows"] == SERVED and performance["degraded"] is True
@@ -139,7 +117,7 @@ def test_drift_retrains_on_served_labelled_traffic_and_beats_the_champion_there(
         logical_date=retrain_date,
         run_conf={**CONF, "served_window": f"{window['start']}/{window['end']}"},
     )
-    assert str(retrained.state) == "success", _states(retrained)
+    assert str(retrained.state) == "success", task_states(retrained)
     partition = settings.dataset_root / f"partition={retrain_date:%Y%m%dT%H%M%S}"
     manifest = json.loads((partition / "manifest.json").read_text())
     served = manifest["served"]

@@ -16,7 +16,7 @@ import pytest
 
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
-from tests.dags.helpers import for_dag_test, load_dags
+from tests.dags.helpers import for_dag_test, load_dags, return_value, task_states
 from tests.fixtures.champion import Champion
 from tests.service_process import Service
 from tests.steps.monitoring.helpers import score, write_log
@@ -63,27 +63,6 @@ def _set_training_paused(paused: bool) -> None:
                     AssetDagRunQueue.target_dag_id == "mlops_training__churn"
                 )
             )
-
-
-def _states(run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-
-
-def _xcom(run: Any, task_id: str) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == run.dag_id,
-                XComModel.run_id == run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        ).one()
-        return XComModel.deserialize_value(row)
 
 
 def _drift_events(run: Any) -> list[dict[str, Any]]:
@@ -142,8 +121,9 @@ def test_drift_in_served_traffic_schedules_training_and_no_drift_emits_nothing(
     write_log(log_dir, fresh, score(monitoring_env.model, fresh),
               start=quiet_end - dt.timedelta(hours=1))  # fmt: skip
     quiet = dag.test(logical_date=quiet_end, run_conf={"window_hours": 1})
-    assert _states(quiet) == {"monitor": "success", "announce_drift": "skipped"}, _states(quiet)
-    summary = _xcom(quiet, "monitor")
+    states = task_states(quiet)
+    assert states == {"monitor": "success", "announce_drift": "skipped"}, states
+    summary = return_value(quiet, "monitor")
     assert summary["drift_detected"] is False and summary["rows"]["champion"] == 1500
     assert summary["window"]["end"] == quiet_end.isoformat()
     assert _drift_events(quiet) == []
@@ -160,8 +140,8 @@ def test_drift_in_served_traffic_schedules_training_and_no_drift_emits_nothing(
     now = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
     time.sleep(max(0.0, (now - dt.datetime.now(dt.UTC)).total_seconds()))
     drifted = dag.test(logical_date=pendulum.instance(now), run_conf={"window_hours": 1})
-    assert _states(drifted) == {"monitor": "success", "announce_drift": "success"}
-    summary = _xcom(drifted, "monitor")
+    assert task_states(drifted) == {"monitor": "success", "announce_drift": "success"}
+    summary = return_value(drifted, "monitor")
     assert summary["drift_detected"] is True and summary["rows"]["champion"] == 2000
     assert {"monthly_charges", "support_calls_90d"} <= set(summary["drifted_columns"])
 
@@ -199,5 +179,5 @@ def test_no_champion_skips_the_run(
     dag = for_dag_test(load_dags(monkeypatch, "local")[f"mlops_monitoring__{model}"])
     monkeypatch.delenv("MLOPS_RUNNER")
     run = dag.test(logical_date=pendulum.datetime(2026, 11, 21, 8, 15, tz="UTC"))
-    assert str(run.state) == "success", _states(run)
-    assert _states(run) == {"monitor": "skipped", "announce_drift": "skipped"}
+    assert str(run.state) == "success", task_states(run)
+    assert task_states(run) == {"monitor": "skipped", "announce_drift": "skipped"}

@@ -32,6 +32,7 @@ from mlops_steps.training.served import (
     TooFewLabelledRows,
     parse_served_window,
 )
+from tests.fixtures.champion import stand_in_champion
 from tests.steps.monitoring.helpers import BASE, write_log
 
 SERVED, RESERVED, CHAMPION_ROWS = 2_000, 200, 6_000
@@ -54,30 +55,12 @@ class World:
 
 def _champion(tracking: str, tmp_path: Path) -> tuple[Partition, str]:
     """An ingested synthetic partition and a registered version aliased champion naming it."""
-    import mlflow
-
     settings = load_settings()
     source = tmp_path / "champion.parquet"
     generate_churn(CHAMPION_ROWS, seed=1).to_parquet(source, index=False)
     run_ingest(settings, "champion-data", SourceRequest(str(source), rows=1000, seed=0))
     partition = Partition.of(settings.dataset_root, "champion-data")
-    client = MlflowClient(tracking)
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_experiment(settings.experiment_name)
-    with mlflow.start_run() as run:
-        mlflow.log_dict({"stand-in": True}, "model/MLmodel.json")
-    client.create_registered_model(settings.model_name)
-    version = client.create_model_version(
-        settings.model_name,
-        f"{run.info.artifact_uri}/model",
-        run_id=run.info.run_id,
-        tags={
-            "mlops.partition": partition.key,
-            "mlops.data_sha256": json.loads(partition.manifest.read_text())["data_sha256"],
-        },
-    )
-    client.set_registered_model_alias(settings.model_name, "champion", version.version)
-    return partition, str(version.version)
+    return partition, stand_in_champion(tracking, partition)
 
 
 def _more_calls(values: dict[str, Any]) -> None:

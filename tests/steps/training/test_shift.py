@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
 from mlops_steps.common.storage import Partition
 from mlops_steps.contract.loader import load_contract
@@ -26,6 +25,7 @@ from mlops_steps.training.shift import (
     shift_tags,
 )
 from mlops_steps.training.validate import run_validate
+from tests.fixtures.champion import stand_in_champion
 
 ROWS = 4_000
 CHURN = load_contract("churn")
@@ -72,33 +72,11 @@ def _ingest(tmp_path: Path, key: str, frame: pd.DataFrame) -> Partition:
     return Partition.of(load_settings().dataset_root, key)
 
 
-def _champion_on(tracking: str, partition: Partition) -> str:
-    """A version aliased ``champion`` whose tags name ``partition`` (validate reads only them)."""
-    import mlflow
-
-    settings = load_settings()
-    client = MlflowClient(tracking)
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_experiment(settings.experiment_name)
-    with mlflow.start_run() as run:
-        mlflow.log_dict({"stand-in": True}, "model/MLmodel.json")
-    client.create_registered_model(settings.model_name)
-    manifest = json.loads(partition.manifest.read_text())
-    version = client.create_model_version(
-        settings.model_name,
-        f"{run.info.artifact_uri}/model",
-        run_id=run.info.run_id,
-        tags={"mlops.partition": partition.key, "mlops.data_sha256": manifest["data_sha256"]},
-    )
-    client.set_registered_model_alias(settings.model_name, "champion", version.version)
-    return str(version.version)
-
-
 def test_a_label_shift_fails_validate_unless_the_run_accepts_it(
     tracking: str, tmp_path: Path
 ) -> None:
     champion_data = _ingest(tmp_path, "champion-data", generate_churn(ROWS, seed=1))
-    version = _champion_on(tracking, champion_data)
+    version = stand_in_champion(tracking, champion_data)
     flipped = _ingest(tmp_path, "flipped", _flipped(3))
     settings = load_settings()
 
@@ -129,7 +107,7 @@ def test_a_label_shift_fails_validate_unless_the_run_accepts_it(
 
 
 def test_feature_drift_alone_passes_and_is_recorded(tracking: str, tmp_path: Path) -> None:
-    _champion_on(tracking, _ingest(tmp_path, "champion-data", generate_churn(ROWS, seed=1)))
+    stand_in_champion(tracking, _ingest(tmp_path, "champion-data", generate_churn(ROWS, seed=1)))
     _ingest(tmp_path, "drifted", generate_churn(ROWS, seed=2, drift=0.3))
     summary = run_validate(load_settings(), "drifted", ValidationPolicy())
     shift = summary["shift"]
@@ -141,7 +119,7 @@ def test_feature_drift_alone_passes_and_is_recorded(tracking: str, tmp_path: Pat
 
 def test_an_unreadable_champion_partition_fails_closed(tracking: str, tmp_path: Path) -> None:
     champion_data = _ingest(tmp_path, "champion-data", generate_churn(ROWS, seed=1))
-    _champion_on(tracking, champion_data)
+    stand_in_champion(tracking, champion_data)
     new = _ingest(tmp_path, "new", generate_churn(ROWS, seed=2))
     shutil.rmtree(champion_data.root)
     with pytest.raises(ChampionDataUnreadable) as info:
