@@ -197,7 +197,7 @@ def test_a_person_gives_the_window_and_a_drift_event_takes_precedence(training_d
 def test_the_form_refuses_a_window_that_is_not_start_slash_end(
     training_dag: Any, text: str
 ) -> None:
-    from airflow.sdk.definitions.param import ParamValidationError
+    from airflow.sdk.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError):
         training_dag.params.get_param("served_window").resolve(text)
