@@ -102,6 +102,12 @@ class MlflowModelVersionSensor(BaseSensorOperator):
         except ValueError:
             wanted = f"model {self.model_name!r}"
         last = f"; last check: {self._last_reason}" if self._last_reason else ""
+        if not self.timeout:  # timeout 0: one check, no wait (a run started by a candidate)
+            return (
+                f"checked once (no wait configured) for {wanted} on MLflow connection "
+                f"{self.mlflow_conn_id!r}{last}. The candidate was decided or moved on since "
+                f"the event that started this run."
+            )
         how = "deferred" if self.deferrable else f"{self.mode} mode"
         return (
             f"timed out after {self.timeout:g} s ({how}) waiting for {wanted} on MLflow "

@@ -1,0 +1,204 @@
+"""Event-driven releases: an asset watcher that sees a new release candidate in the MLflow registry.
+
+The deployment DAG schedules on the model's ``release-candidate`` asset, which carries
+:class:`MlflowReleaseCandidateTrigger` as its ``AssetWatcher``: the triggerer polls the registry
+every ``poll_interval`` seconds and emits one asset event when a version becomes a new, READY,
+undecided candidate (alias ``challenger`` on it, not the champion, no ``mlops.deploy.status``
+decision yet; what the release's resolve step accepts). The webhook bridge is the fast path for
+the same asset; both claim the version in the asset's state store (key
+:func:`candidate_claim_key`) before emitting, so one version gives one event and one run, across
+triggerer restarts too (the claim is in the metadata database, not in the trigger).
+
+The watcher claims only a candidate it saw on ``confirmations`` polls in a row: a delivered
+webhook (milliseconds after the alias moved) has claimed it by then, so the bridge's atomic
+insert and the watcher's read-then-write never race. A lost webhook's candidate is released
+within ``confirmations x poll_interval`` plus the scheduler's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from mlops_provider.hooks.mlflow import MlflowApiError, MlflowHook
+
+#: mlops_steps.common.tracking.CHALLENGER / CHAMPION (the provider does not import the steps'
+#: MLflow side; tests/provider/triggers/test_candidate_trigger.py pins them equal).
+CANDIDATE_ALIAS = "challenger"
+CHAMPION_ALIAS = "champion"
+#: mlops_steps.release.ledger.STATUS_TAG: set once a release decided about the version.
+DECISION_TAG = "mlops.deploy.status"
+READY = "READY"
+SOURCE = "mlflow-registry-watcher"
+CLAIM_PREFIX = "release-candidate:v"
+
+
+def release_candidate_asset_uri(model_name: str) -> str:
+    """The asset the deployment DAG schedules on (``<model>_release_candidate``)."""
+    return f"mlops://{model_name}/release-candidate"
+
+
+def candidate_claim_key(version: str | int) -> str:
+    """The state-store key that says "version ``version`` already started a release"."""
+    return f"{CLAIM_PREFIX}{version}"
+
+
+class CandidateWatchError(RuntimeError):
+    """The watcher cannot keep its exactly-once promise (e.g. run outside an asset watcher)."""
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One poll's answer: the version that is a release candidate now (else None), and why."""
+
+    candidate: str | None
+    reason: str
+
+
+def judge(version: Mapping[str, Any] | None) -> Sighting:
+    """Is the version ``challenger`` points to (``None``: no alias) a release candidate?"""
+    if version is None:
+        return Sighting(None, f"no version has the alias {CANDIDATE_ALIAS!r}")
+    number = str(version.get("version", ""))
+    status = version.get("status", READY)
+    if status != READY:
+        return Sighting(None, f"v{number} is {status}, not {READY}")
+    if CHAMPION_ALIAS in (version.get("aliases") or []):
+        return Sighting(None, f"v{number} is already the champion")
+    tags: Mapping[str, str] = version.get("tags") or {}
+    if DECISION_TAG in tags:
+        return Sighting(
+            None, f"v{number} was already decided ({DECISION_TAG}={tags[DECISION_TAG]})"
+        )
+    return Sighting(number, f"v{number} is {READY} and undecided")
+
+
+@dataclass
+class CandidateWatch:
+    """What one watcher remembers between polls (memory only: the durable part is the claim).
+
+    :meth:`observe` returns a version to claim once it was the candidate on ``confirmations``
+    polls in a row, and never again after :meth:`settle` (claimed here or elsewhere).
+    """
+
+    confirmations: int = 2
+    streak_version: str | None = None
+    streak: int = 0
+    settled: set[str] = field(default_factory=set)
+
+    def observe(self, sighting: Sighting) -> str | None:
+        number = sighting.candidate
+        if number is None or number in self.settled:
+            self.streak_version, self.streak = number, 0
+            return None
+        self.streak = self.streak + 1 if number == self.streak_version else 1
+        self.streak_version = number
+        return number if self.streak >= self.confirmations else None
+
+    def settle(self, number: str) -> None:
+        self.settled.add(number)
+        self.streak_version, self.streak = None, 0
+
+
+class MlflowReleaseCandidateTrigger(BaseEventTrigger):
+    """Watch ``model_name@challenger``; emit ``{"model_name", "version", "source"}`` once per
+    new undecided candidate (see the module docstring). Runs forever: registry errors are logged
+    and polled again (a watcher that ended would silently stop the safety net)."""
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        poll_interval: float = 20.0,
+        confirmations: int = 2,
+        request_timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        if not model_name:
+            raise ValueError("model_name is required (the registered model to watch)")
+        if poll_interval <= 0 or confirmations < 1:
+            raise ValueError(
+                f"poll_interval must be > 0 and confirmations >= 1, got {poll_interval!r}, "
+                f"{confirmations!r}"
+            )
+        self.model_name = model_name
+        self.mlflow_conn_id = mlflow_conn_id
+        self.poll_interval = float(poll_interval)
+        self.confirmations = int(confirmations)
+        self.request_timeout = float(request_timeout)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "model_name": self.model_name,
+                "mlflow_conn_id": self.mlflow_conn_id,
+                "poll_interval": self.poll_interval,
+                "confirmations": self.confirmations,
+                "request_timeout": self.request_timeout,
+            },
+        )
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        return MlflowHook(self.mlflow_conn_id, timeout=self.request_timeout)
+
+    async def claim(self, number: str) -> bool:
+        """Claim ``number`` in the watched asset's state store; False if someone already did."""
+        store = self.asset_state_store
+        if store is None:
+            raise CandidateWatchError(
+                f"{type(self).__name__} for {self.model_name!r} has no asset state store: it "
+                f"runs only as an AssetWatcher of the release-candidate asset (the triggerer "
+                f"injects the store), where its claims are shared with the webhook bridge"
+            )
+        key = candidate_claim_key(number)
+        holder = await store.aget(key)
+        if holder is not None:
+            self.log.info("%s v%s was already claimed: %s", self.model_name, number, holder)
+            return False
+        claimed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        await store.aset(key, {"by": SOURCE, "version": number, "claimed_at": claimed_at})
+        return True
+
+    async def poll(self, watch: CandidateWatch) -> TriggerEvent | None:
+        """One poll: fetch the challenger, judge it, claim and return the event when due."""
+        version = await self.hook.aget_version_by_alias(self.model_name, CANDIDATE_ALIAS)
+        sighting = judge(version)
+        due = watch.observe(sighting)
+        if due is None:
+            return None
+        claimed = await self.claim(due)
+        watch.settle(due)
+        if not claimed:
+            return None
+        self.log.info("Release candidate %s v%s: %s", self.model_name, due, sighting.reason)
+        return TriggerEvent({"model_name": self.model_name, "version": due, "source": SOURCE})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        self.log.info(
+            "Watching %s@%s every %g s (claim after %d sightings)",
+            self.model_name,
+            CANDIDATE_ALIAS,
+            self.poll_interval,
+            self.confirmations,
+        )
+        watch = CandidateWatch(self.confirmations)
+        while True:
+            try:
+                event = await self.poll(watch)
+            except MlflowApiError as err:
+                self.log.warning("Registry poll failed (polling again): %s", err)
+                if not err.transient:  # re-read the connection: it may have been fixed
+                    self.__dict__.pop("hook", None)
+            else:
+                if event is not None:
+                    yield event
+            await asyncio.sleep(self.poll_interval)
