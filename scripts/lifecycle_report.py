@@ -13,6 +13,7 @@ from urllib.parse import quote
 import requests
 
 from lifecycle_stack import ACTS, MODEL, TRAINING, USER, Stack, say, stage
+from mlops_steps.core.report_links import url_for_report
 
 
 def _get(url: str) -> Any:
@@ -58,6 +59,28 @@ def latest_window(stack: Stack) -> dict[str, Any]:
     if not windows or not (windows[-1] / "monitoring.json").is_file():
         return {}
     return {**json.loads((windows[-1] / "monitoring.json").read_text()), "dir": windows[-1]}
+
+
+def web_link(stack: Stack, path: str | Path | None) -> str | None:
+    """A report's URL on the demo's Airflow (its reports route, behind the UI's login), else
+    the path and why it has none."""
+    if not path:
+        return None
+    url = url_for_report(path, data_root=stack.home / "data", airflow_url=stack.airflow.base_url)
+    return url or f"{path} (no report file there: no link)"
+
+
+def release_reports(stack: Stack, version: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """What an approver of ``version`` opened: its partition's Data Docs, gate and shift
+    reports, and its canary analysis."""
+    partition = stack.home / "data" / MODEL / f"partition={version.get('mlops.partition')}"
+    analysis = stack.home / "data" / "deployments" / MODEL / f"v{version['version']}"
+    return [
+        ("Data Docs", web_link(stack, partition / "validation" / "data_docs" / "index.html")),
+        ("gate report", web_link(stack, partition / "results" / "gate.json")),
+        ("shift report", web_link(stack, version.get("mlops.shift.report"))),
+        ("canary", web_link(stack, analysis / "analysis.json")),
+    ]
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -111,14 +134,23 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
     say("where to look:", indent=4)
     airflow = stack.airflow
     password_file = airflow.home / "simple_auth_manager_passwords.json.generated"
+    window = facts.get("monitoring_report")
+    drift_report = Path(window) / "data_drift.html" if window and Path(window).is_dir() else None
     for label, where in (
         ("Airflow UI", f"{airflow.base_url}  (user {USER}, password in {password_file})"),
         ("MLflow UI", stack.mlflow_url),
         ("service docs", f"{stack.service_url}/docs  (and /metrics, /model/info)"),
-        ("drift report", facts.get("monitoring_report")),
-        ("why stopped", (facts.get("stopped") or {}).get("report")),
+        ("drift report", web_link(stack, drift_report) or window),
+        ("why stopped", web_link(stack, (facts.get("stopped") or {}).get("report"))),
         ("ledger", ledger),
         ("alerts", stack.home / "alerts" / "alerts.jsonl"),
         ("process logs", airflow.logs),
     ):
         say(f"{label:<13} {where}", indent=6)
+    champion = next((v for v in versions if v["version"] == aliases.get("champion")), None)
+    if champion is not None:
+        say(f"reports of the champion v{champion['version']} (log in to the Airflow UI first; "
+            "the links need its session):", indent=6)  # fmt: skip
+        for label, where in release_reports(stack, champion):
+            if where:
+                say(f"{label:<13} {where}", indent=8)

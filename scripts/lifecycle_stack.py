@@ -138,10 +138,11 @@ def start_stack(args: argparse.Namespace) -> Stack:
     service_url = f"http://127.0.0.1:{service_port}"
     admin_token = secrets.token_urlsafe(24)
     declared = airflow_settings.load()
+    airflow_port = port_or_free(args.airflow_port)
     airflow = LiveAirflow.configure(
         STATE / "airflow",
         dags_folder=REPO / "dags",
-        port=port_or_free(args.airflow_port),
+        port=airflow_port,
         users={USER: "admin"},
         extra_env={
             **declared.variables_env(),
@@ -162,6 +163,9 @@ def start_stack(args: argparse.Namespace) -> Stack:
                 {"conn_type": "http", "host": service_url, "password": admin_token}
             ),
             "MLOPS_WEBHOOK_SECRET": secrets.token_hex(32),
+            # Report links (approval page, drift event, task logs) point at the API server's
+            # reports route, behind the same login as the UI.
+            "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{airflow_port}",
             # The story runs in order: no cron ticks, only the events and triggers below.
             "MLOPS_TRAINING_SCHEDULE": "off",
             "MLOPS_MONITORING_SCHEDULE": "off",

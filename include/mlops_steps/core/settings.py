@@ -115,6 +115,9 @@ class Settings:
     # Delayed ground truth: MLOPS_LABELS, a directory or s3://bucket/prefix that may hold
     # "{model}"; empty: see labels_location.
     labels_template: str = ""
+    # MLOPS_AIRFLOW_URL: the Airflow API server's base URL as a person's browser reaches it;
+    # report links (core/report_links.py) point at its reports route. Empty: plain paths.
+    airflow_url: str = ""
 
     def __post_init__(self) -> None:
         # The nested deploy settings name Deployments and the pool for this model, also after
@@ -333,6 +336,7 @@ def load_settings() -> Settings:
             "MLOPS_MONITORING_EXPERIMENT", Settings.monitoring_experiment_template
         ),
         labels_template=_env_str("MLOPS_LABELS", Settings.labels_template),
+        airflow_url=_env_str("MLOPS_AIRFLOW_URL", Settings.airflow_url).rstrip("/"),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_steps.common.tracking import tracking_uri
+from mlops_steps.core.report_links import report_link, report_url
 from mlops_steps.core.settings import Settings
 from mlops_steps.monitoring.reference import Champion
 
@@ -134,6 +135,7 @@ def log_table(result: dict[str, Any]) -> None:
             f"{'DEGRADED' if perf['degraded'] else 'ok'}"
         )
     lines.append(f"report: {result['reports']['data_drift_html']}")
+    lines.append(f"report link: {report_link(result['reports']['data_drift_html'])}")
     lines.append(f"verdict: {'DRIFT DETECTED' if result['drift_detected'] else 'no drift'}")
     for line in lines:
         log.info("%s", line)
@@ -170,8 +172,10 @@ def _moved(prediction: dict[str, Any]) -> str:
     )
 
 
-def asset_extra(result: dict[str, Any]) -> dict[str, Any]:
-    """What the DAG attaches to the drift-detected asset event (small, JSON-safe)."""
+def asset_extra(result: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    """What the DAG attaches to the drift-detected asset event (small, JSON-safe); the report's
+    path stays for scripts on the data volume, ``report_url`` is for a person's browser."""
+    reports = result["reports"]
     return {
         "model_name": result["model_name"],
         "champion_version": result["champion_version"],
@@ -185,7 +189,10 @@ def asset_extra(result: dict[str, Any]) -> dict[str, Any]:
             "labelled_rows": result["performance"]["labeled_rows"],
             "join_rate": round(result["performance"]["labels"]["join_rate"], 4),
         },
-        "report": result["reports"]["data_drift_html"],
-        "report_dir": result["reports"]["dir"],
-        "mlflow_run": result["reports"]["mlflow_run_url"] or result["mlflow_run_id"],
+        "report": reports["data_drift_html"],
+        # None without MLOPS_AIRFLOW_URL (the log line says so).
+        "report_url": report_url(reports["data_drift_html"], settings),
+        "report_dir": reports["dir"],
+        "result_url": report_url(reports.get("result_json"), settings),
+        "mlflow_run": reports["mlflow_run_url"] or result["mlflow_run_id"],
     }

@@ -24,6 +24,7 @@ from mlops_steps.common.tracking import (
     version_by_alias,
 )
 from mlops_steps.core.errors import NothingToDo, StepError
+from mlops_steps.core.report_links import report_link
 from mlops_steps.core.settings import Settings
 from mlops_steps.release.ledger import (
     PREVIOUS_CHAMPION,
@@ -52,18 +53,30 @@ def _get_version(client: Any, name: str, version: str) -> Any:
 
 
 def _links(settings: Settings, client: Any, version: Any) -> dict[str, str | None]:
+    """What an approver opens: the MLflow run, and the partition's Data Docs, gate report and
+    shift report as links to Airflow's reports route (path text saying why when they cannot be)."""
     tags = dict(version.tags or {})
     uri = tracking_uri().rstrip("/")
     run_link = None
     if version.run_id and uri.startswith("http"):
         experiment = client.get_run(version.run_id).info.experiment_id
         run_link = f"{uri}/#/experiments/{experiment}/runs/{version.run_id}"
-    docs = None
+    docs = gate = None
     if tags.get("mlops.partition"):
         partition = Partition.of(settings.dataset_root, tags["mlops.partition"])
         index = partition.data_docs_dir / "index.html"
-        docs = index.as_uri() if index.is_file() else str(partition.data_docs_dir)
-    return {"mlflow_run": run_link, "data_docs": docs}
+        docs = (
+            report_link(index, settings)
+            if index.is_file()
+            else f"{partition.data_docs_dir} (no Data Docs index written)"
+        )
+        gate = report_link(partition.result("gate"), settings)
+    return {
+        "mlflow_run": run_link,
+        "data_docs": docs,
+        "gate_report": gate,
+        "shift_report": report_link(tags.get("mlops.shift.report"), settings),
+    }
 
 
 def run_resolve(settings: Settings, version: str | None) -> dict[str, Any]:
