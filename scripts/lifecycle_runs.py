@@ -116,7 +116,9 @@ def release(stack: Stack, version: str, dag_id: str = DEPLOYMENT) -> str:
     say(f"UI: {run_url(stack, dag_id, run_id)}/tasks/approve/required_actions", indent=6)
     # A person reads the request first. Answering within a second of the task parking itself
     # races Airflow 3.3.2's scheduler: the parked process's exit is then seen after the task was
-    # already resumed, and the scheduler fails the task ("state changed externally").
+    # already resumed (queued or running), and the scheduler fails the task ("state changed
+    # externally"). The same race as deferred tasks' apache/airflow#67287 (fixed on main by
+    # #68741, not in 3.3.2) and #72716 (open); nothing on the task's side can see the exit.
     wait_for(
         "the approval task to park itself",
         lambda: rest.task_instance(dag_id, run_id, "approve")["state"] == "awaiting_input",
