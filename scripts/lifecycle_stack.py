@@ -169,10 +169,8 @@ def start_stack(args: argparse.Namespace) -> Stack:
             # The story runs in order: no cron ticks, only the events and triggers below.
             "MLOPS_TRAINING_SCHEDULE": "off",
             "MLOPS_MONITORING_SCHEDULE": "off",
-            "MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE": "off",
-            # A deployment run woken by a registry event that is not a new challenger (the
-            # promotion moving `champion`) gives up after 2 minutes instead of 25.
-            "MLOPS_CANDIDATE_WAIT_S": "120",
+            # Deployment runs start only for new candidates (the webhook, else the registry
+            # watcher): no reconciliation cron, no waiting runs (waiting_runs_fallback is off).
             # Seven processes share this machine's cores while the gate times predictions.
             "MLOPS_GATE_MAX_LATENCY_MS": str(args.max_latency_ms),
             # The demo's first release has no champion whose hold-out could judge it: it is

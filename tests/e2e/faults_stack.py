@@ -10,8 +10,10 @@ their own (``faults``), against one MLflow server and one model service on loopb
 * MLflow's registry webhook is signed with the secret the bridge plugin knows, but delivered to a
   recorder, never to Airflow: every delivery is "lost", and a test may replay a recorded one,
   byte for byte, to the bridge;
-* the reconciliation cron runs every minute, and a run that finds no undecided candidate skips
-  after 20 s (``MLOPS_CANDIDATE_WAIT_S``).
+* the deployment DAG starts from its release-candidate asset: a delivered webhook or, the
+  delivery being lost, the asset's registry watcher in the triggerer (polling every
+  :data:`REGISTRY_POLL_S`; a candidate is claimed on its second sighting); no cron, no waiting
+  runs.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import airflow_settings
 from airflow_rest import ApiError
 from local_airflow import REPO, LiveAirflow
 from mlops_steps.contract.loader import MODELS_DIR_ENV
-from processes import free_port, wait_for
+from processes import free_port, stop_process_groups, wait_for
 from register_webhook import register
 from tests.alert_receivers import HttpReceiver, HttpRequest, http_receiver
 from tests.fixtures.contracts import churn_contracts
@@ -50,9 +52,10 @@ ADMIN_TOKEN = "faults-admin-token-" + secrets.token_hex(8)
 TRAINING, DEPLOYMENT = f"mlops_training__{MODEL}", f"mlops_deployment__{MODEL}"
 DAG_IDS = {TRAINING, DEPLOYMENT, f"mlops_monitoring__{MODEL}", f"mlops_rollback__{MODEL}"}
 FINISHED = {"success", "failed"}
-RECONCILE_CRON = "* * * * *"
 WEBHOOK_NAME = "faults-live-recorder"
-CANDIDATE_WAIT_S = 20
+#: The watcher's poll interval (DeploySettings.registry_poll_interval_s, the default).
+REGISTRY_POLL_S = 20.0
+CANDIDATE_ASSET = f"mlops://{MODEL}/release-candidate"
 #: Release Params that keep a run short: two rounds, no pause, half the traffic to the canary.
 FAST_RELEASE = {
     "require_approval": False,
@@ -182,6 +185,17 @@ class Stack:
         self.rest.answer_hitl(detail, "Approve")
         return str(run_id)
 
+    def candidate_events(self) -> list[dict[str, Any]]:
+        """The release-candidate asset's events (webhook or watcher), oldest first."""
+        (asset,) = self.rest.get("/api/v2/assets", uri_pattern=CANDIDATE_ASSET)["assets"]
+        events = self.rest.get("/api/v2/assets/events", asset_id=asset["id"], limit=100)
+        return sorted(events["asset_events"], key=lambda e: e["id"])
+
+    def restart_triggerer(self) -> None:
+        """Stop the triggerer (SIGTERM to its process group) and start a new one."""
+        stop_process_groups([self.airflow.pids.pop("triggerer")], 30)
+        self.airflow.start(("triggerer",))
+
     def registry_deliveries(self, event: str, version: str) -> list[HttpRequest]:
         """MLflow's webhook deliveries of ``event`` (e.g. ``model_version_alias.created``) for
         version ``version`` of ``faults``, as the recorder received them."""
@@ -227,8 +241,6 @@ def _airflow_env(mlflow_url: str, home: Path, proxy: Proxy, secret: str) -> dict
         "MLOPS_WEBHOOK_SECRET": secret,
         "MLOPS_TRAINING_SCHEDULE": "off",
         "MLOPS_MONITORING_SCHEDULE": "off",
-        "MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE": RECONCILE_CRON,
-        "MLOPS_CANDIDATE_WAIT_S": str(CANDIDATE_WAIT_S),
         # Runs the scheduler starts (the cron, asset events) use the defaults: half the replayed
         # traffic to the canary keeps its per-round count well above the analysis's minimum.
         "MLOPS_CANARY_WEIGHT": "0.5",

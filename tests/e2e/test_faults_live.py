@@ -1,5 +1,5 @@
-"""Faults that only a live Airflow can show: a scheduler, a triggerer, pools, the cron, the
-webhook bridge in the API server, and task processes that can die.
+"""Faults that only a live Airflow can show: a scheduler, a triggerer (and its registry watcher),
+pools, the webhook bridge in the API server, and task processes that can die.
 
 One stack per module (tests/e2e/faults_stack.py): Airflow's four components with this project's
 DAGs for a model ``faults``, one MLflow server, one model service behind a loopback proxy. The
@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -21,10 +22,10 @@ import pytest
 import requests
 
 from tests.e2e.faults_stack import (
-    CANDIDATE_WAIT_S,
     DEPLOYMENT,
     FAST_RELEASE,
     MODEL,
+    REGISTRY_POLL_S,
     TRAINING,
     Stack,
     start_stack,
@@ -34,14 +35,23 @@ pytestmark = pytest.mark.e2e
 stack = pytest.fixture(scope="module")(start_stack)
 
 ALIAS_CREATED = "model_version_alias.created"
-#: The cron's period, plus a candidate wait and the start of a run on two busy cores.
-RECONCILE_BOUND_S = 60 + CANDIDATE_WAIT_S + 60
+#: A lost webhook's candidate: two polls of the watcher, then the scheduler's loop and the start
+#: of a run on two busy cores.
+WATCHER_BOUND_S = 2 * REGISTRY_POLL_S + 30
+#: Long enough for a watcher to have emitted anything it was going to: two polls and a margin.
+QUIET_S = 2 * REGISTRY_POLL_S + 15
 RUN_TIMEOUT_S = 300
 POOL_TASKS = ("canary", "analyze_canary", "promote", "rollback")
 
 
 def _time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def _runs_since(stack: Stack, dag_id: str, since: datetime) -> list[dict[str, Any]]:
@@ -87,9 +97,12 @@ def test_overlapping_releases_run_one_at_a_time_and_the_second_fails_on_the_move
     assert "mlops.deploy.status" not in stack.tags(loser)
 
 
-def test_a_lost_webhook_is_made_good_by_the_reconciliation_run(stack: Stack) -> None:
+def test_a_challenger_whose_webhook_is_lost_is_released_once_by_the_watcher(
+    stack: Stack,
+) -> None:
     champion = stack.aliases()["champion"]
     version = stack.prepare(compared_to=champion)
+    events_before = len(stack.candidate_events())
     moved = datetime.now(UTC)
     stack.client.set_registered_model_alias(MODEL, "challenger", version)
     # MLflow sent the event, signed; it reached the recorder and never Airflow: lost.
@@ -98,18 +111,51 @@ def test_a_lost_webhook_is_made_good_by_the_reconciliation_run(stack: Stack) -> 
         lambda: stack.registry_deliveries(ALIAS_CREATED, version),
         60,
     )
+    (run,) = stack.wait(
+        "the watcher's deployment run",
+        lambda: [r for r in _runs_since(stack, DEPLOYMENT, moved) if r["start_date"]],
+        WATCHER_BOUND_S + 60,
+    )
+    started_after_s = (_time(run["start_date"]) - moved).total_seconds()
+    queued_after_s = (_time(run["queued_at"]) - moved).total_seconds()
+    print(f"\nMEASURED challenger set -> run queued {queued_after_s:.1f} s, started "
+          f"{started_after_s:.1f} s (poll {REGISTRY_POLL_S:g} s, no webhook)")  # fmt: skip
+    assert run["run_type"] == "asset_triggered", run
+    assert started_after_s <= WATCHER_BOUND_S, started_after_s
+    (event,) = stack.candidate_events()[events_before:]
+    assert event["extra"]["payload"] == {
+        "model_name": MODEL,
+        "version": version,
+        "source": "mlflow-registry-watcher",
+    }, event
 
-    run_id = stack.approve(version, timeout=RECONCILE_BOUND_S)
-    run = stack.finish(DEPLOYMENT, run_id, RUN_TIMEOUT_S)
+    # The candidate stays undecided while the approval waits: a restarted triggerer sees it
+    # again, finds the claim and emits nothing.
+    triggerer_log = stack.logs / "triggerer.log"
+    mark = triggerer_log.stat().st_size
+    stack.restart_triggerer()
+    stack.wait(
+        "the restarted triggerer's watcher to find the claim",
+        lambda: "was already claimed" in _read_from(triggerer_log, mark),
+        QUIET_S + 90,
+    )
+    assert len(stack.candidate_events()) == events_before + 1
+    assert [r["dag_run_id"] for r in _runs_since(stack, DEPLOYMENT, moved)] == [run["dag_run_id"]]
 
-    assert run["run_type"] == "scheduled", run  # the reconciliation cron, not an event
-    assert run["state"] == "success", stack.states(DEPLOYMENT, run_id)
+    run_id = stack.approve(version, timeout=RUN_TIMEOUT_S)
+    assert run_id == run["dag_run_id"]
+    finished = stack.finish(DEPLOYMENT, run_id, RUN_TIMEOUT_S)
+    assert finished["state"] == "success", stack.states(DEPLOYMENT, run_id)
     assert stack.aliases() == {"champion": version, "previous_champion": champion}
     assert stack.traffic() == {"stable": version, "canary": None, "canary_weight": 0.0}
-    assert stack.ledger()[-1]["version"] == version
-    assert stack.ledger()[-1]["decision"] == "promoted"
+    assert (stack.ledger()[-1]["version"], stack.ledger()[-1]["decision"]) == (version, "promoted")
     assert stack.ledger()[-1]["dag_run_id"] == run_id
-    assert all(r["run_type"] != "asset_triggered" for r in _runs_since(stack, DEPLOYMENT, moved))
+    # The promotion moved champion (and removed challenger): no event, no second run.
+    time.sleep(QUIET_S)
+    runs = _runs_since(stack, DEPLOYMENT, moved)
+    print(f"MEASURED deployment runs for this release: {len(runs)}")
+    assert [r["dag_run_id"] for r in runs] == [run_id]
+    assert len(stack.candidate_events()) == events_before + 1
 
 
 def _replay(url: str, delivery: Any) -> requests.Response:
@@ -125,6 +171,7 @@ def _replay(url: str, delivery: Any) -> requests.Response:
 def test_the_same_signed_delivery_twice_releases_once(stack: Stack) -> None:
     champion = stack.aliases()["champion"]
     version = stack.prepare(compared_to=champion)
+    events_before = len(stack.candidate_events())
     moved = datetime.now(UTC)
     stack.client.set_registered_model_alias(MODEL, "challenger", version)
     (delivery,) = stack.wait(
@@ -138,34 +185,17 @@ def test_the_same_signed_delivery_twice_releases_once(stack: Stack) -> None:
     assert second.status_code == 401, second.text
     assert "already recorded" in second.json()["detail"]
 
-    acting = stack.approve(version, timeout=RECONCILE_BOUND_S)
-    assert stack.finish(DEPLOYMENT, acting, RUN_TIMEOUT_S)["state"] == "success"
-    (woken,) = stack.wait(
-        "the run the delivery queued",
-        lambda: [
-            r for r in _runs_since(stack, DEPLOYMENT, moved) if r["run_type"] == "asset_triggered"
-        ],
-        RUN_TIMEOUT_S,
-    )
-    stack.finish(DEPLOYMENT, woken["dag_run_id"], RUN_TIMEOUT_S)
-    # The acting run may be a cron run queued just before the alias moved (its sensor waits up
-    # to CANDIDATE_WAIT_S for a candidate): it counts beside every run queued since.
-    runs = [r for r in _runs_since(stack, DEPLOYMENT, moved) if r["dag_run_id"] != acting]
-    runs.append(stack.rest.run(DEPLOYMENT, acting))
+    acting = stack.approve(version, timeout=RUN_TIMEOUT_S)
+    run = stack.finish(DEPLOYMENT, acting, RUN_TIMEOUT_S)
+    assert (run["state"], run["run_type"]) == ("success", "asset_triggered"), run
+    time.sleep(QUIET_S)  # the watcher saw the candidate too, and found the webhook's claim
 
-    # One asset event from the two deliveries, one approval asked, one release.
+    # One asset event from the two deliveries and the watcher, one run, one release.
     delivery_id = delivery.headers.get("X-MLflow-Delivery-Id")
-    assets = stack.rest.get("/api/v2/assets", uri_pattern=f"mlops://{MODEL}/registry-event")
-    (asset,) = assets["assets"]
-    events = stack.rest.get("/api/v2/assets/events", asset_id=asset["id"])["asset_events"]
-    assert [e["extra"]["delivery_id"] for e in events] == [delivery_id]
+    events = stack.candidate_events()[events_before:]
+    assert [e["extra"].get("delivery_id") for e in events] == [delivery_id], events
+    assert [r["dag_run_id"] for r in _runs_since(stack, DEPLOYMENT, moved)] == [acting]
     assert len(stack.approval_requests(version)) == 1
-    resolved = [
-        r["dag_run_id"]
-        for r in runs
-        if stack.rest.task_instance(DEPLOYMENT, r["dag_run_id"], "resolve")["state"] == "success"
-    ]
-    assert resolved == [acting]
     assert [e["decision"] for e in stack.ledger() if e["version"] == version] == ["promoted"]
     assert stack.aliases() == {"champion": version, "previous_champion": champion}
 
@@ -277,42 +307,24 @@ def killed_training(stack: Stack) -> KilledTraining:
     return KilledTraining(stack)
 
 
-def test_a_sensor_whose_version_never_appears_times_out_clearly_while_other_tasks_run(
+def test_a_run_without_its_candidate_skips_at_once_and_says_why(
     stack: Stack, killed_training: KilledTraining
 ) -> None:
     run_id = stack.trigger(DEPLOYMENT, {"version": "999"})
-    stack.wait(
-        "the sensor to defer",
-        lambda: (
-            stack.rest.task_instance(DEPLOYMENT, run_id, "wait_for_candidate")["state"]
-            == "deferred"
-        ),
-        RUN_TIMEOUT_S,
-    )
-    killed_training.start()  # work for the free worker slots while the sensor waits
-    running_while_deferred: set[str] = set()
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        sensor = stack.rest.task_instance(DEPLOYMENT, run_id, "wait_for_candidate")
-        if sensor["state"] == "deferred":
-            training = stack.rest.task_instances(TRAINING, killed_training.run_id)
-            running_while_deferred |= {t["task_id"] for t in training if t["state"] == "running"}
-        if stack.rest.run(DEPLOYMENT, run_id)["state"] in ("success", "failed"):
-            break
-        time.sleep(0.5)
-    else:
-        raise TimeoutError(f"{DEPLOYMENT} run {run_id} did not finish")
+    killed_training.start()  # the next test's training run starts meanwhile
+    run = stack.finish(DEPLOYMENT, run_id, RUN_TIMEOUT_S)
 
     states = stack.states(DEPLOYMENT, run_id)
     assert set(states.values()) == {"skipped"}, states
+    sensor = stack.rest.task_instance(DEPLOYMENT, run_id, "wait_for_candidate")
+    assert (_time(sensor["end_date"]) - _time(sensor["start_date"])).total_seconds() < 30
+    assert run["state"] == "success"
     log = stack.task_log(DEPLOYMENT, run_id, "wait_for_candidate")
     assert (
-        f"soft_fail: timed out after {CANDIDATE_WAIT_S:g} s (deferred) waiting for {MODEL} "
-        "version 999 (READY, tag 'mlops.deploy.status' absent) on MLflow connection "
-        "'mlflow_default'"
+        f"soft_fail: checked once (no wait configured) for {MODEL} version 999 (READY, tag "
+        "'mlops.deploy.status' absent) on MLflow connection 'mlflow_default'; last check: "
+        "version 999 does not exist"
     ) in log, log[-3000:]
-    # The deferred sensor held no worker slot: the training run's tasks ran meanwhile.
-    assert running_while_deferred, "no training task ran while the sensor was deferred"
 
 
 def test_a_killed_training_task_retries_into_one_run_and_one_version(

@@ -86,7 +86,16 @@ class DeploySettings:
     # creates one per contract); a literal name makes every model share one.
     promotion_pool_template: str = "mlops_promotion__{model}"
     approval_timeout_hours: float = 24.0  # then the approval defaults to Reject
-    candidate_wait_s: float = 1500.0  # a run with no undecided challenger skips after this
+    # Releases start from registry events (issue 15): the deployment DAG's release-candidate
+    # asset has an AssetWatcher polling MLflow this often; a candidate whose webhook was lost is
+    # released after two polls (the webhook, when it arrives, wins earlier).
+    registry_poll_interval_s: float = 20.0
+    # The old path as an explicit fallback: the deployment DAG also wakes on every registry event,
+    # the training DAG's challenger asset and the reconciliation cron, and its first task waits up
+    # to candidate_wait_s for an undecided challenger. Off: runs exist only for real candidates
+    # and the first task checks once.
+    waiting_runs_fallback: bool = False
+    candidate_wait_s: float = 1500.0  # fallback only: a run with no candidate skips after this
 
     @property
     def serving_name(self) -> str:

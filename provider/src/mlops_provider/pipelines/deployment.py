@@ -1,11 +1,15 @@
-"""Deployment: registry event -> approval -> image -> canary -> analysis -> promote or roll back.
+"""Deployment: release candidate -> approval -> image -> canary -> analysis -> promote or roll back.
 
-Wakes when a challenger of this DAG's model is registered (the training DAG's asset event, or an
-MLflow webhook turned into an asset event by the bridge plugin) and on a reconciliation cron for
-webhooks that were lost (every 30 minutes; MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE or the contract's
-``schedules``): the first task waits (deferred) for an undecided ``challenger`` and skips the run
-when there is none. Every release step is one ``mlops-step`` verb (see include/mlops_steps); the
-canary, analysis, promotion and rollback share the model's one-slot pool
+Runs only for real candidates: the DAG schedules on the model's ``release-candidate`` asset, which
+gets one event per version that becomes a new, READY, undecided ``challenger`` -- from the MLflow
+webhook bridge (fast path) or from the asset's registry watcher in the triggerer (every
+``MLOPS_REGISTRY_POLL_INTERVAL_S``; a lost webhook costs two polls), whichever claims the version
+first (mlops_provider/triggers/candidates.py). The promotion's own ``champion`` move starts no
+run. The first task checks the candidate once and skips the run when it is gone. With the
+explicit fallback (``waiting_runs_fallback``) the DAG also wakes on every registry event, the
+training DAG's challenger asset and the reconciliation cron, and the first task waits (deferred)
+up to ``MLOPS_CANDIDATE_WAIT_S``. Every release step is one ``mlops-step`` verb (see
+include/mlops_steps); the canary, analysis, promotion and rollback share the model's one-slot pool
 (``mlops_promotion__<model>``), so its releases never interleave. Either the candidate ends up
 ``champion`` at 100 % of traffic, or traffic and aliases are as they were and the candidate is
 tagged with the reason.
@@ -17,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, chain
+from airflow.sdk import DAG, Asset, AssetWatcher, Param, chain
 
 from mlops_provider.defaults import cron_or_assets, task_defaults
 from mlops_provider.notifications.deadlines import queued_deadline
@@ -28,6 +32,11 @@ from mlops_provider.operators.step import STEP_MACROS, release_step, step_operat
 from mlops_provider.params import dag_params, step_args
 from mlops_provider.pipelines.models import ModelPipeline, policy, trigger_params
 from mlops_provider.sensors.registry import MlflowModelVersionSensor
+from mlops_provider.triggers.candidates import (
+    CANDIDATE_ALIAS,
+    DECISION_TAG,
+    MlflowReleaseCandidateTrigger,
+)
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.options import cross_checked
 from mlops_steps.core.policies import AnalysisPolicy, CanaryPolicy
@@ -121,6 +130,31 @@ def approval_body(contract: ModelContract) -> str:
     return APPROVAL_HEAD + "\n".join(rows) + "\n" + holdouts + APPROVAL_TAIL
 
 
+def release_candidates(pipeline: ModelPipeline) -> Asset:
+    """The model's ``release-candidate`` asset, watched in the triggerer by the registry
+    trigger; the webhook bridge feeds the same asset (and shares the trigger's claims)."""
+    plain = pipeline.asset("release-candidate")
+    trigger = MlflowReleaseCandidateTrigger(
+        pipeline.model,
+        mlflow_conn_id=pipeline.settings.mlflow_conn_id,
+        poll_interval=pipeline.settings.deploy.registry_poll_interval_s,
+    )
+    watcher = AssetWatcher(name=f"{pipeline.model}_registry_watcher", trigger=trigger)
+    return Asset(name=plain.name, uri=plain.uri, watchers=[watcher])
+
+
+def schedule_and_wait(pipeline: ModelPipeline) -> tuple[Any, float]:
+    """The DAG's schedule and how long its first task waits for a candidate: the candidate
+    asset and no wait, or (explicit fallback) today's every-registry-event + cron + wait too."""
+    deploy = pipeline.settings.deploy
+    candidates = release_candidates(pipeline)
+    if not deploy.waiting_runs_fallback:
+        return [candidates], 0.0
+    schedules = policy(pipeline, "schedules", pipeline.settings.schedules)
+    every_event = pipeline.asset("challenger") | pipeline.asset("registry-event") | candidates
+    return cron_or_assets(schedules.deployment_reconcile, every_event), deploy.candidate_wait_s
+
+
 def build(pipeline: ModelPipeline) -> DAG:
     """The model's deployment DAG (``mlops_deployment__<model>``)."""
     settings, model = pipeline.settings, pipeline.model
@@ -128,7 +162,7 @@ def build(pipeline: ModelPipeline) -> DAG:
     pool = deploy.promotion_pool
     run_timeout = timedelta(hours=deploy.approval_timeout_hours + 2)
     deployments = pipeline.asset("deployments")
-    schedules = policy(pipeline, "schedules", settings.schedules)
+    schedule, candidate_wait_s = schedule_and_wait(pipeline)
 
     def release(task_id: str, verb: str, args: tuple[str, ...], **kwargs: Any) -> Any:
         spec_fields = {k: kwargs.pop(k) for k in ("timeout", "uses_kubernetes_api") if k in kwargs}
@@ -139,10 +173,7 @@ def build(pipeline: ModelPipeline) -> DAG:
         dag_id=pipeline.dag_id("deployment"),
         description=f"Approve, canary, analyse and promote (or roll back) the {model} challenger.",
         doc_md=__doc__,
-        schedule=cron_or_assets(
-            schedules.deployment_reconcile,
-            pipeline.asset("challenger") | pipeline.asset("registry-event"),
-        ),
+        schedule=schedule,
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
@@ -151,7 +182,7 @@ def build(pipeline: ModelPipeline) -> DAG:
             queued_deadline(
                 "approval_overdue",
                 timedelta(
-                    seconds=deploy.candidate_wait_s,
+                    seconds=candidate_wait_s,
                     hours=settings.alerts.approval_deadline_hours,
                 ),
                 f"The release approval may still be waiting: answer it (no answer by "
@@ -193,12 +224,14 @@ def build(pipeline: ModelPipeline) -> DAG:
             task_id="wait_for_candidate",
             mlflow_conn_id=settings.mlflow_conn_id,
             model_name=model,
-            alias="challenger",
+            alias=CANDIDATE_ALIAS,
             version="{{ params.version }}",
-            tag_absent="mlops.deploy.status",
-            deferrable=True,
+            tag_absent=DECISION_TAG,
+            # No wait (the default): the event that started the run was a claimed candidate, so
+            # one check finds it; the fallback's wait is deferred to the triggerer.
+            deferrable=candidate_wait_s > 0,
             poke_interval=15,
-            timeout=deploy.candidate_wait_s,
+            timeout=candidate_wait_s,
             soft_fail=True,
             retries=0,
         )
