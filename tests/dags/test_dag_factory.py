@@ -75,7 +75,7 @@ def test_each_model_has_its_own_assets_and_pool(two_models: dict[str, Any]) -> N
             f"mlops://{model}/challenger",
         )
         woken_by = {a.uri for a in deployment.timetable.asset_condition.objects}
-        assert woken_by == {f"mlops://{model}/challenger", f"mlops://{model}/registry-event"}
+        assert woken_by == {f"mlops://{model}/release-candidate"}
         drift = two_models[f"mlops_monitoring__{model}"].get_task("announce_drift").outlets[0]
         assert drift.uri == f"mlops://{model}/drift-detected"
         pools = {t.pool for t in deployment.tasks} | {

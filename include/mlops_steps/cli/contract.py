@@ -130,8 +130,8 @@ def describe(contract: ModelContract, settings: Settings) -> list[str]:
         "DAGs",
         f"  {contract.dag_id('training')}: {cron(schedules.training)}, and on "
         f"{uri('training-data')} | {uri('drift-detected')}; produces {uri('challenger')}",
-        f"  {contract.dag_id('deployment')}: on {uri('challenger')} | {uri('registry-event')}, "
-        f"reconcile {cron(schedules.deployment_reconcile)}; produces {uri('deployments')}",
+        f"  {contract.dag_id('deployment')}: on {uri('release-candidate')} (the registry "
+        f"webhook or watcher); produces {uri('deployments')}",
         f"  {contract.dag_id('monitoring')}: {cron(schedules.monitoring)}; "
         f"produces {uri('drift-detected')}",
         f"  {contract.dag_id('rollback')}: manual; produces {uri('deployments')}",

@@ -186,6 +186,22 @@ def _env_choice(name: str, choices: tuple[_Choice, ...], default: _Choice) -> _C
     raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
 
 
+#: The registry watcher's poll interval bounds the delay of a release whose webhook was lost.
+_POLL_INTERVAL_BOUNDS_S = (1.0, 300.0)
+
+
+def _poll_interval(default: float) -> float:
+    """``MLOPS_REGISTRY_POLL_INTERVAL_S``, within the bounds (a lost webhook must not wait long)."""
+    value = _env_number("MLOPS_REGISTRY_POLL_INTERVAL_S", default)
+    low, high = _POLL_INTERVAL_BOUNDS_S
+    if not low <= value <= high:
+        raise ConfigError(
+            f"MLOPS_REGISTRY_POLL_INTERVAL_S={value:g} is outside {low:g}..{high:g} seconds; "
+            f"set it to e.g. {default:g}"
+        )
+    return value
+
+
 def _alert_channels_from_env() -> tuple[AlertChannel, ...]:
     """``MLOPS_ALERT_CHANNELS``: a comma-separated subset of file, slack, email, webhook."""
     raw = _raw("MLOPS_ALERT_CHANNELS")
@@ -279,6 +295,11 @@ def load_settings() -> Settings:
             "MLOPS_APPROVAL_TIMEOUT_HOURS", deploy_defaults.approval_timeout_hours
         ),
         candidate_wait_s=_env_number("MLOPS_CANDIDATE_WAIT_S", deploy_defaults.candidate_wait_s),
+        registry_poll_interval_s=_poll_interval(deploy_defaults.registry_poll_interval_s),
+        waiting_runs_fallback=_env_choice(
+            "MLOPS_DEPLOYMENT_WAITING_FALLBACK", ("false", "true"), "false"
+        )
+        == "true",
     )
     alert_defaults = AlertSettings()
     alerts = AlertSettings(

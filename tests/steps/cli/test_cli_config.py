@@ -54,6 +54,27 @@ def test_schedules_are_cron_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+def test_the_registry_watcher_polls_within_bounds_and_the_waiting_runs_are_a_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deploy = load_settings().deploy
+    assert (deploy.registry_poll_interval_s, deploy.waiting_runs_fallback) == (20.0, False)
+    monkeypatch.setenv("MLOPS_REGISTRY_POLL_INTERVAL_S", "45")
+    monkeypatch.setenv("MLOPS_DEPLOYMENT_WAITING_FALLBACK", "true")
+    deploy = load_settings().deploy
+    assert (deploy.registry_poll_interval_s, deploy.waiting_runs_fallback) == (45.0, True)
+    for outside in ("0", "3600"):
+        monkeypatch.setenv("MLOPS_REGISTRY_POLL_INTERVAL_S", outside)
+        with pytest.raises(
+            ConfigError, match=r"MLOPS_REGISTRY_POLL_INTERVAL_S=.* outside 1\.\.300"
+        ):
+            load_settings()
+    monkeypatch.delenv("MLOPS_REGISTRY_POLL_INTERVAL_S")
+    monkeypatch.setenv("MLOPS_DEPLOYMENT_WAITING_FALLBACK", "yes")
+    with pytest.raises(ConfigError, match="MLOPS_DEPLOYMENT_WAITING_FALLBACK='yes'"):
+        load_settings()
+
+
 def test_step_result_is_the_last_stdout_line(
     mlops_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
