@@ -61,6 +61,8 @@ def step_environment(settings: Settings, extra: Mapping[str, str] | None = None)
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLOPS_MLFLOW_VERSION_SKEW": settings.mlflow_version_skew,
+        # Report links a browser can open (<Airflow>/mlops-reports/...); empty: plain paths.
+        "MLOPS_AIRFLOW_URL": settings.airflow_url,
         "PYTHONUNBUFFERED": "1",
         **(extra or {}),
     }

@@ -95,10 +95,10 @@ h['reference']) }}
 """
 APPROVAL_TAIL = """\
 
-Gate: {{ c['gate_reason'] }}
+Gate: {{ c['gate_reason'] }} (report: {{ c['links'].get('gate_report') or 'n/a' }})
 
 Data vs the champion's training data: {{ c['shift']['summary'] }}
-(report: {{ c['shift']['report'] }})
+(report: {{ c['links'].get('shift_report') or c['shift']['report'] }})
 
 Data sha256 `{{ c['data_sha256'] }}` (partition {{ c['partition'] }}).
 MLflow run: {{ c['links']['mlflow_run'] }} · Data Docs: {{ c['links']['data_docs'] }}
