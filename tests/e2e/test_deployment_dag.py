@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,15 +177,10 @@ def _states(run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
-def _challenge(deployment: Deployment, version: str, delay: float = 0.0) -> None:
-    def move() -> None:
-        time.sleep(delay)
-        deployment.client.set_registered_model_alias(deployment.name, "challenger", version)
-
-    if delay:
-        threading.Thread(target=move, daemon=True).start()
-    else:
-        move()
+def _challenge(deployment: Deployment, version: str) -> None:
+    """Move ``challenger`` to ``version``: what the webhook or the registry watcher turns into a
+    deployment run (the run's first task checks the candidate once)."""
+    deployment.client.set_registered_model_alias(deployment.name, "challenger", version)
 
 
 def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
@@ -238,8 +231,7 @@ def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
 
 
 def test_a_candidate_needing_review_is_never_auto_approved(deployment: Deployment) -> None:
-    # No webhook here: the sensor has to notice the alias moving on its own.
-    _challenge(deployment, "3", delay=3.0)
+    _challenge(deployment, "3")
     before = deployment.traffic()
     run = deployment.dag.test(run_conf={**FAST_ANALYSIS, "require_approval": False})
     states = _states(run)
