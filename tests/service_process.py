@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,3 +98,34 @@ def service_starter(
     yield start
     for process in started:
         stop_process(process)
+
+
+def serve_and_wait_for_log(
+    service: Service,
+    log_dir: Path,
+    customers: Any,
+    contract: Any,
+    *,
+    timeout_s: float = 60.0,
+) -> None:
+    """``customers`` (a frame of the contract's table) through ``/predict/batch``, 100 rows per
+    request with their ids as ``entity_ids``, until the service has logged every row."""
+    import json
+
+    features = customers.loc[:, list(contract.feature_names)]
+    records = json.loads(features.to_json(orient="records"))
+    ids = customers[contract.id_column].astype(str).tolist()
+    with service.client() as client:
+        for start in range(0, len(records), 100):
+            batch = slice(start, start + 100)
+            body = {"instances": records[batch], "entity_ids": ids[batch]}
+            response = client.post("/predict/batch", json=body)
+            assert response.status_code == 200, response.text
+    deadline = time.monotonic() + timeout_s
+    logged = 0
+    while time.monotonic() < deadline:
+        logged = sum(len(p.read_bytes().splitlines()) for p in log_dir.glob("date=*/*.jsonl"))
+        if logged >= len(records):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the service logged {logged} of {len(records)} predictions")

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import pendulum
 import pytest
 from mlflow import MlflowClient
@@ -26,7 +25,7 @@ from mlflow import MlflowClient
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from tests.dags.helpers import for_dag_test, load_dags, return_value, task_states
-from tests.service_process import Service
+from tests.service_process import Service, serve_and_wait_for_log
 
 pytestmark = pytest.mark.e2e
 ADMIN_TOKEN = "feedback-admin-token-0123456789abcdef"
@@ -38,25 +37,6 @@ MARGIN = 0.08
 # The gate's bound on the reference hold-out (GateThresholds.max_reference_relative_drop).
 REFERENCE_RELATIVE_DROP = 0.03
 CONF = {"max_latency_ms": 1000}  # latency has its own tests; a busy machine must not fail this
-
-
-def _serve(service: Service, log_dir: Path, customers: pd.DataFrame) -> None:
-    """The customers through /predict/batch, 100 per request, with their ids, until logged."""
-    records = json.loads(customers.loc[:, list(CHURN.feature_names)].to_json(orient="records"))
-    ids = customers[CHURN.id_column].tolist()
-    with service.client() as client:
-        for start in range(0, len(records), 100):
-            batch = slice(start, start + 100)
-            body = {"instances": records[batch], "entity_ids": ids[batch]}
-            response = client.post("/predict/batch", json=body)
-            assert response.status_code == 200, response.text
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        logged = sum(len(p.read_bytes().splitlines()) for p in log_dir.glob("date=*/*.jsonl"))
-        if logged >= len(records):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the service logged {logged} of {len(records)} predictions")
 
 
 def test_drift_retrains_on_served_labelled_traffic_and_beats_the_champion_there(
@@ -92,7 +72,7 @@ def test_drift_retrains_on_served_labelled_traffic_and_beats_the_champion_there(
 
     # 2. Drifted customers are served; their outcomes arrive later, keyed by customer id.
     customers = generate_churn(SERVED, seed=7, drift=0.8)
-    _serve(service, log_dir, customers)
+    serve_and_wait_for_log(service, log_dir, customers, CHURN)
     landing.mkdir()
     labels = landing / "outcomes.csv"
     known_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

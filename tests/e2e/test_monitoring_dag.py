@@ -18,7 +18,7 @@ from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from tests.dags.helpers import for_dag_test, load_dags, return_value, task_states
 from tests.fixtures.champion import Champion
-from tests.service_process import Service
+from tests.service_process import Service, serve_and_wait_for_log
 from tests.steps.monitoring.helpers import score, write_log
 
 pytestmark = pytest.mark.e2e
@@ -82,24 +82,7 @@ def _drift_events(run: Any) -> list[dict[str, Any]]:
 def _serve_drifted_traffic(service: Service, log_dir: Path, rows: int) -> None:
     """Drifted customers through /predict/batch, 100 per request, until all are logged."""
     frame = generate_churn(rows, seed=41, drift=0.5)
-    records = [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame.loc[:, list(CHURN.feature_names)].to_dict("records")
-    ]
-    ids = frame[CHURN.id_column].tolist()
-    with service.client() as client:
-        for start in range(0, rows, 100):
-            batch = slice(start, start + 100)
-            body = {"instances": records[batch], "entity_ids": ids[batch]}
-            response = client.post("/predict/batch", json=body)
-            assert response.status_code == 200, response.text
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        logged = sum(len(p.read_bytes().splitlines()) for p in log_dir.glob("date=*/*.jsonl"))
-        if logged >= rows:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the service logged {logged} of {rows} predictions")
+    serve_and_wait_for_log(service, log_dir, frame, CHURN, timeout_s=30)
 
 
 def test_drift_in_served_traffic_schedules_training_and_no_drift_emits_nothing(
