@@ -13,6 +13,14 @@ ImageBuilderKind = Literal["bundle", "ci", "kaniko"]
 IMAGE_BUILDERS: tuple[ImageBuilderKind, ...] = ("bundle", "ci", "kaniko")
 DeployTargetKind = Literal["service", "kubernetes"]
 DEPLOY_TARGETS: tuple[DeployTargetKind, ...] = ("service", "kubernetes")
+#: How the Kubernetes target splits traffic: by replica share behind one Service, through an
+#: Argo Rollouts ``Rollout``'s canary weight, or through a Gateway API ``HTTPRoute``'s weights.
+KubernetesTrafficKind = Literal["replicas", "argo-rollouts", "gateway-api"]
+KUBERNETES_TRAFFIC: tuple[KubernetesTrafficKind, ...] = ("replicas", "argo-rollouts", "gateway-api")
+#: Where the canary analysis reads the service's counters: each process's ``/metrics`` (scrape)
+#: or a Prometheus server that scrapes them (PromQL over its HTTP API).
+AnalysisBackend = Literal["scrape", "prometheus"]
+ANALYSIS_BACKENDS: tuple[AnalysisBackend, ...] = ("scrape", "prometheus")
 #: How far the MLflow client may be from the server: same major version, or same major.minor.
 MlflowVersionSkew = Literal["major", "minor"]
 MLFLOW_VERSION_SKEWS: tuple[MlflowVersionSkew, ...] = ("major", "minor")
@@ -81,6 +89,13 @@ class DeploySettings:
     stable_deployment_template: str = "{model}-serving-stable"
     canary_deployment_template: str = "{model}-serving-canary"
     stable_replicas: int = 3
+    # How the Kubernetes target splits traffic; the Rollout / HTTPRoute names are templates too.
+    kubernetes_traffic: KubernetesTrafficKind = "replicas"
+    rollout_template: str = "{model}-serving"
+    http_route_template: str = "{model}-serving"
+    # The canary analysis' source of the service's counters, and the Prometheus it queries.
+    analysis_backend: AnalysisBackend = "scrape"
+    prometheus_url: str = "http://127.0.0.1:9090"
     rollout_timeout_s: float = 600.0  # a Deployment rollout that takes longer fails the step
     # One slot per model: its releases and rollbacks never interleave (scripts/airflow_settings.py
     # creates one per contract); a literal name makes every model share one.
@@ -110,6 +125,14 @@ class DeploySettings:
     @property
     def canary_deployment(self) -> str:
         return for_model(self.canary_deployment_template, self.serving_name)
+
+    @property
+    def rollout(self) -> str:
+        return for_model(self.rollout_template, self.serving_name)
+
+    @property
+    def http_route(self) -> str:
+        return for_model(self.http_route_template, self.serving_name)
 
     @property
     def promotion_pool(self) -> str:

@@ -31,8 +31,10 @@ from mlops_steps.core.policies import (
 )
 from mlops_steps.core.sections import (
     ALERT_CHANNELS,
+    ANALYSIS_BACKENDS,
     DEPLOY_TARGETS,
     IMAGE_BUILDERS,
+    KUBERNETES_TRAFFIC,
     MLFLOW_VERSION_SKEWS,
     RUNNER_MODES,
     AlertChannel,
@@ -287,6 +289,15 @@ def load_settings() -> Settings:
             "MLOPS_CANARY_DEPLOYMENT", deploy_defaults.canary_deployment_template
         ),
         stable_replicas=_env_number("MLOPS_STABLE_REPLICAS", deploy_defaults.stable_replicas),
+        kubernetes_traffic=_env_choice(
+            "MLOPS_K8S_TRAFFIC", KUBERNETES_TRAFFIC, deploy_defaults.kubernetes_traffic
+        ),
+        rollout_template=_env_str("MLOPS_ROLLOUT", deploy_defaults.rollout_template),
+        http_route_template=_env_str("MLOPS_HTTP_ROUTE", deploy_defaults.http_route_template),
+        analysis_backend=_env_choice(
+            "MLOPS_ANALYSIS_BACKEND", ANALYSIS_BACKENDS, deploy_defaults.analysis_backend
+        ),
+        prometheus_url=_env_str("MLOPS_PROMETHEUS_URL", deploy_defaults.prometheus_url),
         rollout_timeout_s=_env_number("MLOPS_ROLLOUT_TIMEOUT_S", deploy_defaults.rollout_timeout_s),
         promotion_pool_template=_env_str(
             "MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool_template

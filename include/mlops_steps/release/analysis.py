@@ -47,6 +47,7 @@ from mlops_steps.release.judgement import (
     psi,
     psi_noise_allowance,
 )
+from mlops_steps.release.metrics_source import open_metrics_source
 from mlops_steps.release.replay import CANARY, STABLE, Replay, replay_round
 from mlops_steps.release.targets import open_target
 from mlops_steps.release.targets.base import TrafficState
@@ -94,7 +95,7 @@ def parse_metrics(
         for sample in family.samples:
             labels = sample.labels
             variant = labels.get("variant")
-            if variant not in (STABLE, CANARY):
+            if variant is None or variant not in versions:
                 continue
             judged = sample.name in _JUDGED and labels.get("endpoint") == endpoint
             if not judged and sample.name not in (_SCORES, _CLASSES):
@@ -183,16 +184,10 @@ def run_analysis(
     session.mount("http://", adapter)
     session.mount("https://", adapter)
 
+    source = open_metrics_source(settings, target, session, subject=f"canary v{version}")
+
     def scrape() -> dict[str, Snapshot]:
-        urls = target.metrics_urls()
-        if not urls:
-            raise CanaryFailed("no serving process exposes metrics", subject=f"canary v{version}")
-        texts = []
-        for url in urls:
-            response = session.get(url, timeout=10)
-            response.raise_for_status()
-            texts.append(response.text)
-        return merge(parse_metrics(text, versions) for text in texts)
+        return source.snapshot(versions, not_before=time.time())
 
     start = scrape()
     for number in range(1, policy.rounds + 1):

@@ -31,17 +31,21 @@ class Release:
 
 @dataclass(frozen=True)
 class TrafficState:
-    """What serves now: the stable version, the canary (if any) and the canary's share."""
+    """What serves now: the stable version, the canary (if any) and the canary's share of the
+    answers; ``shadow_share`` is the share of requests the canary also scores without answering
+    them (shadow mode: its ``canary_weight`` is then 0)."""
 
     stable_version: str | None
     canary_version: str | None
     canary_weight: float
+    shadow_share: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
             "stable_version": self.stable_version,
             "canary_version": self.canary_version,
             "canary_weight": self.canary_weight,
+            "shadow_share": self.shadow_share,
         }
 
 
@@ -53,7 +57,15 @@ class DeployTarget(Protocol):
         ...
 
     def start_canary(self, release: Release, weight: float) -> TrafficState:
-        """Run ``release`` beside the stable version with ``weight`` of the traffic."""
+        """Run ``release`` beside the stable version with ``weight`` of the traffic (and no
+        shadow share). When ``release`` is already the canary only its weight changes: a
+        progressive release calls this once per traffic step."""
+        ...
+
+    def start_shadow(self, release: Release, share: float) -> TrafficState:
+        """Run ``release`` beside the stable version answering nobody: it scores a copy of
+        ``share`` of the requests, which the stable version answers (canary weight 0). A target
+        that cannot mirror requests raises a StepError naming the setting that can."""
         ...
 
     def promote(self, release: Release) -> TrafficState:

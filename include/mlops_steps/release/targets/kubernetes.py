@@ -384,6 +384,15 @@ class KubernetesTarget:
         self._apply(self.canary_deployment, canary, release_patch(release, replicas))
         return self.state()
 
+    def start_shadow(self, release: Release, share: float) -> TrafficState:
+        raise StepError(
+            f"cannot mirror {share:.0%} of the requests to v{release.version}: the replica "
+            "split answers every request it routes to a canary pod",
+            subject="shadow mode on the kubernetes target",
+            fix="route through a Gateway API HTTPRoute (MLOPS_K8S_TRAFFIC=gateway-api), or run "
+            "the release without shadow (shadow_share 0)",
+        )
+
     def promote(self, release: Release) -> TrafficState:
         """Stable pods on ``release`` (pinned version, its image), then the canary to 0."""
         stable = self._read(self.stable_deployment)

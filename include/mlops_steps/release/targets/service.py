@@ -69,17 +69,28 @@ class ServiceTarget:
             stable_version=_version(payload.get("stable")),
             canary_version=_version(payload.get("canary")),
             canary_weight=float(payload.get("canary_weight") or 0.0),
+            shadow_share=float(payload.get("shadow_share") or 0.0),
         )
 
     def metrics_urls(self) -> list[str]:
         return [f"{self.base_url}/metrics"]  # one process serves both variants
 
     def start_canary(self, release: Release, weight: float) -> TrafficState:
+        return self._route(release, weight=weight, shadow_share=0.0)
+
+    def start_shadow(self, release: Release, share: float) -> TrafficState:
+        return self._route(release, weight=0.0, shadow_share=share)
+
+    def _route(self, release: Release, *, weight: float, shadow_share: float) -> TrafficState:
+        """``release`` as the canary with these shares; a loaded canary only changes shares."""
         current = self.state()
-        if current.canary_version == release.version and current.canary_weight == weight:
-            return current
+        shares = {"weight": weight, "shadow_share": shadow_share}
+        if current.canary_version == release.version:
+            if (current.canary_weight, current.shadow_share) == (weight, shadow_share):
+                return current
+            return self._state_of(self._call("POST", "/admin/canary/weight", shares))
         ref = f"bundle:{Path(release.bundle_path).name}" if release.bundle_path else release.version
-        return self._state_of(self._call("POST", "/admin/canary", {"ref": ref, "weight": weight}))
+        return self._state_of(self._call("POST", "/admin/canary", {"ref": ref, **shares}))
 
     def promote(self, release: Release) -> TrafficState:
         current = self.state()
