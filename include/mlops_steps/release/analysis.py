@@ -73,6 +73,7 @@ __all__ = [
 _JUDGED = ("serving_requests_total", "serving_request_latency_seconds_bucket")
 _SCORES = "serving_prediction_score_bucket"
 _CLASSES = "serving_predicted_class_total"
+_AGREEMENT = "serving_shadow_agreement_total"
 
 
 class CanaryFailed(StepError):
@@ -98,7 +99,7 @@ def parse_metrics(
             if variant is None or variant not in versions:
                 continue
             judged = sample.name in _JUDGED and labels.get("endpoint") == endpoint
-            if not judged and sample.name not in (_SCORES, _CLASSES):
+            if not judged and sample.name not in (_SCORES, _CLASSES, _AGREEMENT):
                 continue
             if "version" not in labels:
                 raise CanaryFailed(
@@ -113,6 +114,9 @@ def parse_metrics(
             if sample.name == "serving_requests_total":
                 status = labels["status"]
                 snap.requests[status] = snap.requests.get(status, 0.0) + sample.value
+            elif sample.name == _AGREEMENT:
+                outcome = labels.get("outcome", "")
+                snap.agreement[outcome] = snap.agreement.get(outcome, 0.0) + sample.value
             elif sample.name == _CLASSES:
                 name = labels.get("class", "")
                 snap.classes[name] = snap.classes.get(name, 0.0) + sample.value
@@ -137,6 +141,7 @@ def merge(snapshots: Iterable[dict[str, Snapshot]]) -> dict[str, Snapshot]:
             _add(total[variant].latency_buckets, snap.latency_buckets)
             _add(total[variant].score_buckets, snap.score_buckets)
             _add(total[variant].classes, snap.classes)
+            _add(total[variant].agreement, snap.agreement)
     return dict(total)
 
 

@@ -39,6 +39,8 @@ class Snapshot:
     latency_buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
     score_buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
     classes: dict[str, float] = field(default_factory=dict)  # predicted class -> count
+    # Shadow variant only: its answers compared with the stable answer to the same request.
+    agreement: dict[str, float] = field(default_factory=dict)  # "agree"/"disagree" -> count
 
 
 @dataclass(frozen=True)
