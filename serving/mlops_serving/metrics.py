@@ -81,6 +81,7 @@ class ServingMetrics:
         self._scored: dict[tuple[str, str], _ScoreSeries] = {}
         self._out_of_range: dict[tuple[str, str, str], int] = {}
         self._classes: dict[tuple[str, str, str], int] = {}
+        self._shadow: dict[tuple[str, str], int] = {}  # (version, outcome) -> rows
         self.registry.register(_RequestCollector(self))
         r = self.registry
         self.load_failures = Counter(
@@ -142,6 +143,12 @@ class ServingMetrics:
             key = (variant, version, label)
             self._classes[key] = self._classes.get(key, 0) + count
 
+    def shadow_compared(self, version: str, *, agreed: int, disagreed: int) -> None:
+        """Count a shadow copy's rows that agreed / disagreed with the stable answers."""
+        for outcome, count in (("agree", agreed), ("disagree", disagreed)):
+            key = (version, outcome)
+            self._shadow[key] = self._shadow.get(key, 0) + count
+
     def out_of_range(self, variant: str, version: str, features: Iterable[str]) -> None:
         """Count served values outside the training range, one per feature name given."""
         for feature in features:
@@ -192,7 +199,15 @@ class ServingMetrics:
         )
         for key, count in list(self._classes.items()):
             classes.add_metric(list(key), count)
-        yield from (requests, latency, rows, scores, out_of_range, classes)
+        shadow = CounterMetricFamily(
+            "serving_shadow_agreement",
+            "Rows the shadow variant scored, by whether its answer agreed with the stable "
+            "answer to the same request.",
+            labels=["variant", "version", "outcome"],
+        )
+        for (version, outcome), count in list(self._shadow.items()):
+            shadow.add_metric(["shadow", version, outcome], count)
+        yield from (requests, latency, rows, scores, out_of_range, classes, shadow)
 
 
 class _RequestCollector(Collector):

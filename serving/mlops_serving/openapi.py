@@ -50,11 +50,15 @@ _INVALID = {
 }
 _VERSIONS = {
     "type": "object",
-    "required": ["stable", "canary", "canary_weight"],
+    "required": ["stable", "canary", "canary_weight", "shadow_share"],
     "properties": {
         "stable": {**_OPTIONAL_STRING, "description": "version of the stable variant"},
         "canary": {**_OPTIONAL_STRING, "description": "version of the canary variant"},
         "canary_weight": _PROBABILITY,
+        "shadow_share": {
+            **_PROBABILITY,
+            "description": "share of requests the canary scores in shadow, answering none",
+        },
     },
 }
 _READY = {

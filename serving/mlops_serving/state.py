@@ -41,6 +41,9 @@ class ServingState:
         self.stable: LoadedModel | None = None
         self.canary: LoadedModel | None = None
         self.canary_weight = 0.0
+        # Shadow mode (mlops_serving/shadow.py): the canary scores copies of this share of the
+        # requests the stable model answers; set only while the canary's weight is 0.
+        self.shadow_share = 0.0
         self.last_errors: dict[str, str] = {}
         self.admin_lock = threading.Lock()
         self.stop = threading.Event()
@@ -58,6 +61,7 @@ class ServingState:
             "stable": self.stable.version if self.stable else None,
             "canary": self.canary.version if self.canary else None,
             "canary_weight": self.routed_canary_weight,
+            "shadow_share": self.shadow_share if self.canary else 0.0,
         }
 
     def load(self, variant: str, ref: str) -> LoadedModel:

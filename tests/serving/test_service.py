@@ -246,7 +246,9 @@ def test_canary_split_stickiness_promote_and_rollback(
     record = _records(1)[0]
     with service.admin() as admin, service.client() as http:
         response = admin.post("/admin/canary", json={"ref": "challenger", "weight": 0.3})
-        assert response.json() == {"stable": "1", "canary": "2", "canary_weight": 0.3}
+        assert response.json() == {
+            "stable": "1", "canary": "2", "canary_weight": 0.3, "shadow_share": 0.0
+        }  # fmt: skip
 
         answers = [
             http.post("/predict", json={"features": record, "entity_id": f"E{i}"}).json()
@@ -268,7 +270,7 @@ def test_canary_split_stickiness_promote_and_rollback(
         assert 0.2 < sum(a["variant"] == "canary" for a in anonymous) / 400 < 0.4
 
         assert admin.post("/admin/promote").json() == {
-            "stable": "2", "canary": None, "canary_weight": 0.0
+            "stable": "2", "canary": None, "canary_weight": 0.0, "shadow_share": 0.0
         }  # fmt: skip
         versions = {http.post("/predict", json={"features": record}).json()["model_version"]
                     for _ in range(50)}  # fmt: skip

@@ -63,9 +63,10 @@ def _release(args: argparse.Namespace, settings: Settings) -> Any:
 def _resolve(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     from mlops_steps.release.deploy import run_resolve
 
-    # The run's first step: analysis settings that break a cross check end it here, before
-    # anything changes (Airflow validates each Param alone).
+    # The run's first step: analysis settings that break a cross check, or traffic steps that
+    # judge nothing, end it here, before anything changes (Airflow validates each Param alone).
     _analysis_policy(args, settings)
+    _canary_policy(args, settings)
     return run_resolve(settings, args.version or None)
 
 
@@ -75,18 +76,25 @@ def _build_image(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     return run_build_image(settings, args.version)
 
 
-def _canary(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from mlops_steps.release.deploy import run_canary
+def _canary_policy(args: argparse.Namespace, settings: Settings) -> CanaryPolicy:
+    return policy_for_model(CanaryPolicy, args, settings.canary, "canary", settings)
 
-    policy = policy_for_model(CanaryPolicy, args, settings.canary, "canary", settings)
-    return run_canary(settings, _release(args, settings), policy.weight)
+
+def _canary(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    from mlops_steps.release.progressive import run_start
+
+    return run_start(settings, _release(args, settings), _canary_policy(args, settings))
 
 
 def _analyze(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    from mlops_steps.release.analysis import run_analysis
+    from mlops_steps.release.progressive import run_progressive
 
-    return run_analysis(
-        settings, args.version, args.data_partition, _analysis_policy(args, settings)
+    return run_progressive(
+        settings,
+        _release(args, settings),
+        args.data_partition,
+        _analysis_policy(args, settings),
+        _canary_policy(args, settings),
     )
 
 
@@ -129,11 +137,18 @@ def add_verbs(verb: AddVerb, settings: Settings) -> None:
     )
     resolve.add_argument("--version", default="", help="a version number; empty = challenger")
     add_cli_options(resolve, AnalysisPolicy, settings.analysis, only=cross_checked(AnalysisPolicy))
+    add_cli_options(resolve, CanaryPolicy, settings.canary)
     release_verb("build-image", _build_image, "Build (or find) the version's serving image.")
-    canary = release_verb("canary", _canary, "Put the version live as the canary.")
+    canary = release_verb(
+        "canary", _canary, "Put the version in at its first position (shadow or first step)."
+    )
     _add_release_args(canary)
     add_cli_options(canary, CanaryPolicy, settings.canary)
-    analyze = release_verb("analyze", _analyze, "Replay traffic and judge the canary.")
+    analyze = release_verb(
+        "analyze", _analyze, "Walk the shadow phase and traffic steps, judging each."
+    )
+    _add_release_args(analyze)
+    add_cli_options(analyze, CanaryPolicy, settings.canary)
     analyze.add_argument(
         "--data-partition",
         required=True,

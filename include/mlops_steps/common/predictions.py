@@ -2,7 +2,8 @@
 
 The service appends one JSON line per prediction (``serving/mlops_serving/predlog.py``): request_id,
 row, entity_id, timestamp, variant, model_version, score (a multiclass model's line adds its
-``class``) and the raw ``features`` object, under
+``class``) and the raw ``features`` object (a shadow copy's lines, variant ``shadow``, are
+skipped: nobody was served them), under
 ``<log>/date=YYYY-MM-DD/`` where the date is the day the line was *written*: the day of the
 prediction or, for a flush just after midnight, the next one. So a window reads the date
 directories from its first day to the day after its last, skips files last written before the
@@ -46,6 +47,8 @@ META_FIELDS = (
     "request_id", "row", "entity_id", "timestamp", "variant", "model_version", "score", "class",
 )  # fmt: skip
 _REQUIRED_META = ("timestamp", "model_version", "score", "features")
+#: The service's shadow copies (serving/mlops_serving/shadow.py): logged, never served.
+SHADOW_VARIANT = "shadow"
 # Files (or S3 objects) last written this long before the window starts may still hold window
 # rows when clocks disagree a little (service host, NFS server, S3); cheap insurance.
 _CLOCK_SLACK = dt.timedelta(minutes=5)
@@ -209,6 +212,8 @@ def _frame(
             fix="the prediction log format is serving/mlops_serving/predlog.py's",
         )
     keep = ((stamps >= window.start) & (stamps < window.end)).to_numpy()
+    if "variant" in table.column_names:  # shadow copies were scored, but nobody was served them
+        keep &= (table.column("variant").to_pandas() != SHADOW_VARIANT).to_numpy()
     table = table.filter(pa.array(keep))
     struct = table.column("features").combine_chunks()
     if not pa.types.is_struct(struct.type):

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Option:
     maximum: float | None = None
     exclusive_minimum: float | None = None
     choices: tuple[str, ...] = ()
+    pattern: str = ""  # a text value must match it whole (also the Param's JSON Schema pattern)
     param: str = ""  # the DAG Param's name when it differs from the field's
     flag: str = ""  # the CLI flag when it differs from --field-name
     env: str = ""  # the environment variable (or AIRFLOW_VAR_<it>) that changes the default
@@ -76,6 +78,8 @@ class Declared:
         opt = self.option
         if opt.choices and value not in opt.choices:
             raise ValueError(f"{value!r} is not one of {', '.join(opt.choices)}")
+        if opt.pattern and not re.fullmatch(opt.pattern, str(value)):
+            raise ValueError(f"{value!r} does not match {opt.pattern}")
         if self.kind in (int, float):
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{value} is not a finite number")
@@ -198,11 +202,13 @@ def from_args(policy_cls: type[_Policy], args: argparse.Namespace, **extra: Any)
     values = {d.name: flags[d.name] for d in declared(policy_cls) if d.name in flags}
     try:
         return policy_cls(**values, **extra)
-    except CrossFieldError as exc:
+    except ValueError as exc:  # a cross check, or a field's own rule (e.g. the canary steps)
         parser: argparse.ArgumentParser | None = flags.get(_PARSER_DEST)
         if parser is None:
             raise
-        parser.error(exc.with_names(lambda name: _flag_of(policy_cls, name)))
+        if isinstance(exc, CrossFieldError):
+            parser.error(exc.with_names(lambda name: _flag_of(policy_cls, name)))
+        parser.error(str(exc))
 
 
 @dataclass(frozen=True)
@@ -328,6 +334,8 @@ def param_schemas(
             schema["type"] = ["null", json_type] if item.nullable else json_type
             if opt.choices:
                 schema["enum"] = list(opt.choices)
+            if opt.pattern:
+                schema["pattern"] = f"^(?:{opt.pattern})$"
         for keyword, bound in (
             ("minimum", opt.minimum),
             ("maximum", opt.maximum),

@@ -8,6 +8,7 @@ variable (``MLOPS_X`` or the Airflow Variable ``AIRFLOW_VAR_MLOPS_X``); the sett
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -188,19 +189,71 @@ class GateThresholds:
     )
 
 
+#: A comma-separated list of percentages (the Param's JSON Schema pattern; the rest of the rules
+#: -- increasing, ending at 100, at least one judged step -- are :func:`traffic_steps`').
+STEPS_PATTERN = r"\s*\d+(\.\d+)?\s*(,\s*\d+(\.\d+)?\s*)*"
+
+
+def traffic_steps(text: str) -> tuple[float, ...]:
+    """The steps in percent; ValueError when they would skip the analysis or not end in a
+    promotion: each above 0, strictly increasing, the last exactly 100, one or more below it."""
+    try:
+        steps = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"canary steps {text!r} are not comma-separated percentages") from None
+    if any(not 0 < step <= 100 for step in steps):
+        raise ValueError(f"canary steps {text!r}: every step must be above 0 and at most 100")
+    if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+        raise ValueError(f"canary steps {text!r} must increase")
+    if steps[-1] != 100:
+        raise ValueError(f"canary steps {text!r} must end at 100 (the promotion)")
+    if len(steps) < 2:
+        raise ValueError(
+            f"canary steps {text!r} judge nothing: give at least one step below 100 (e.g. 10,100)"
+        )
+    return steps
+
+
 @dataclass(frozen=True)
 class CanaryPolicy:
-    """How much traffic the canary gets."""
+    """How the candidate meets traffic: an optional shadow phase, then traffic steps.
 
-    weight: float = option(
-        0.1,
-        help="canary traffic share",
-        title="Canary traffic share",
-        exclusive_minimum=0,
-        maximum=0.5,
-        param="canary_weight",
-        env="MLOPS_CANARY_WEIGHT",
+    As Argo Rollouts' and Flagger's canary steps: the candidate takes each step's share of the
+    answers in turn, the analysis judges it at every step below 100 %, and the last step (always
+    100 %) is the promotion. With ``shadow_share`` above 0 it first scores that share of the
+    requests without answering any (the stable version answers them), judged against the stable
+    answers to the same requests before any user sees it.
+    """
+
+    steps: str = option(
+        "5,25,50,100",
+        help="traffic steps in percent: increasing, the last 100 (the promotion); the analysis "
+        "judges every step below 100",
+        title="Canary traffic steps (%)",
+        description="Comma-separated shares, e.g. 5,25,50,100: the analysis runs at each step "
+        "below 100; any failed step rolls back to 0 %.",
+        pattern=STEPS_PATTERN,
+        param="canary_steps",
+        env="MLOPS_CANARY_STEPS",
     )
+    shadow_share: float = option(
+        0.0,
+        help="share of requests the candidate scores in shadow before the first step (0: off)",
+        title="Shadow share (0 = no shadow phase)",
+        description="The candidate scores this share of real requests without answering them; "
+        "the analysis compares it with the stable answers before the first traffic step.",
+        minimum=0,
+        maximum=1,
+        env="MLOPS_SHADOW_SHARE",
+    )
+
+    def __post_init__(self) -> None:
+        traffic_steps(self.steps)  # ValueError naming what is wrong
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """The judged steps as shares of traffic (the final 100 % is the promotion)."""
+        return tuple(share / 100 for share in traffic_steps(self.steps)[:-1])
 
 
 @dataclass(frozen=True)
@@ -236,6 +289,15 @@ class AnalysisPolicy:
     max_p99_ms: float = option(100.0, help="max canary p99 latency (ms)", exclusive_minimum=0)
     # PSI of the prediction distribution: the score histogram (binary), the predicted-class
     # counts (multiclass) or the value histogram (regression).
+    # Shadow phase: the share of shadow answers that agree with the stable answer to the same
+    # request (same side of 0.5, same class, or within 10 % of the value).
+    min_shadow_agreement: float = option(
+        0.8,
+        help="min share of shadow answers agreeing with the stable ones (shadow phase)",
+        title="Min shadow agreement",
+        minimum=0,
+        maximum=1,
+    )
     max_psi: float = option(
         0.25,
         help="max PSI of the predictions (score, class mix or value) canary vs stable",

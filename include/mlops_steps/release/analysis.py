@@ -49,6 +49,7 @@ from mlops_steps.release.judgement import (
 )
 from mlops_steps.release.metrics_source import open_metrics_source
 from mlops_steps.release.replay import CANARY, STABLE, Replay, replay_round
+from mlops_steps.release.shadow import SHADOW, judge_shadow_round
 from mlops_steps.release.targets import open_target
 from mlops_steps.release.targets.base import TrafficState
 
@@ -154,12 +155,20 @@ def _candidate_tags(settings: Settings, version: str) -> dict[str, str]:
 
 
 def run_analysis(
-    settings: Settings, version: str, partition_key: str, policy: AnalysisPolicy
+    settings: Settings,
+    version: str,
+    partition_key: str,
+    policy: AnalysisPolicy,
+    *,
+    phase: str = CANARY,
+    result_name: str = "analysis",
 ) -> dict[str, Any]:
     """Drive traffic round by round and judge; raises CanaryFailed on a rejection.
 
     ``partition_key`` is the candidate's own partition: never replayed (release/golden.py).
     ``policy`` is taken as given (the CLI applies the contract's ``canary`` overrides).
+    ``phase`` ``shadow`` judges the candidate's shadow copies against the stable answers
+    (release/shadow.py) instead of its own answers; the result goes to ``<result_name>.json``.
     """
     import requests
 
@@ -168,7 +177,8 @@ def run_analysis(
     contract = load_contract(settings.model_name)
     target = open_target(settings)
     traffic = target.state()
-    _require_canary(traffic, traffic, version)
+    shadow = phase == SHADOW
+    _require_canary(traffic, traffic, version, shadow=shadow)
     has_stable = traffic.stable_version is not None and traffic.canary_weight < 1.0
     golden = golden_set(
         settings,
@@ -180,7 +190,7 @@ def run_analysis(
     # A regressor's first release is judged against its own training-time hold-out error.
     tags = _candidate_tags(settings, version) if contract.task == "regression" else {}
     judged = Judged.of(contract, tags)
-    versions = {STABLE: traffic.stable_version, CANARY: version}
+    versions = {STABLE: traffic.stable_version, SHADOW if shadow else CANARY: version}
     base = settings.deploy.service_url
     rng = random.Random(f"{version}-{golden.partition}")  # noqa: S311 (sampling, not security)
     replay, rounds = Replay(task=contract.task), list[dict[str, Any]]()
@@ -196,7 +206,7 @@ def run_analysis(
 
     start = scrape()
     for number in range(1, policy.rounds + 1):
-        _require_canary(target.state(), traffic, version)
+        _require_canary(target.state(), traffic, version, shadow=shadow)
         before = scrape()
         sample = [
             golden.rows[rng.randrange(len(golden.rows))] for _ in range(policy.requests_per_round)
@@ -215,18 +225,29 @@ def run_analysis(
             v: Snapshot(
                 score_buckets=delta(after[v].score_buckets, start.get(v, Snapshot()).score_buckets),
                 classes=delta(after[v].classes, start.get(v, Snapshot()).classes),
+                agreement=delta(after[v].agreement, start.get(v, Snapshot()).agreement),
             )
             for v in after
         }
-        verdict = judge_round(
-            policy,
-            before=before,
-            after=after,
-            since_start=since_start,
-            replay=replay,
-            has_stable=has_stable,
-            judged=judged,
-        )
+        if shadow:
+            verdict = judge_shadow_round(
+                policy,
+                before=before,
+                after=after,
+                since_start=since_start,
+                replay=replay,
+                judged=judged,
+            )
+        else:
+            verdict = judge_round(
+                policy,
+                before=before,
+                after=after,
+                since_start=since_start,
+                replay=replay,
+                has_stable=has_stable,
+                judged=judged,
+            )
         verdict["round"] = number
         rounds.append(verdict)
         if overall(policy, rounds)["failed_rounds"] >= policy.max_failed_rounds:
@@ -236,6 +257,7 @@ def run_analysis(
     summary = overall(policy, rounds)
     result = {
         "version": version,
+        "phase": phase,
         **summary,
         "rounds": rounds,
         "compared_with_stable": has_stable,
@@ -247,10 +269,10 @@ def run_analysis(
     }
     from mlops_steps.release.ledger import write_result
 
-    write_result(settings, version, "analysis", result)
+    write_result(settings, version, result_name, result)
     if not summary["passed"]:
         raise CanaryFailed(
-            f"failed {summary['failed_rounds']} of {len(rounds)} rounds (asked for "
+            f"failed {summary['failed_rounds']} of {len(rounds)} {phase} rounds (asked for "
             f"{policy.rounds}; {', '.join(summary['failed_checks']) or 'no check failed'})",
             subject=f"canary v{version}",
             fix="see analysis.json for each round's numbers; the rollback task restores traffic",
@@ -258,12 +280,16 @@ def run_analysis(
     return result
 
 
-def _require_canary(now: TrafficState, at_start: TrafficState, version: str) -> None:
-    """The canary is ``version`` and the stable version is the one the analysis started with."""
-    if now.canary_version != version or now.canary_weight <= 0:
+def _require_canary(
+    now: TrafficState, at_start: TrafficState, version: str, *, shadow: bool = False
+) -> None:
+    """The canary is ``version`` -- answering a share, or in shadow only scoring copies -- and
+    the stable version is the one the analysis started with."""
+    serving = now.shadow_share > 0 and now.canary_weight == 0 if shadow else now.canary_weight > 0
+    if now.canary_version != version or not serving:
         raise CanaryFailed(
-            f"is not serving as the canary (target: canary v{now.canary_version} at "
-            f"{now.canary_weight})",
+            f"is not serving as the {'shadow' if shadow else 'canary'} (target: canary "
+            f"v{now.canary_version} at {now.canary_weight}, shadow share {now.shadow_share})",
             subject=f"v{version}",
             fix="the canary task must run first; something else changed the traffic",
         )

@@ -206,24 +206,6 @@ def _number(text: str | None) -> float | None:
     return None if text in (None, "") else float(text)
 
 
-def run_canary(settings: Settings, release: Release, weight: float) -> dict[str, Any]:
-    """Put the release live beside the stable version at ``weight`` of the traffic.
-
-    With no stable version serving yet (the first release ever) the canary takes all traffic:
-    there is nothing to compare against, so the analysis judges it on absolute thresholds.
-    """
-    target = open_target(settings)
-    before = target.state()
-    share = weight if before.stable_version is not None else 1.0
-    after = target.start_canary(release, share)
-    if after.canary_version != release.version:
-        raise StepError(
-            f"the target serves canary v{after.canary_version} after the update",
-            subject=f"{release.model_name} v{release.version}",
-        )
-    return {"before": before.as_dict(), "after": after.as_dict(), "image_ref": release.image_ref}
-
-
 def run_promote(
     settings: Settings, release: Release, expected_champion: str | None, approved_by: str
 ) -> dict[str, Any]:

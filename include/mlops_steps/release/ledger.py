@@ -1,5 +1,7 @@
 """The release record: each version's decision as registry tags and one audit-ledger line (JSON
-lines, appended once per version and decision), and the per-version step results beside it
+lines, appended once per version and decision), a ledger line per traffic step of a progressive
+release (``"kind": "traffic_step"``: the share, the verdict, the analysis' numbers), and the
+per-version step results beside it
 (``$MLOPS_DATA_ROOT/deployments/<model>/v<version>/<step>.json``)."""
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ PROMOTED, REJECTED, ROLLED_BACK = "promoted", "rejected", "rolled_back"
 STATUS_TAG = "mlops.deploy.status"
 #: What makes two ledger lines the same decision: one line per model, version and decision.
 DECISION_KEY = ("model_name", "version", "decision")
+DECISION, TRAFFIC_STEP = "decision", "traffic_step"
+#: One line per step of one attempt of one run: a retried attempt's steps are lines of their own.
+STEP_KEY = ("kind", "model_name", "version", "dag_run_id", "try_number", "phase", "step")
 
 
 def deployment_dir(settings: Settings, version: str) -> Path:
@@ -72,11 +77,41 @@ def append_once(path: Path, entry: dict[str, Any], key: Sequence[str] = DECISION
     return True
 
 
-def read_ledger(settings: Settings) -> list[dict[str, Any]]:
+def read_ledger(settings: Settings, kind: str = DECISION) -> list[dict[str, Any]]:
+    """The ledger's lines of one ``kind``: decisions (lines from before steps were recorded
+    have no kind, and are decisions) or traffic steps."""
     if not settings.ledger_path.is_file():
         return []
     with _locked(settings.ledger_path, fcntl.LOCK_SH):
-        return _entries(settings.ledger_path)
+        entries = _entries(settings.ledger_path)
+    return [e for e in entries if e.get("kind", DECISION) == kind]
+
+
+def _run_context() -> dict[str, Any]:
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dag_id": os.environ.get("MLOPS_AIRFLOW_DAG_ID"),
+        "dag_run_id": os.environ.get("MLOPS_AIRFLOW_RUN_ID"),
+        "try_number": os.environ.get("MLOPS_AIRFLOW_TRY_NUMBER"),
+    }
+
+
+def record_step(
+    settings: Settings, *, version: str, phase: str, step: int, details: dict[str, Any]
+) -> dict[str, Any]:
+    """A traffic step's ledger line, written when the step is judged (so a release stopped
+    half-way still shows how far it got); ``phase`` is ``shadow``, ``canary`` or ``first``."""
+    entry = {
+        "kind": TRAFFIC_STEP,
+        "model_name": settings.model_name,
+        "version": version,
+        "phase": phase,
+        "step": step,
+        **_run_context(),
+        **details,
+    }
+    append_once(settings.ledger_path, entry, STEP_KEY)
+    return entry
 
 
 def record_decision(
@@ -92,14 +127,15 @@ def record_decision(
     name = settings.model_name
     candidate = client.get_model_version(name, version)
     tags = dict(candidate.tags or {})
+    context = _run_context()
+    del context["try_number"]  # one decision per version, whichever attempt made it
     entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": DECISION,
         "model_name": name,
         "version": version,
         "decision": status,
         "reason": reason,
-        "dag_id": os.environ.get("MLOPS_AIRFLOW_DAG_ID"),
-        "dag_run_id": os.environ.get("MLOPS_AIRFLOW_RUN_ID"),
+        **context,
         "data_sha256": tags.get("mlops.data_sha256"),
         "image_ref": tags.get("mlops.image.ref"),
         **extra,
@@ -116,8 +152,11 @@ def record_decision(
     return entry
 
 
-def analysis_result(settings: Settings, version: str) -> dict[str, Any] | None:
-    path = deployment_dir(settings, version) / "analysis.json"
+def analysis_result(
+    settings: Settings, version: str, name: str = "analysis"
+) -> dict[str, Any] | None:
+    """A release step's result file (``analysis.json``: the whole progressive walk)."""
+    path = deployment_dir(settings, version) / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -58,6 +58,7 @@ def step_environment(settings: Settings, extra: Mapping[str, str] | None = None)
         "MLOPS_EXPERIMENT": settings.experiment_name,
         "MLOPS_AIRFLOW_DAG_ID": "{{ dag.dag_id }}",
         "MLOPS_AIRFLOW_RUN_ID": "{{ run_id }}",
+        "MLOPS_AIRFLOW_TRY_NUMBER": "{{ ti.try_number }}",
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLOPS_MLFLOW_VERSION_SKEW": settings.mlflow_version_skew,

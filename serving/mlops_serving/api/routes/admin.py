@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from mlops_serving.api.deps import require_admin, serving_state
 from mlops_serving.model import ModelLoadError, ModelNotFound
@@ -18,15 +18,27 @@ from mlops_serving.state import CANARY, STABLE, ServingState
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-class CanaryRequest(BaseModel):
+class WeightRequest(BaseModel):
+    weight: float = Field(ge=0.0, le=1.0, description="Share of traffic the canary answers")
+    shadow_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the stable model's requests the canary also scores, answering "
+        "none (shadow mode; only with weight 0)",
+    )
+
+    @model_validator(mode="after")
+    def _shadow_answers_nobody(self) -> WeightRequest:
+        if self.shadow_share > 0 and self.weight > 0:
+            raise ValueError("a shadow canary answers nobody: set weight 0 with a shadow_share")
+        return self
+
+
+class CanaryRequest(WeightRequest):
     ref: str = Field(
         description="Alias (e.g. challenger), version number, or bundle:<dir> in the model store"
     )
-    weight: float = Field(ge=0.0, le=1.0, description="Share of traffic for the canary")
-
-
-class WeightRequest(BaseModel):
-    weight: float = Field(ge=0.0, le=1.0)
 
 
 class ReloadRequest(BaseModel):
@@ -51,6 +63,7 @@ def set_canary(body: CanaryRequest, request: Request) -> dict[str, Any]:
         except ModelLoadError as exc:
             raise HTTPException(502, f"canary not loaded, nothing changed: {exc}") from None
         state.canary, state.canary_weight = model, body.weight
+        state.shadow_share = body.shadow_share
         return _published(state)
 
 
@@ -60,7 +73,7 @@ def set_weight(body: WeightRequest, request: Request) -> dict[str, Any]:
     with state.admin_lock:
         if state.canary is None:
             raise HTTPException(409, "no canary loaded; POST /admin/canary first")
-        state.canary_weight = body.weight
+        state.canary_weight, state.shadow_share = body.weight, body.shadow_share
         return _published(state)
 
 
@@ -72,6 +85,7 @@ def promote(request: Request) -> dict[str, Any]:
         if state.canary is None:
             raise HTTPException(409, "no canary to promote")
         state.stable, state.canary, state.canary_weight = state.canary, None, 0.0
+        state.shadow_share = 0.0
         return _published(state)
 
 
@@ -80,7 +94,7 @@ def rollback(request: Request) -> dict[str, Any]:
     """Stop routing to the canary and unload it; the stable model is untouched."""
     state = serving_state(request)
     with state.admin_lock:
-        state.canary, state.canary_weight = None, 0.0
+        state.canary, state.canary_weight, state.shadow_share = None, 0.0, 0.0
         return _published(state)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from mlops_serving.api.deps import serving_state
@@ -38,6 +39,7 @@ from mlops_serving.codec import InvalidInput
 from mlops_serving.metrics import ServingMetrics
 from mlops_serving.model import LoadedModel
 from mlops_serving.predlog import RequestBody
+from mlops_serving.shadow import score_copy, shadow_for
 from mlops_serving.state import STABLE, ServingState
 
 router = APIRouter(tags=["predict"])
@@ -141,6 +143,23 @@ def _served(
     return request_id
 
 
+def _with_shadow(
+    response: Response,
+    state: ServingState,
+    model: LoadedModel,
+    endpoint: str,
+    **copy: Any,
+) -> Response:
+    """The answer, and -- for a sampled shadow share of what the stable model answered -- the
+    canary scoring a copy once it has been sent (mlops_serving/shadow.py)."""
+    if model is not state.stable:
+        return response
+    shadow = shadow_for(state)
+    if shadow is not None:
+        response.background = BackgroundTask(score_copy, state, shadow, endpoint=endpoint, **copy)
+    return response
+
+
 def _not_ready(state: ServingState, endpoint: str, started: float) -> Response:
     _finish(state.metrics, endpoint, started, 503)
     reason = state.last_errors.get(STABLE, "the model is still loading")
@@ -211,7 +230,7 @@ async def predict(request: Request) -> Response:
             out_of_range={0: outside} if outside else None,
             classes=classes,
         )
-        return _json(
+        response = _json(
             {
                 "score": score,
                 "variant": variant,
@@ -219,6 +238,17 @@ async def predict(request: Request) -> Response:
                 "request_id": request_id,
                 **answer,
             }
+        )
+        return _with_shadow(
+            response,
+            state,
+            model,
+            "predict",
+            request_id=request_id,
+            entity_ids=(entity_id,),
+            body=RequestBody(body, "features"),
+            stable_scores=(score,),
+            stable_classes=classes,
         )
     except (BodyTooLarge, ClientDisconnect):
         raise  # answered by the body limit / nobody to answer
@@ -308,7 +338,7 @@ async def _predict_batch(  # noqa: PLR0911 (a return per rejection)
         out_of_range=outside or None,
         classes=classes,
     )
-    return _json(
+    response = _json(
         {
             "scores": scores,
             "rows": len(scores),
@@ -317,6 +347,17 @@ async def _predict_batch(  # noqa: PLR0911 (a return per rejection)
             "request_id": request_id,
             **answer,
         }
+    )
+    return _with_shadow(
+        response,
+        state,
+        model,
+        "batch",
+        request_id=request_id,
+        entity_ids=entity_ids or (),
+        body=RequestBody(body, "instances"),
+        stable_scores=scores,
+        stable_classes=classes,
     )
 
 
