@@ -129,6 +129,11 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
     say("deployment ledger:", indent=4)
     for line in ledger.read_text().splitlines() if ledger.is_file() else []:
         entry = json.loads(line)
+        if entry.get("kind") == "traffic_step":
+            verdict = "passed" if entry["passed"] else "failed"
+            say(f"- v{entry['version']} step {entry['step']} ({entry['label']}) {verdict}",
+                indent=6)  # fmt: skip
+            continue
         say(f"- v{entry['version']} {entry['decision']} by {entry.get('approved_by')} "
             f"(run {entry.get('dag_run_id')})", indent=6)  # fmt: skip
     say("where to look:", indent=4)

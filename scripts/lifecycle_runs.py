@@ -128,6 +128,22 @@ def release(stack: Stack, version: str, dag_id: str = DEPLOYMENT) -> str:
     answer = rest.answer_hitl(detail, "Approve")
     say(f"approved by {answer['responded_by']['name']} through PATCH {hitl_path(ti)}", indent=4)
     state = follow(stack, dag_id, run_id)
+    show_traffic_steps(stack, dag_id.removeprefix("mlops_deployment__"), str(run_id))
     if state != "success":
         raise RuntimeError(f"the release of v{version} did not succeed ({state}); see the UI")
     return str(run_id)
+
+
+def show_traffic_steps(stack: Stack, model: str, run_id: str) -> None:
+    """The run's judged traffic steps, as the ledger recorded them (release/progressive.py)."""
+    ledger = stack.home / "data" / "ledger" / f"{model}-deployments.jsonl"
+    lines = (
+        [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.is_file() else []
+    )
+    steps = [e for e in lines if e.get("kind") == "traffic_step" and e.get("dag_run_id") == run_id]
+    for step in steps:
+        verdict = "passed" if step["passed"] else f"FAILED ({', '.join(step['failed_checks'])})"
+        say(f"step {step['step']}: {step['label']}: {verdict} after "
+            f"{step.get('rounds_completed')} analysis rounds", indent=6)  # fmt: skip
+    if steps and all(step["passed"] for step in steps):
+        say("then 100 %: promoted", indent=6)

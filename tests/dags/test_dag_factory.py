@@ -17,7 +17,7 @@ KINDS = ("training", "deployment", "monitoring", "rollback")
 OVERRIDES = """
 training: {seed: 7}
 validation: {min_rows: 5000}
-canary: {weight: 0.25, rounds: 5}
+canary: {steps: "25,100", rounds: 5}
 monitoring: {window_hours: 6, drift_share: 0.3}
 schedules: {training: null, monitoring: "45 */2 * * *"}
 """
@@ -99,8 +99,8 @@ def test_params_and_schedules_follow_each_contract(two_models: dict[str, Any]) -
         "min_absolute_change": -0.01,
     }
     churn, upsell = defaults("mlops_deployment__churn"), defaults("mlops_deployment__upsell")
-    assert (churn["canary_weight"], churn["analysis_rounds"]) == (0.1, 3)
-    assert (upsell["canary_weight"], upsell["analysis_rounds"]) == (0.25, 5)
+    assert (churn["canary_steps"], churn["analysis_rounds"]) == ("5,25,50,100", 3)
+    assert (upsell["canary_steps"], upsell["analysis_rounds"]) == ("25,100", 5)
     churn, upsell = defaults("mlops_monitoring__churn"), defaults("mlops_monitoring__upsell")
     assert (churn["window_hours"], churn["drift_share"]) == (1, 0.1)
     assert (upsell["window_hours"], upsell["drift_share"]) == (6, 0.3)

@@ -91,12 +91,12 @@ def test_every_param_a_step_reads_has_the_flags_default_and_bounds(
 def test_a_changed_default_moves_flag_and_param_together(monkeypatch: pytest.MonkeyPatch) -> None:
     """A deployment-wide default (an env-backed Airflow Variable) reaches both at once."""
     monkeypatch.setenv("AIRFLOW_VAR_MLOPS_DEFAULT_ROWS", "30000")
-    monkeypatch.setenv("MLOPS_CANARY_WEIGHT", "0.2")
+    monkeypatch.setenv("MLOPS_CANARY_STEPS", "10,50,100")
     dags = load_dags(monkeypatch, "local")
     assert dags["mlops_training__churn"].params.get_param("rows").value == 30000
-    assert dags["mlops_deployment__churn"].params.get_param("canary_weight").value == 0.2
+    assert dags["mlops_deployment__churn"].params.get_param("canary_steps").value == "10,50,100"
     assert _flags_of("ingest")["--rows"].default == 30000
-    assert _flags_of("canary")["--weight"].default == 0.2
+    assert _flags_of("canary")["--steps"].default == "10,50,100"
 
 
 def test_params_that_break_a_cross_check_stop_the_runs_first_step(

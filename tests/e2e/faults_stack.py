@@ -59,7 +59,7 @@ CANDIDATE_ASSET = f"mlops://{MODEL}/release-candidate"
 #: Release Params that keep a run short: two rounds, no pause, half the traffic to the canary.
 FAST_RELEASE = {
     "require_approval": False,
-    "canary_weight": 0.5,
+    "canary_steps": "50,100",
     "analysis_rounds": 2,
     "requests_per_round": 100,
     "round_interval_s": 0,
@@ -243,7 +243,7 @@ def _airflow_env(mlflow_url: str, home: Path, proxy: Proxy, secret: str) -> dict
         "MLOPS_MONITORING_SCHEDULE": "off",
         # Runs the scheduler starts (the cron, asset events) use the defaults: half the replayed
         # traffic to the canary keeps its per-round count well above the analysis's minimum.
-        "MLOPS_CANARY_WEIGHT": "0.5",
+        "MLOPS_CANARY_STEPS": "50,100",
         # Seven processes share two cores while the gate times predictions.
         "MLOPS_GATE_MAX_LATENCY_MS": "500",
     }

@@ -39,7 +39,12 @@ ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 ROWS = 8000
 # Per-row latency is gated elsewhere; a busy machine must not stop these models at the gate.
 RELAXED_LATENCY = ["--max-latency-ms", "500"]
-FAST_ANALYSIS = {"analysis_rounds": 2, "requests_per_round": 400, "round_interval_s": 0}
+FAST_ANALYSIS = {
+    "analysis_rounds": 2,
+    "requests_per_round": 400,
+    "round_interval_s": 0,
+    "canary_steps": "50,100",
+}
 
 
 @dataclass(frozen=True)
@@ -110,11 +115,20 @@ class Deployment:
     def tags(self, version: str) -> dict[str, str]:
         return dict(self.client.get_model_version(self.name, version).tags)
 
-    def ledger(self) -> list[dict[str, Any]]:
+    def result(self, version: str, name: str) -> dict[str, Any]:
+        """A release step's result file (release/ledger.py)."""
+        from mlops_steps.core.settings import load_settings
+        from mlops_steps.release.ledger import analysis_result
+
+        found = analysis_result(load_settings(), version, name)
+        assert found is not None, f"v{version} has no {name}.json"
+        return found
+
+    def ledger(self, kind: str = "decision") -> list[dict[str, Any]]:
         from mlops_steps.core.settings import load_settings
         from mlops_steps.release.ledger import read_ledger
 
-        return read_ledger(load_settings())
+        return read_ledger(load_settings(), kind)
 
 
 @pytest.fixture
@@ -188,10 +202,13 @@ def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
 ) -> None:
     _challenge(deployment, "2")
     approver, outcome = airflow_api.answer_in_background(deployment.dag.dag_id, "Approve")
-    run = deployment.dag.test(run_conf=FAST_ANALYSIS)
+    stepped = {**FAST_ANALYSIS, "canary_steps": "10,50,100", "shadow_share": 0.5}
+    run = deployment.dag.test(run_conf=stepped)
     approver.join(timeout=30)
     ((request, response),) = outcome
     assert "v2" in request["subject"] and "AUC" in request["body"]
+    assert "in steps of 10,50,100 % of the" in request["body"]
+    assert "after a shadow phase on\n50.0 % of the requests" in request["body"]
     assert response["responded_by"]["name"] == airflow_api.APPROVER
     states = _states(run)
     assert str(run.state) == "success", states
@@ -214,6 +231,22 @@ def test_approved_candidate_is_promoted_once_and_can_be_rolled_back(
     assert entry["data_sha256"] == tags["mlops.data_sha256"]
     assert entry["analysis"]["passed"] is True
     assert entry["analysis"]["golden_set"]["source"] == "champion_holdout"
+    # The shadow phase, then every traffic step below 100 %, judged in order, each with its
+    # ledger line; the shadow answered nobody (canary weight 0) and agreed with the champion.
+    steps = deployment.ledger(kind="traffic_step")
+    assert [(s["phase"], s["step"], s["share"], s["passed"]) for s in steps] == [
+        ("shadow", 1, 0.5, True), ("canary", 2, 0.1, True), ("canary", 3, 0.5, True)
+    ]  # fmt: skip
+    assert [(s["traffic"]["canary_weight"], s["traffic"]["shadow_share"]) for s in steps] == [
+        (0.0, 0.5), (0.1, 0.0), (0.5, 0.0)
+    ]  # fmt: skip
+    assert {s["dag_run_id"] for s in steps} == {run.run_id}
+    assert [s["label"] for s in entry["analysis"]["steps"]] == [
+        "shadow of 50% of requests", "10% of traffic", "50% of traffic"
+    ]  # fmt: skip
+    shadow = deployment.result("2", "analysis-shadow-1")
+    agreement = shadow["rounds"][-1]["agreement"]
+    assert agreement["compared"] >= 200 and agreement["rate"] >= 0.8, agreement
 
     # The same event again (a duplicate webhook, the reconciliation tick): nothing is deployed.
     again = deployment.dag.test(run_conf=FAST_ANALYSIS)
@@ -281,8 +314,12 @@ def test_a_reviewed_candidate_the_canary_rejects_is_rolled_back(deployment: Depl
     (entry,) = deployment.ledger()
     assert entry["decision"] == "rejected" and entry["version"] == "3"
     assert entry["analysis"]["passed"] is False and entry["analysis"]["failed_checks"]
-    # Judged on the champion's hold-out, not on its own flipped labels, so accuracy catches it.
+    # Judged on the champion's hold-out, not on its own flipped labels, so accuracy catches it,
+    # at the first step: the walk stops there.
     assert "canary_accuracy" in entry["analysis"]["failed_checks"]
+    (step,) = deployment.ledger(kind="traffic_step")
+    assert (step["step"], step["share"], step["passed"]) == (1, 0.5, False)
+    assert "canary_accuracy" in step["failed_checks"]
     golden = entry["analysis"]["golden_set"]
     assert (golden["source"], golden["partition"]) == (
         "champion_holdout",

@@ -43,7 +43,9 @@ def _approval_page(candidate: dict[str, Any], model: str) -> str:
     template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(
         approval_body(load_contract(model))
     )
-    return template.render(ti=TaskInstance(), params={"canary_weight": 0.1})
+    return template.render(
+        ti=TaskInstance(), params={"canary_steps": "5,25,50,100", "shadow_share": 0.0}
+    )
 
 
 def test_the_approval_pages_report_links_open_only_when_logged_in(

@@ -347,6 +347,14 @@ def _overrides(section: str, values: Mapping[str, Any], fail: Any) -> dict[str, 
             raise fail(
                 f"{section}.{key}", f"{value!r}: {exc}", "use a value within the bounds"
             ) from None
+    for cls in SECTIONS[section]:  # a policy's own rules between or within its fields
+        names = {f.name for f in dataclasses.fields(cls)}
+        mine = {k: v for k, v in out.items() if k in names}
+        try:
+            cls(**mine)
+        except ValueError as exc:
+            where = f"{section}.{next(iter(mine))}" if len(mine) == 1 else section
+            raise fail(where, str(exc), "change the values so the rule holds") from None
     return out
 
 

@@ -23,6 +23,7 @@ every round's numbers go to ``analysis.json``.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import defaultdict
@@ -201,6 +202,11 @@ def run_analysis(
 
     source = open_metrics_source(settings, target, session, subject=f"canary v{version}")
 
+    # Enough requests a round that the candidate's share holds twice the minimum it is judged
+    # on: a 5 % step would otherwise see ~15 of 300 and fail for want of traffic, not quality.
+    share = traffic.shadow_share if shadow else traffic.canary_weight
+    per_round = max(policy.requests_per_round, math.ceil(2 * policy.min_canary_requests / share))
+
     def scrape() -> dict[str, Snapshot]:
         return source.snapshot(versions, not_before=time.time())
 
@@ -208,9 +214,7 @@ def run_analysis(
     for number in range(1, policy.rounds + 1):
         _require_canary(target.state(), traffic, version, shadow=shadow)
         before = scrape()
-        sample = [
-            golden.rows[rng.randrange(len(golden.rows))] for _ in range(policy.requests_per_round)
-        ]
+        sample = [golden.rows[rng.randrange(len(golden.rows))] for _ in range(per_round)]
         tag = f"canary-v{version}-r{number}"
         replay_round(
             session,
@@ -266,6 +270,7 @@ def run_analysis(
         "golden_set": golden.describe(),
         "traffic": traffic.as_dict(),
         "policy": asdict(policy),
+        "requests_per_round": per_round,
     }
     from mlops_steps.release.ledger import write_result
 

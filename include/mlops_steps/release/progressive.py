@@ -105,6 +105,7 @@ def run_progressive(
     # The walk is planned from the stable version, whatever share a retry finds the canary at.
     phases = _phases(now, canary)
     walked: list[dict[str, Any]] = []
+    judged_on: dict[str, Any] = {}  # the golden set replayed (the same at every step)
     for number, (phase, share) in enumerate(phases, start=1):
         state = _move(target, release, phase, share)
         name = f"analysis-{phase}-{number}"
@@ -120,17 +121,19 @@ def run_progressive(
             )
         except CanaryFailed as failure:
             outcome = failure
+        found = outcome if isinstance(outcome, dict) else analysis_result(settings, version, name)
+        judged_on = {key: (found or {}).get(key) for key in ("golden_set", "task")}
         position = {"phase": phase, "number": number, "share": share}
         walked.append(_step_line(settings, version, position, state, outcome))
         if isinstance(outcome, CanaryFailed):
-            _summarise(settings, version, canary, walked, passed=False)
+            _summarise(settings, version, canary, walked, judged_on, passed=False)
             raise CanaryFailed(
                 f"failed at step {number} of {len(phases)} ({_label(phase, share)}): "
                 f"{outcome.message}",
                 subject=f"canary v{version}",
                 fix=f"see {name}.json and the ledger; the rollback task takes it to 0 %",
             )
-    return _summarise(settings, version, canary, walked, passed=True)
+    return _summarise(settings, version, canary, walked, judged_on, passed=True)
 
 
 def _label(phase: str, share: float) -> str:
@@ -166,6 +169,7 @@ def _summarise(
     version: str,
     canary: CanaryPolicy,
     walked: list[dict[str, Any]],
+    judged_on: dict[str, Any],
     *,
     passed: bool,
 ) -> dict[str, Any]:
@@ -178,6 +182,7 @@ def _summarise(
         "shadow_share": canary.shadow_share,
         "steps": walked,
         "failed_checks": failed,
+        **judged_on,
     }
     write_result(settings, version, "analysis", summary)
     return summary

@@ -231,7 +231,8 @@ def _multiclass_with_two(d: dict[str, Any]) -> None:
             "training.learning_rat",
             "is not a setting of this section",
         ),
-        (_override("canary", weight=0.9), "canary.weight", "0.9"),
+        (_override("canary", steps="50,40,100"), "canary.steps", "must increase"),
+        (_override("canary", steps="100"), "canary.steps", "judge nothing"),
         (_override("training", learning_rate=0), "training.learning_rate", "0"),
         (_set("slices", ["tenure_months"]), "slices[0]", "is not a category feature"),
         (

@@ -35,7 +35,7 @@ def test_the_policy_refuses_more_failed_rounds_than_rounds() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["analyze", "--version", "3", "--data-partition", "p1"],
+        ["analyze", "--version", "3", "--data-partition", "p1", "--image-ref", "img:v3"],
         ["resolve", "--version", "3"],  # the deployment run's first step task
     ],
     ids=["analyze", "resolve"],

@@ -224,7 +224,7 @@ def _render(body: str, candidate: dict[str, Any]) -> str:
             return candidate
 
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    params = {"canary_weight": 0.1}
+    params = {"canary_steps": "5,25,50,100", "shadow_share": 0.0}
     return environment.from_string(body).render(ti=TaskInstance(), params=params)
 
 

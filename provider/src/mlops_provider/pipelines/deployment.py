@@ -1,4 +1,5 @@
-"""Deployment: release candidate -> approval -> image -> canary -> analysis -> promote or roll back.
+"""Deployment: release candidate -> approval -> image -> canary steps, each analysed -> promote or
+roll back.
 
 Runs only for real candidates: the DAG schedules on the model's ``release-candidate`` asset, which
 gets one event per version that becomes a new, READY, undecided ``challenger`` -- from the MLflow
@@ -8,7 +9,10 @@ first (mlops_provider/triggers/candidates.py). The promotion's own ``champion`` 
 run. The first task checks the candidate once and skips the run when it is gone. With the
 explicit fallback (``waiting_runs_fallback``) the DAG also wakes on every registry event, the
 training DAG's challenger asset and the reconciliation cron, and the first task waits (deferred)
-up to ``MLOPS_CANDIDATE_WAIT_S``. Every release step is one ``mlops-step`` verb (see
+up to ``MLOPS_CANDIDATE_WAIT_S``. ``canary`` puts the candidate in at its first position (a shadow
+phase when ``shadow_share`` is set, else the first of ``canary_steps``); ``analyze_canary`` walks
+the shadow phase and every step below 100 %, judging each (release/progressive.py); ``promote`` is
+the final 100 %. Every release step is one ``mlops-step`` verb (see
 include/mlops_steps); the canary, analysis, promotion and rollback share the model's one-slot pool
 (``mlops_promotion__<model>``), so its releases never interleave. Either the candidate ends up
 ``champion`` at 100 % of traffic, or traffic and aliases are as they were and the candidate is
@@ -103,7 +107,9 @@ Data vs the champion's training data: {{ c['shift']['summary'] }}
 Data sha256 `{{ c['data_sha256'] }}` (partition {{ c['partition'] }}).
 MLflow run: {{ c['links']['mlflow_run'] }} · Data Docs: {{ c['links']['data_docs'] }}
 
-Approve to build the image and start a {{ (params.canary_weight * 100) | round(1) }} % canary.
+Approve to build the image and release it in steps of {{ params.canary_steps }} % of the
+traffic{% if params.shadow_share %}, after a shadow phase on
+{{ (params.shadow_share * 100) | round(1) }} % of the requests{% endif %}, judged at every step.
 No answer within the response timeout counts as Reject.
 """
 
@@ -242,6 +248,7 @@ def build(pipeline: ModelPipeline) -> DAG:
             (
                 "--version", "{{ params.version }}",
                 *step_args(AnalysisPolicy, only=cross_checked(AnalysisPolicy)),
+                *step_args(CanaryPolicy),
             ),
             uses_kubernetes_api=False,
         )  # fmt: skip
@@ -277,9 +284,11 @@ def build(pipeline: ModelPipeline) -> DAG:
             "analyze",
             (
                 *VERSION,
+                *RELEASE,
                 # The candidate's own partition, which the analysis never replays.
                 "--data-partition", f"{{{{ {CANDIDATE}['partition'] }}}}",
                 *step_args(AnalysisPolicy, only=ANALYSIS_PARAMS),
+                *step_args(CanaryPolicy),
             ),
             timeout=timedelta(hours=2),
             pool=pool,
