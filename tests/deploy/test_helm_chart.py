@@ -1,9 +1,11 @@
 """The serving chart (deploy/helm/mlops-serving): one model's Deployments, Service, Ingress,
 NetworkPolicies and Role, rendered per model with the model's name as a value.
 
-Its templates only substitute values (``{{ .Values.x }}``, checked below), so the test renders
-them exactly as ``helm template`` would and validates every rendered object against the
-Kubernetes schema. Rendered for churn, the chart is the manifests of serving/k8s and deploy/k8s
+Its templates only substitute values (``{{ .Values.x }}``) and render a block or not on one
+value (``# {{- if eq|ne .Values.x "v" }}`` ... ``# {{- end }}``, written as YAML comments so the
+templates stay plain YAML for the policy scan), checked below, so the test renders them exactly as
+``helm template`` would and validates every rendered object against the Kubernetes schema, or,
+for the HTTPRoute and the Rollout, against their CRDs' schemas (tests/fixtures/crds). Rendered for churn, the chart is the manifests of serving/k8s and deploy/k8s
 (which the release target and the scan read); rendered for another model, every name is the one
 the pipeline's settings derive for it."""
 
@@ -32,15 +34,57 @@ DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 
 
+CONDITION = re.compile(r'^\s*# \{\{- if (eq|ne) \.Values\.(\w+) "([\w-]+)" \}\}$')
+END = re.compile(r"^\s*# \{\{- end \}\}$")
+CRDS = REPO / "tests" / "fixtures" / "crds"
+CRD_SCHEMAS = {
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): CRDS / "httproute-v1.yaml",
+    ("argoproj.io/v1alpha1", "Rollout"): CRDS / "rollout-v1alpha1.yaml",
+}
+MODES = ["replicas", "gateway-api", "argo-rollouts"]
+
+
+def _conditions(text: str, values: dict[str, Any]) -> str:
+    """The lines of a template helm keeps: those outside a false ``if`` block (no nesting)."""
+    kept, keep = [], True
+    for line in text.splitlines(keepends=True):
+        if match := CONDITION.match(line):
+            op, name, value = match.groups()
+            keep = (values[name] == value) == (op == "eq")
+        elif END.match(line):
+            keep = True
+        elif keep:
+            kept.append(line)
+    return "".join(kept)
+
+
 def render(**values: str) -> list[dict[str, Any]]:
     """The chart's objects for ``values`` over values.yaml, checked against its schema."""
     merged = {**DEFAULTS, **values}
     jsonschema.validate(merged, SCHEMA)
     documents = []
     for template in TEMPLATES:
-        text = VALUE.sub(lambda m: str(merged[m.group(1)]), template.read_text())
+        text = _conditions(template.read_text(), merged)
+        text = VALUE.sub(lambda m: str(merged[m.group(1)]), text)
         documents += [d for d in yaml.safe_load_all(text) if d]
     return documents
+
+
+def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
+    """The vendored openAPIV3Schema of a CRD, for ``jsonschema``."""
+    fixture = yaml.safe_load(CRD_SCHEMAS[(api_version, kind)].read_text())
+    assert fixture["resource"] == {"apiVersion": api_version, "kind": kind}
+    schema: dict[str, Any] = fixture["openAPIV3Schema"]
+    return schema
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Against the Kubernetes schema, or the vendored CRD schema of a custom resource."""
+    key = (document["apiVersion"], document["kind"])
+    if key in CRD_SCHEMAS:
+        jsonschema.validate(document, crd_schema(*key))
+    else:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
 def by_kind(documents: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -58,7 +102,15 @@ def test_templates_only_substitute_declared_values() -> None:
     assert set(DEFAULTS) == declared
     for template in TEMPLATES:
         text = template.read_text()
-        assert VALUE.sub("", text).count("{{") == 0, template.name
+        ifs = [line for line in text.splitlines() if CONDITION.match(line)]
+        ends = [line for line in text.splitlines() if END.match(line)]
+        assert len(ifs) == len(ends), template.name
+        assert {CONDITION.match(line).group(2) for line in ifs} <= declared  # type: ignore[union-attr]
+        plain = "".join(
+            line for line in text.splitlines(keepends=True) if not CONDITION.match(line)
+            and not END.match(line)
+        )  # fmt: skip
+        assert VALUE.sub("", plain).count("{{") == 0, template.name
         assert set(VALUE.findall(text)) <= declared, template.name
         for line in text.splitlines():
             if "{{" in line and not line.lstrip().startswith("#"):
@@ -66,19 +118,26 @@ def test_templates_only_substitute_declared_values() -> None:
         yaml.safe_load_all(text)  # plain YAML as it stands
 
 
+KINDS = {
+    "replicas": {"Deployment", "Service", "Ingress", "NetworkPolicy", "Role", "RoleBinding"},
+    "gateway-api": {"Deployment", "Service", "HTTPRoute", "NetworkPolicy", "Role", "RoleBinding"},
+    "argo-rollouts": {"Rollout", "Service", "Ingress", "NetworkPolicy", "Role", "RoleBinding"},
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("model", ["churn", "breast_cancer"])
-def test_rendered_objects_validate_against_the_kubernetes_schema(model: str) -> None:
-    documents = render(model=model, name=model.replace("_", "-"))
-    assert {d["kind"] for d in documents} == {
-        "Deployment", "Service", "Ingress", "NetworkPolicy", "Role", "RoleBinding",
-    }  # fmt: skip
+def test_rendered_objects_validate_against_the_kubernetes_schema(model: str, mode: str) -> None:
+    documents = render(model=model, name=model.replace("_", "-"), trafficMode=mode)
+    assert {d["kind"] for d in documents} == KINDS[mode]
     for document in documents:
-        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        validate(document)
 
 
 def test_values_the_schema_refuses() -> None:
     for bad in ({"name": "Breast_Cancer"}, {"name": "x" * 41}, {"model": ""}, {"extra": "1"},
-                {"mlflowTrackingUri": "mlflow:5000"}):  # fmt: skip
+                {"mlflowTrackingUri": "mlflow:5000"}, {"trafficMode": "istio"},
+                {"gatewayNamespace": "Gateway_System"}):  # fmt: skip
         with pytest.raises(jsonschema.ValidationError):
             render(**bad)
 
@@ -139,3 +198,59 @@ def test_helm_renders_the_same() -> None:
                          text=True, check=True).stdout  # fmt: skip
     helm = by_kind([d for d in yaml.safe_load_all(out) if d])
     assert helm == by_kind(render(model="breast_cancer", name="breast-cancer"))
+
+
+def test_gateway_api_mode_routes_by_weights_to_a_service_per_track() -> None:
+    deploy = load_settings().for_model("breast_cancer").deploy
+    objects = by_kind(render(model="breast_cancer", name=deploy.serving_name,
+                             trafficMode="gateway-api"))  # fmt: skip
+    route = objects[("HTTPRoute", deploy.http_route)]
+    (rule,) = route["spec"]["rules"]
+    assert rule["backendRefs"] == [
+        {"name": deploy.stable_deployment, "port": 80, "weight": 100},
+        {"name": deploy.canary_deployment, "port": 80, "weight": 0},
+    ]  # the release target finds the Services by the Deployments' names
+    assert [m["path"]["value"] for m in rule["matches"]] == ["/predict", "/predict/batch"]
+    assert route["spec"]["parentRefs"] == [{"name": "mlops-gateway", "namespace": "gateway-system"}]
+    for name, track in ((deploy.stable_deployment, "stable"), (deploy.canary_deployment, "canary")):
+        pods = objects[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
+        assert objects[("Service", name)]["spec"]["selector"].items() <= pods.items()
+        assert pods["track"] == track
+    assert not [k for k in objects if k[0] == "Ingress"]  # nothing bypasses the weights
+    (role,) = [d for (kind, _), d in objects.items() if kind == "Role"]
+    assert {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
+            "resourceNames": [deploy.http_route], "verbs": ["get", "patch"]} in role["rules"]  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):  # the CRD schema does check
+        rule["backendRefs"][1]["weight"] = -1
+        validate(route)
+
+
+def test_argo_rollouts_mode_runs_the_deployments_pods_in_one_rollout() -> None:
+    deploy = load_settings().for_model("breast_cancer").deploy
+    objects = by_kind(render(model="breast_cancer", name=deploy.serving_name,
+                             trafficMode="argo-rollouts"))  # fmt: skip
+    rollout = objects[("Rollout", deploy.rollout)]
+    assert not [k for k in objects if k[0] == "Deployment"]
+    stable = by_kind(render(model="breast_cancer", name=deploy.serving_name))[
+        ("Deployment", deploy.stable_deployment)
+    ]
+    template, expected = rollout["spec"]["template"], stable["spec"]["template"]
+    del expected["metadata"]["labels"]["track"]  # the Rollout's canary/stableMetadata set it
+    (container,), (expected_container,) = template["spec"]["containers"], expected["spec"]["containers"]
+    track = next(e for e in container["env"] if e["name"] == "SERVING_TRACK")
+    assert track == {"name": "SERVING_TRACK",
+                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['track']"}}}  # fmt: skip
+    container["env"].remove(track)
+    expected_container["env"] = [e for e in expected_container["env"] if e["name"] != "SERVING_TRACK"]
+    assert template == expected
+    canary = rollout["spec"]["strategy"]["canary"]
+    assert canary["canaryMetadata"] == {"labels": {"track": "canary"}}
+    assert canary["stableMetadata"] == {"labels": {"track": "stable"}}
+    (service,) = [d for (kind, _), d in objects.items() if kind == "Service"]
+    assert service["spec"]["selector"] == rollout["spec"]["selector"]["matchLabels"]
+    (role,) = [d for (kind, _), d in objects.items() if kind == "Role"]
+    assert {"apiGroups": ["argoproj.io"], "resources": ["rollouts", "rollouts/status"],
+            "resourceNames": [deploy.rollout], "verbs": ["get", "patch"]} in role["rules"]  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        canary["steps"] = [{"setWeight": "5%"}]
+        validate(rollout)

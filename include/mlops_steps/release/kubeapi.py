@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from mlops_steps.core.errors import StepError
 
 REQUEST_TIMEOUT_S = 30.0
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+# Custom resources (HTTPRoute, Rollout) take no strategic merge: a JSON merge patch replaces a
+# list whole, so callers send every list they patch in full.
+MERGE_PATCH = "application/merge-patch+json"
+SERVING_PORT = 8000  # containerPort "http" of the serving pods (deploy/helm/mlops-serving)
+DEPLOYMENT_SETTINGS = "MLOPS_K8S_NAMESPACE, MLOPS_STABLE_DEPLOYMENT, MLOPS_CANARY_DEPLOYMENT"
 
 
 def api_client() -> Any:
@@ -50,7 +56,14 @@ def payload(response: Any) -> dict[str, Any]:
     return data
 
 
-def api_error(exc: Any, subject: str, *, verb: str, service_account: str) -> Exception:
+def api_error(
+    exc: Any,
+    subject: str,
+    *,
+    verb: str,
+    service_account: str,
+    settings: str = DEPLOYMENT_SETTINGS,
+) -> Exception:
     """What an ``ApiException`` means: a StepError (exit 2) for what a retry cannot fix (refused,
     missing, invalid), a plain error (exit 1, retried by Airflow) for a server-side failure."""
     status = getattr(exc, "status", None)
@@ -69,11 +82,99 @@ def api_error(exc: Any, subject: str, *, verb: str, service_account: str) -> Exc
         return StepError(
             f"does not exist (HTTP 404: {reason})",
             subject=subject,
-            fix="apply the manifests (kubectl apply -f serving/k8s/) or fix the name in the "
-            "settings (MLOPS_K8S_NAMESPACE, MLOPS_STABLE_DEPLOYMENT, MLOPS_CANARY_DEPLOYMENT)",
+            fix="apply the manifests (kubectl apply -f serving/k8s/, or the chart "
+            f"deploy/helm/mlops-serving) or fix the name in the settings ({settings})",
         )
     if status is None or status == 429 or status >= 500:
         return RuntimeError(f"{subject}: Kubernetes API unavailable on {verb} (HTTP {status})")
     return StepError(
         f"the Kubernetes API rejected {verb} (HTTP {status}: {reason})", subject=subject
     )
+
+
+def ready_pod_metrics_urls(
+    core: Any, namespace: str, labels: dict[str, str], *, subject: str, service_account: str
+) -> list[str]:
+    """``/metrics`` of every ready pod matching ``labels`` (``core`` is a ``CoreV1Api``)."""
+    from kubernetes.client.exceptions import ApiException
+
+    selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    try:
+        pods = payload(
+            core.list_namespaced_pod(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        )
+    except ApiException as exc:
+        raise api_error(
+            exc, f"pods of {subject}", verb="list", service_account=service_account
+        ) from None
+    urls = []
+    for pod in pods.get("items", []):
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        if ready and status.get("podIP"):
+            urls.append(f"http://{status['podIP']}:{SERVING_PORT}/metrics")
+    return urls
+
+
+@dataclass(frozen=True)
+class CustomObject:
+    """One namespaced custom resource (an HTTPRoute, a Rollout), read and merge-patched as a
+    dict through ``CustomObjectsApi``, with the errors of :func:`api_error`."""
+
+    api: Any  # kubernetes.client.CustomObjectsApi
+    group: str
+    version: str
+    plural: str
+    namespace: str
+    name: str
+    service_account: str
+    setting: str  # the setting that names it, for the "does not exist" fix
+
+    @property
+    def subject(self) -> str:
+        return f"{self.plural}.{self.group}/{self.name} in namespace {self.namespace}"
+
+    def _call(self, verb: str, method: Any, *body: Any) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = method(
+                self.group,
+                self.version,
+                self.namespace,
+                self.plural,
+                self.name,
+                *body,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_S,
+                **({"_content_type": MERGE_PATCH} if body else {}),
+            )
+        except ApiException as exc:
+            raise api_error(
+                exc,
+                self.subject,
+                verb=verb,
+                service_account=self.service_account,
+                settings=f"MLOPS_K8S_NAMESPACE, {self.setting}",
+            ) from None
+        return payload(response)
+
+    def read(self) -> dict[str, Any]:
+        return self._call("get", self.api.get_namespaced_custom_object)
+
+    def patch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the object (its spec and metadata)."""
+        return self._call("patch", self.api.patch_namespaced_custom_object, body)
+
+    def patch_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the ``status`` subresource (how ``kubectl argo rollouts``
+        promotes and aborts)."""
+        return self._call("patch status", self.api.patch_namespaced_custom_object_status, body)

@@ -174,6 +174,21 @@ def _deadline_exceeded(deployment: dict[str, Any]) -> str | None:
     return None
 
 
+def pinned_version(
+    workload: dict[str, Any], resolve_alias: Callable[[str], str | None] | None
+) -> str | None:
+    """The version a workload's pods load (a Deployment, Rollout or ReplicaSet: its pod
+    template): the pinned number, or what its alias names."""
+    ref = _env_value(_container(workload), MODEL_REF_ENV)
+    if not ref:
+        return None
+    if ref.isdigit():
+        return ref
+    if resolve_alias is None or ref.startswith("bundle:"):
+        return None
+    return resolve_alias(ref)
+
+
 def _registry_alias_resolver(model_name: str) -> Callable[[str], str | None]:
     """Resolve an alias the way a serving pod does at start-up (the manifests as shipped point
     the stable track at ``champion`` until the first release pins a version)."""
@@ -185,9 +200,6 @@ def _registry_alias_resolver(model_name: str) -> Callable[[str], str | None]:
         return None if version is None else str(version.version)
 
     return resolve
-
-
-SERVING_PORT = 8000  # containerPort "http" of serving/k8s/deployment-*.yaml
 
 
 @dataclass
@@ -297,15 +309,7 @@ class KubernetesTarget:
             )
 
     def _version(self, deployment: dict[str, Any]) -> str | None:
-        """The version the Deployment's pods load: the pinned number, or what its alias names."""
-        ref = _env_value(_container(deployment), MODEL_REF_ENV)
-        if not ref:
-            return None
-        if ref.isdigit():
-            return ref
-        if self.resolve_alias is None or ref.startswith("bundle:"):
-            return None
-        return self.resolve_alias(ref)
+        return pinned_version(deployment, self.resolve_alias)
 
     def _state_of(self, stable: dict[str, Any], canary: dict[str, Any]) -> TrafficState:
         canary_on = int(canary["spec"].get("replicas") or 0) > 0
@@ -327,37 +331,17 @@ class KubernetesTarget:
     def metrics_urls(self) -> list[str]:
         """``/metrics`` of every ready pod of both Deployments (by their selectors)."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         core = client.CoreV1Api(self.apps.api_client)
         urls: list[str] = []
         for name in (self.stable_deployment, self.canary_deployment):
-            labels = self._read(name)["spec"]["selector"].get("matchLabels", {})
-            selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-            try:
-                pods = kubeapi.payload(
-                    core.list_namespaced_pod(
-                        self.namespace,
-                        label_selector=selector,
-                        _preload_content=False,
-                        _request_timeout=kubeapi.REQUEST_TIMEOUT_S,
-                    )
-                )
-            except ApiException as exc:
-                raise kubeapi.api_error(
-                    exc,
-                    f"pods of {self._subject(name)}",
-                    verb="list",
-                    service_account=self.service_account,
-                ) from None
-            for pod in pods.get("items", []):
-                status = pod.get("status") or {}
-                ready = any(
-                    c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or []
-                )
-                if ready and status.get("podIP"):
-                    urls.append(f"http://{status['podIP']}:{SERVING_PORT}/metrics")
+            urls += kubeapi.ready_pod_metrics_urls(
+                core,
+                self.namespace,
+                self._read(name)["spec"]["selector"].get("matchLabels", {}),
+                subject=self._subject(name),
+                service_account=self.service_account,
+            )
         return urls
 
     # -- releases ---------------------------------------------------------------------------------
