@@ -309,4 +309,57 @@ def test_outside_an_asset_watcher_the_claim_fails_closed(registry: Registry) -> 
     trigger = _watcher(registry, None, confirmations=1)
 
     with pytest.raises(CandidateWatchError, match="runs only as an AssetWatcher"):
-        asyncio.run(trigger.poll(CandidateWatch(confirmations=1)))
+        asyncio.run(trigger.poll(CandidateWatch(confirmations=1), version))
+
+
+def test_watchers_of_one_registry_share_one_search_per_poll(
+    registry: Registry,
+    claims: DatabaseClaims,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Two models' watchers on one connection: one shared key, one registry search per poll
+    (through Airflow's shared-stream contract, fanned out here as the triggerer does), and
+    each watcher emits its own model's candidate only."""
+    other = f"{registry.model}_other"
+    registry.client.create_registered_model(other)
+    mine = registry.add_version()
+    registry.client.set_registered_model_alias(registry.model, CANDIDATE_ALIAS, mine)
+    theirs = registry.client.create_model_version(other, source="s3://bucket/model").version
+    registry.client.set_registered_model_alias(other, CANDIDATE_ALIAS, theirs)
+    # Each model's asset has its own state store (the same version number is two candidates).
+    their_claims = DatabaseClaims(_declare_candidate_asset(tmp_path / "other-dags", other))
+    watchers = [_watcher(registry, claims), _watcher(registry, their_claims)]
+    watchers[1].model_name = other
+    assert watchers[0].shared_stream_key() == watchers[1].shared_stream_key()
+    assert (
+        _watcher(registry, claims).shared_stream_key()
+        != MlflowReleaseCandidateTrigger(
+            registry.model, mlflow_conn_id="another_mlflow", poll_interval=POLL_S
+        ).shared_stream_key()
+    )
+
+    async def fanned_out(polls: int) -> list[list[dict[str, Any]]]:
+        stream = type(watchers[0]).open_shared_stream(watchers[0].serialize()[1])
+        snapshots = [await anext(stream) for _ in range(polls)]
+        await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+
+        async def replay() -> AsyncIterator[dict[str, Any]]:
+            for snapshot in snapshots:
+                yield snapshot
+
+        return [[e.payload async for e in w.filter_shared_stream(replay())] for w in watchers]
+
+    searches: list[int] = []
+    search = MlflowHook.asearch_model_aliases
+
+    async def counted(hook: MlflowHook, page_size: int = 1000) -> dict[str, dict[str, str]]:
+        found = await search(hook, page_size)  # the real search, against the real server
+        searches.append(len(found))
+        return found
+
+    monkeypatch.setattr(MlflowHook, "asearch_model_aliases", counted)
+    mine_events, their_events = asyncio.run(fanned_out(polls=3))
+    assert len(searches) == 3 and min(searches) >= 2  # one per poll, holding both models
+    assert [e["version"] for e in mine_events] == [mine]
+    assert [(e["model_name"], e["version"]) for e in their_events] == [(other, str(theirs))]

@@ -340,6 +340,23 @@ class MlflowHook(BaseHook):
             return None if target is None else await self.aget_model_version(name, target)
         return _normalize_version(body["model_version"])
 
+    async def asearch_model_aliases(self, page_size: int = 1000) -> dict[str, dict[str, str]]:
+        """Every registered model's aliases, ``{model: {alias: version}}``, in one paginated
+        search (one request per ``page_size`` models): what a shared registry watch polls."""
+        found: dict[str, dict[str, str]] = {}
+        params: dict[str, Any] = {"max_results": page_size}
+        while True:
+            body = await self._acall("GET", "registered-models/search", params)
+            for model in body.get("registered_models") or []:
+                found[str(model["name"])] = {
+                    str(entry["alias"]): str(entry["version"])
+                    for entry in model.get("aliases") or []
+                }
+            token = body.get("next_page_token")
+            if not token:
+                return found
+            params = {"max_results": page_size, "page_token": token}
+
     # -- helpers ---------------------------------------------------------------------------
 
     @staticmethod

@@ -13,12 +13,17 @@ The watcher claims only a candidate it saw on ``confirmations`` polls in a row: 
 webhook (milliseconds after the alias moved) has claimed it by then, so the bridge's atomic
 insert and the watcher's read-then-write never race. A lost webhook's candidate is released
 within ``confirmations x poll_interval`` plus the scheduler's loop.
+
+The watchers of all models on one MLflow connection share one poll (Airflow 3.3's shared trigger
+streams, :meth:`MlflowReleaseCandidateTrigger.shared_stream_key`): one registry search per
+interval lists every model's aliases, and a watcher reads a version only when its model's
+``challenger`` names one it has not settled.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -168,10 +173,58 @@ class MlflowReleaseCandidateTrigger(BaseEventTrigger):
         await store.aset(key, {"by": SOURCE, "version": number, "claimed_at": claimed_at})
         return True
 
-    async def poll(self, watch: CandidateWatch) -> TriggerEvent | None:
-        """One poll: fetch the challenger, judge it, claim and return the event when due."""
-        version = await self.hook.aget_version_by_alias(self.model_name, CANDIDATE_ALIAS)
-        sighting = judge(version)
+    def shared_stream_key(self) -> Hashable:
+        """Every watcher of one MLflow connection at one cadence shares one poll: a single
+        registry search returns every model's aliases (one request per poll for all models,
+        instead of one or two per model); each watcher then reads its own model's challenger."""
+        return ("mlflow-registry-aliases", self.mlflow_conn_id, self.poll_interval,
+                self.request_timeout)  # fmt: skip
+
+    @classmethod
+    async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One registry search per ``poll_interval``, forever: ``{"aliases": {model: {alias:
+        version}}}``, or ``{"error": ...}`` when the registry did not answer (the watchers log
+        it; the next poll tries again, so the safety net never stops)."""
+        hook = MlflowHook(kwargs["mlflow_conn_id"], timeout=kwargs["request_timeout"])
+        while True:
+            try:
+                yield {"aliases": await hook.asearch_model_aliases()}
+            except MlflowApiError as err:
+                yield {"error": str(err)}
+                if not err.transient:  # re-read the connection: it may have been fixed
+                    hook = MlflowHook(kwargs["mlflow_conn_id"], timeout=kwargs["request_timeout"])
+            await asyncio.sleep(kwargs["poll_interval"])
+
+    async def filter_shared_stream(
+        self, shared_stream: AsyncIterator[dict[str, Any]]
+    ) -> AsyncIterator[TriggerEvent]:
+        """This model's candidates from the shared polls: judged, claimed, emitted once."""
+        watch = CandidateWatch(self.confirmations)
+        async for snapshot in shared_stream:
+            if "error" in snapshot:
+                self.log.warning("Registry poll failed (polling again): %s", snapshot["error"])
+                continue
+            number = snapshot["aliases"].get(self.model_name, {}).get(CANDIDATE_ALIAS)
+            try:
+                event = await self.poll(watch, number)
+            except MlflowApiError as err:
+                self.log.warning("Reading %s v%s failed (polling again): %s",
+                                 self.model_name, number, err)  # fmt: skip
+                if not err.transient:
+                    self.__dict__.pop("hook", None)
+                continue
+            if event is not None:
+                yield event
+
+    async def poll(self, watch: CandidateWatch, number: str | None) -> TriggerEvent | None:
+        """One poll's verdict on ``number`` (the version ``challenger`` names, else None): read
+        it (unless already settled here), judge it, claim it and return the event when due."""
+        if number is None:
+            sighting = judge(None)
+        elif number in watch.settled:  # claimed before: no need to read it again
+            sighting = Sighting(number, f"v{number} was settled by this watcher")
+        else:
+            sighting = judge(await self.hook.aget_model_version(self.model_name, number))
         due = watch.observe(sighting)
         if due is None:
             return None
@@ -183,6 +236,8 @@ class MlflowReleaseCandidateTrigger(BaseEventTrigger):
         return TriggerEvent({"model_name": self.model_name, "version": due, "source": SOURCE})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Standalone (a triggerer without the shared-stream manager, and tests): the same
+        poll and filter as the shared path, for this watcher alone."""
         self.log.info(
             "Watching %s@%s every %g s (claim after %d sightings)",
             self.model_name,
@@ -190,15 +245,6 @@ class MlflowReleaseCandidateTrigger(BaseEventTrigger):
             self.poll_interval,
             self.confirmations,
         )
-        watch = CandidateWatch(self.confirmations)
-        while True:
-            try:
-                event = await self.poll(watch)
-            except MlflowApiError as err:
-                self.log.warning("Registry poll failed (polling again): %s", err)
-                if not err.transient:  # re-read the connection: it may have been fixed
-                    self.__dict__.pop("hook", None)
-            else:
-                if event is not None:
-                    yield event
-            await asyncio.sleep(self.poll_interval)
+        polls = type(self).open_shared_stream(self.serialize()[1])
+        async for event in self.filter_shared_stream(polls):
+            yield event
