@@ -15,8 +15,6 @@ from lifecycle_stack import DEPLOYMENT, Stack, say
 from processes import wait_for
 
 FINISHED = {"success", "failed"}
-#: Seconds the approver "reads" the request before answering (see :func:`release`).
-APPROVER_READING_S = 6.0
 #: How long one DAG run may take here before the demo gives up (2 shared cores, cold imports).
 RUN_TIMEOUT_S = 600.0
 
@@ -114,17 +112,9 @@ def release(stack: Stack, version: str, dag_id: str = DEPLOYMENT) -> str:
         say(f"- {event}", indent=6)
     say(f"approval requested: {detail['subject']}", indent=4)
     say(f"UI: {run_url(stack, dag_id, run_id)}/tasks/approve/required_actions", indent=6)
-    # A person reads the request first. Answering within a second of the task parking itself
-    # races Airflow 3.3.2's scheduler: the parked process's exit is then seen after the task was
-    # already resumed (queued or running), and the scheduler fails the task ("state changed
-    # externally"). The same race as deferred tasks' apache/airflow#67287 (fixed on main by
-    # #68741, not in 3.3.2) and #72716 (open); nothing on the task's side can see the exit.
-    wait_for(
-        "the approval task to park itself",
-        lambda: rest.task_instance(dag_id, run_id, "approve")["state"] == "awaiting_input",
-        60,
-    )
-    time.sleep(APPROVER_READING_S)
+    # Answered at once, as an automated approver would: Airflow 3.3.2 fails a task answered
+    # within a second of parking itself (apache/airflow#67287), so the API server holds the
+    # answer until the task has settled (plugins/mlops_approvals_plugin.py).
     answer = rest.answer_hitl(detail, "Approve")
     say(f"approved by {answer['responded_by']['name']} through PATCH {hitl_path(ti)}", indent=4)
     state = follow(stack, dag_id, run_id)

@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +63,6 @@ FAST_RELEASE = {
     "requests_per_round": 100,
     "round_interval_s": 0,
 }
-#: Seconds the approver "reads" before answering (Airflow 3.3.2 fails a task answered within ~1 s
-#: of parking itself; see scripts/lifecycle_runs.py).
-APPROVER_READING_S = 6.0
 
 
 @dataclass
@@ -127,11 +123,12 @@ class Stack:
         ready = httpx.get(f"{self.service.url}/ready", timeout=30).json()
         return {k: ready.get(k) for k in ("stable", "canary", "canary_weight")}
 
-    def ledger(self) -> list[dict[str, Any]]:
+    def ledger(self, kind: str = "decision") -> list[dict[str, Any]]:
+        """The audit ledger's decisions (or its traffic steps), as the release steps wrote it."""
         path = self.home / "data" / "ledger" / f"{MODEL}-deployments.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().splitlines() if path.is_file() else []
+        entries = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in entries if e.get("kind", "decision") == kind]
 
     # -- Airflow -------------------------------------------------------------------------------
 
@@ -166,24 +163,16 @@ class Stack:
         return [d for d in details["hitl_details"] if re.search(rf"\bv{version}\b", d["subject"])]
 
     def approve(self, version: str, timeout: float) -> str:
-        """Approve the release of ``version`` as a person would, from whichever deployment run
-        asks; returns that run's id."""
+        """Approve the release of ``version`` the moment a deployment run asks, as an automated
+        approver would (the API server holds the answer until the task has settled:
+        mlops_provider/approvals/settle.py); returns that run's id."""
         detail = self.wait(
             f"a deployment run to ask for the approval of v{version}",
             lambda: [d for d in self.approval_requests(version) if not d["response_received"]],
             timeout,
         )[0]
-        run_id = detail["task_instance"]["dag_run_id"]
-        self.wait(
-            "the approval task to park itself",
-            lambda: (
-                self.rest.task_instance(DEPLOYMENT, run_id, "approve")["state"] == "awaiting_input"
-            ),
-            60,
-        )
-        time.sleep(APPROVER_READING_S)
         self.rest.answer_hitl(detail, "Approve")
-        return str(run_id)
+        return str(detail["task_instance"]["dag_run_id"])
 
     def candidate_events(self) -> list[dict[str, Any]]:
         """The release-candidate asset's events (webhook or watcher), oldest first."""

@@ -306,6 +306,7 @@ def load_settings() -> Settings:
             "MLOPS_APPROVAL_TIMEOUT_HOURS", deploy_defaults.approval_timeout_hours
         ),
         candidate_wait_s=_env_number("MLOPS_CANDIDATE_WAIT_S", deploy_defaults.candidate_wait_s),
+        approval_settle_s=_env_number("MLOPS_APPROVAL_SETTLE_S", deploy_defaults.approval_settle_s),
         registry_poll_interval_s=_poll_interval(deploy_defaults.registry_poll_interval_s),
         waiting_runs_fallback=_env_choice(
             "MLOPS_DEPLOYMENT_WAITING_FALLBACK", ("false", "true"), "false"
