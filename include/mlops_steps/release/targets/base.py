@@ -7,7 +7,9 @@ from the settings:
 
 * ``service`` (the embedded default): the model service's bearer-token admin API over HTTP.
 * ``kubernetes``: the stable and canary Deployments of ``serving/k8s/``, patched through the
-  Kubernetes API from the step's pod; traffic splits by replica count behind one Service.
+  Kubernetes API from the step's pod; traffic splits by replica count behind one Service, or
+  (``MLOPS_K8S_TRAFFIC``) by an HTTPRoute's weights (``gateway-api``, which also mirrors requests
+  for a shadow phase) or an Argo Rollouts ``Rollout``'s ``setWeight`` steps (``argo-rollouts``).
 
 Every method is idempotent (a retry after a crash converges on the same state) and leaves the
 traffic as it was when it raises.
