@@ -41,8 +41,21 @@ def _phases(before: TrafficState, canary: CanaryPolicy) -> list[tuple[str, float
     return shadow + [(CANARY, weight) for weight in canary.weights]
 
 
-def _require_stable_for_shadow(before: TrafficState, canary: CanaryPolicy, subject: str) -> None:
-    if canary.shadow_share > 0 and before.stable_version is None:
+def _require_judgeable_shadow(
+    settings: Settings, before: TrafficState, canary: CanaryPolicy, subject: str
+) -> None:
+    """A shadow phase the analysis could not judge is refused before anything changes."""
+    if canary.shadow_share <= 0:
+        return
+    if settings.deploy.target != "service":
+        raise StepError(
+            "cannot be judged in shadow on the kubernetes target: its pods score mirrored "
+            "copies as ordinary requests, so no copy is compared with the stable answer to the "
+            "same request (the service target does that in one process)",
+            subject=subject,
+            fix="release it without a shadow phase (shadow_share 0), or through the service target",
+        )
+    if before.stable_version is None:
         raise StepError(
             "has no stable version to shadow: nothing answers the requests whose copies it "
             "would score, so the shadow comparison could not be made",
@@ -71,7 +84,7 @@ def run_start(settings: Settings, release: Release, canary: CanaryPolicy) -> dic
     release ever, nothing to compare with) all traffic."""
     target = open_target(settings)
     before = target.state()
-    _require_stable_for_shadow(before, canary, f"{release.model_name} v{release.version}")
+    _require_judgeable_shadow(settings, before, canary, f"{release.model_name} v{release.version}")
     phase, share = _phases(before, canary)[0]
     after = _move(target, release, phase, share)
     return {
