@@ -80,7 +80,24 @@ format: install
 typecheck:
 	$(VENV)/bin/mypy
 
-pytest:
+## The monitoring and canary-analysis tests run a real Prometheus and promtool (Debian's
+## prometheus package); installed only where either is missing.
+PROMETHEUS_STAMP := $(VENV)/.prometheus-installed
+PROMETHEUS_HINT  := install the prometheus package (2.x) of your system as root, or put the \
+                    prometheus and promtool binaries on PATH
+
+$(PROMETHEUS_STAMP):
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends prometheus; } || \
+		{ echo "apt-get could not install prometheus: $(PROMETHEUS_HINT)" >&2; exit 1; }; \
+	else \
+		echo "no prometheus/promtool and no apt-get: $(PROMETHEUS_HINT)" >&2; exit 1; \
+	fi
+	mkdir -p $(VENV) && touch $@
+
+pytest: $(PROMETHEUS_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 mlflow: install
