@@ -142,10 +142,15 @@ def test_a_challenger_whose_webhook_is_lost_is_released_once_by_the_watcher(
     assert len(stack.candidate_events()) == events_before + 1
     assert [r["dag_run_id"] for r in _runs_since(stack, DEPLOYMENT, moved)] == [run["dag_run_id"]]
 
-    run_id = stack.approve(version, timeout=RUN_TIMEOUT_S)
+    run_id = stack.approve(version, timeout=RUN_TIMEOUT_S)  # answered at once (held to settle)
+    answered_s = (datetime.now(UTC) - moved).total_seconds()
     assert run_id == run["dag_run_id"]
     finished = stack.finish(DEPLOYMENT, run_id, RUN_TIMEOUT_S)
     assert finished["state"] == "success", stack.states(DEPLOYMENT, run_id)
+    canary = stack.rest.task_instance(DEPLOYMENT, run_id, "canary")
+    live_s = (_time(canary["end_date"]) - moved).total_seconds()
+    print(f"MEASURED challenger set -> first canary step live {live_s:.1f} s (approval answered "
+          f"at {answered_s:.1f} s, after the triggerer-restart check)")  # fmt: skip
     assert stack.aliases() == {"champion": version, "previous_champion": champion}
     assert stack.traffic() == {"stable": version, "canary": None, "canary_weight": 0.0}
     assert (stack.ledger()[-1]["version"], stack.ledger()[-1]["decision"]) == (version, "promoted")

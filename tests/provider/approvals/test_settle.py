@@ -3,6 +3,7 @@ The live stack (tests/e2e/test_faults_live.py, the demo) answers approvals at on
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -10,7 +11,12 @@ import pytest
 
 from mlops_provider.approvals.settle import HITL_ANSWER_PATH, HitlSettleMiddleware
 
-ANSWER = "/api/v2/hitlDetails/mlops_deployment__churn/manual__2026-11-30T18:00:00+00:00/approve"
+# As the API server sees it: the run id percent-decoded (clients quote ":" and "+").
+RUN_ID = "manual__2026-11-30T18:00:00+00:00"
+ANSWER = (
+    f"/api/v2/dags/mlops_deployment__churn/dagRuns/{RUN_ID}/taskInstances/approve/-1/hitlDetails"
+)
+MAPPED = ANSWER.replace("/-1/", "/3/")
 
 
 class Downstream:
@@ -44,11 +50,22 @@ def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return waits
 
 
-def test_the_answer_path_is_airflows_with_or_without_a_map_index() -> None:
+def test_the_answer_path_is_airflows_own_route() -> None:
+    """The PATCH route of Airflow's API, read from its router (not a copy of its text)."""
+    from airflow.api_fastapi.core_api.routes.public.hitl import task_instances_hitl_router
+    from fastapi.routing import APIRoute
+
+    routes = [r for r in task_instances_hitl_router.routes if isinstance(r, APIRoute)]
+    (route,) = [r for r in routes if "PATCH" in r.methods]
+    assert route.path == (
+        "/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+    )
     match = HITL_ANSWER_PATH.match(ANSWER)
-    assert match and match["task_id"] == "approve" and match["map_index"] is None
-    assert HITL_ANSWER_PATH.match(ANSWER + "/3")["map_index"] == "3"  # type: ignore[index]
-    assert HITL_ANSWER_PATH.match("/api/v2/hitlDetails") is None
+    assert match and (match["dag_id"], match["run_id"]) == ("mlops_deployment__churn", RUN_ID)
+    assert (match["task_id"], match["map_index"]) == ("approve", "-1")
+    assert HITL_ANSWER_PATH.match(MAPPED)["map_index"] == "3"  # type: ignore[index]
+    assert HITL_ANSWER_PATH.match(ANSWER + "/tries/1") is None  # a read, not an answer
+    assert HITL_ANSWER_PATH.match("/api/v2/dags/x/dagRuns/~/hitlDetails") is None
 
 
 def test_an_answer_to_a_just_parked_task_waits_out_the_rest_of_the_settle(
@@ -75,7 +92,7 @@ def test_an_answer_before_the_task_parked_waits_for_the_park_then_settles(
     states = iter([("running", 0.0), ("running", 0.0), ("awaiting_input", 0.0)])
     app = Downstream()
     middleware = HitlSettleMiddleware(app, settle_s=5.0, state_of=lambda *_: next(states))
-    _run(middleware, "PATCH", ANSWER + "/0")
+    _run(middleware, "PATCH", MAPPED)
     assert slept == [0.25, 0.25, 5.0]
     assert len(app.scopes) == 1
 
@@ -111,3 +128,13 @@ def test_a_task_that_never_parks_is_passed_on_after_the_bound() -> None:
     app = Downstream()
     _run(HitlSettleMiddleware(app, max_wait_s=0.6, state_of=queued), "PATCH", ANSWER)
     assert len(app.scopes) == 1 and 2 <= len(looked) <= 4  # rechecked every 0.25 s, then on
+
+
+def test_the_plugin_puts_it_in_front_of_airflows_api(airflow_db: Path) -> None:
+    """Airflow's own API app, built with this project's plugins/, runs the middleware with the
+    configured settle (the live suite then answers approvals at once: test_faults_live.py)."""
+    from airflow.api_fastapi.app import create_app
+
+    app = create_app("core")
+    (found,) = [m for m in app.user_middleware if m.cls is HitlSettleMiddleware]
+    assert found.kwargs == {"settle_s": 5.0}

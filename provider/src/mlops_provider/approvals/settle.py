@@ -8,8 +8,9 @@ apache/airflow#67287, fixed on main by #68741 but not released, and #72716). Not
 task's side can prevent it: the API's response handler resumes the task itself.
 
 So the API server holds such answers back, as an ASGI middleware in front of Airflow's own routes
-(an ``AirflowPlugin``'s ``fastapi_root_middlewares``): a ``PATCH /api/v2/hitlDetails/...``
-(what the UI's buttons and every REST client send) waits until the task has been parked for
+(an ``AirflowPlugin``'s ``fastapi_root_middlewares``): an answer, ``PATCH
+/api/v2/dags/<dag>/dagRuns/<run>/taskInstances/<task>/<map index>/hitlDetails`` (what the UI's
+buttons and every REST client send), waits until the task has been parked for
 ``settle_s`` seconds -- or, answered before the task parked, until it parks and then settles --
 and is then handed to Airflow unchanged, which validates, authorises and stores it. The wait is
 bounded (``max_wait_s``); a request for anything else, or a task in any other state, passes at
@@ -33,10 +34,10 @@ log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]  # (scope, receive, send): Starlette's shape
 
-#: Airflow's public route for answering a request (the UI posts the same).
+#: Airflow's public route for answering a request (the UI's buttons call the same).
 HITL_ANSWER_PATH = re.compile(
-    r"^/api/v2/hitlDetails/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)"
-    r"(?:/(?P<map_index>-?\d+))?/?$"
+    r"^/api/v2/dags/(?P<dag_id>[^/]+)/dagRuns/(?P<run_id>[^/]+)/taskInstances/"
+    r"(?P<task_id>[^/]+)/(?P<map_index>-?\d+)/hitlDetails/?$"
 )
 _PARKED, _ON_THE_WAY = "awaiting_input", {"scheduled", "queued", "running", "restarting"}
 _RECHECK_S = 0.25
@@ -68,7 +69,7 @@ def parked_for(dag_id: str, run_id: str, task_id: str, map_index: int) -> tuple[
 
 
 class HitlSettleMiddleware:
-    """Hold ``PATCH /api/v2/hitlDetails/...`` until the task has been parked ``settle_s``."""
+    """Hold an answer (``PATCH .../hitlDetails``) until its task has been parked ``settle_s``."""
 
     def __init__(
         self,
@@ -99,7 +100,7 @@ class HitlSettleMiddleware:
             match["dag_id"],
             match["run_id"],
             match["task_id"],
-            int(match["map_index"]) if match["map_index"] else -1,
+            int(match["map_index"]),
         )
         deadline = time.monotonic() + self.max_wait_s
         while time.monotonic() < deadline:
