@@ -144,9 +144,10 @@ def _serve(served: Served, rows: int, start: int) -> None:
 def test_the_snapshot_is_the_sum_of_every_processs_metrics(served: Served) -> None:
     _serve(served, 60, start=0)
     from_prometheus = _source(served).snapshot(VERSIONS, not_before=time.time())
-    scraped = ScrapeSource(
-        _Processes(served.canary, served.shadow), requests.Session(), subject="canary v2"
-    ).snapshot(VERSIONS, not_before=0)
+    processes: Any = _Processes(served.canary, served.shadow)  # all ScrapeSource asks of a target
+    scraped = ScrapeSource(processes, requests.Session(), subject="canary v2").snapshot(
+        VERSIONS, not_before=0
+    )
     assert from_prometheus == scraped
     assert set(from_prometheus) == {"stable", "canary", "shadow"}
     stable, canary, shadow = (from_prometheus[v] for v in ("stable", "canary", "shadow"))
