@@ -228,6 +228,57 @@ def _quality_checks(
     return {"value": canary, "limit": ceiling, "passed": canary <= ceiling}
 
 
+def served_stats(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """A variant's requests in a round, their error rate and p99 (ms); NaN rate without any."""
+    statuses = {s: after.requests.get(s, 0.0) - before.requests.get(s, 0.0) for s in after.requests}
+    total = sum(statuses.values())
+    errors = sum(n for s, n in statuses.items() if not s.startswith("2"))
+    latency = delta(after.latency_buckets, before.latency_buckets)
+    return {
+        "requests": total,
+        "error_rate": errors / total if total else math.nan,
+        "p99_ms": histogram_quantile(0.99, latency) * 1000.0,
+    }
+
+
+def prediction_shift(
+    policy: AnalysisPolicy, judged: Judged, base: Snapshot, other: Snapshot
+) -> tuple[float, float]:
+    """(shift, limit) of ``other``'s predictions against ``base``'s: the class-mix PSI for a
+    multiclass model, else the score (value) histogram's PSI, each with its noise allowance."""
+    if judged.task == "multiclass":
+        shift, noise = class_mix_shift(base.classes, other.classes, judged.classes)
+        return shift, policy.max_psi + noise
+    shift = psi(base.score_buckets, other.score_buckets)
+    return shift, policy.max_psi + psi_noise_allowance(base.score_buckets, other.score_buckets)
+
+
+class Checks(list[dict[str, Any]]):
+    """A round's checks as the analysis reports them: name, value, limit, passed (a NaN value
+    compares False, so a check that could not be computed has failed)."""
+
+    def add(self, name: str, value: float, limit: float, ok: bool) -> None:
+        self.append({"check": name, "value": value, "limit": limit, "passed": bool(ok)})
+
+    def served(self, prefix: str, stats: dict[str, float], policy: AnalysisPolicy) -> None:
+        """Enough requests of the judged variant, its error rate and its p99."""
+        requests, rate, p99 = stats["requests"], stats["error_rate"], stats["p99_ms"]
+        self.add(f"{prefix}_requests", requests, policy.min_canary_requests,
+                 requests >= policy.min_canary_requests)  # fmt: skip
+        self.add(f"{prefix}_error_rate", rate, policy.max_error_rate, rate <= policy.max_error_rate)
+        self.add(f"{prefix}_p99_ms", p99, policy.max_p99_ms, p99 <= policy.max_p99_ms)
+
+    def client_errors(self, replay: Replay, policy: AnalysisPolicy) -> None:
+        """Requests of the replay that got no usable answer at all."""
+        limit = policy.max_error_rate * replay.sent
+        self.add("client_errors", replay.failures, limit,
+                 replay.sent > 0 and replay.failures <= limit)  # fmt: skip
+
+    @property
+    def passed(self) -> bool:
+        return all(c["passed"] for c in self)
+
+
 def judge_round(
     policy: AnalysisPolicy,
     *,
@@ -241,65 +292,25 @@ def judge_round(
     """One round's checks; every check that cannot be computed fails."""
     judged = judged or Judged()
     empty = Snapshot()
-    stats: dict[str, dict[str, float]] = {}
-    for variant in (STABLE, CANARY):
-        now, then = after.get(variant, empty), before.get(variant, empty)
-        statuses = {s: now.requests.get(s, 0.0) - then.requests.get(s, 0.0) for s in now.requests}
-        total = sum(statuses.values())
-        errors = sum(n for s, n in statuses.items() if not s.startswith("2"))
-        latency = delta(now.latency_buckets, then.latency_buckets)
-        stats[variant] = {
-            "requests": total,
-            "error_rate": errors / total if total else math.nan,
-            "p99_ms": histogram_quantile(0.99, latency) * 1000.0,
-            **replay.summary(variant),
-        }
+    stats = {
+        variant: served_stats(before.get(variant, empty), after.get(variant, empty))
+        | replay.summary(variant)
+        for variant in (STABLE, CANARY)
+    }
     base, cand = since_start.get(STABLE, empty), since_start.get(CANARY, empty)
-    if not has_stable:
-        shift, shift_limit = 0.0, 0.0
-    elif judged.task == "multiclass":
-        shift, noise = class_mix_shift(base.classes, cand.classes, judged.classes)
-        shift_limit = policy.max_psi + noise
-    else:
-        shift = psi(base.score_buckets, cand.score_buckets)
-        shift_limit = policy.max_psi + psi_noise_allowance(base.score_buckets, cand.score_buckets)
-    canary, stable = stats[CANARY], stats[STABLE]
-    checks: list[dict[str, Any]] = []
-
-    def check(name: str, value: float, limit: float, ok: bool) -> None:
-        checks.append({"check": name, "value": value, "limit": limit, "passed": bool(ok)})
-
-    check(
-        "client_errors",
-        replay.failures,
-        policy.max_error_rate * replay.sent,
-        replay.sent > 0 and replay.failures <= policy.max_error_rate * replay.sent,
-    )
-    check(
-        "canary_requests",
-        canary["requests"],
-        policy.min_canary_requests,
-        canary["requests"] >= policy.min_canary_requests,
-    )
+    shift, shift_limit = prediction_shift(policy, judged, base, cand) if has_stable else (0.0, 0.0)
+    checks = Checks()
+    checks.client_errors(replay, policy)
+    checks.served(CANARY, stats[CANARY], policy)
     if has_stable:
-        check("stable_requests", stable["requests"], 1, stable["requests"] >= 1)
-    check(
-        "canary_error_rate",
-        canary["error_rate"],
-        policy.max_error_rate,
-        canary["error_rate"] <= policy.max_error_rate,
-    )
-    check(
-        "canary_p99_ms", canary["p99_ms"], policy.max_p99_ms, canary["p99_ms"] <= policy.max_p99_ms
-    )
-    if has_stable:
-        check(judged.shift_check, shift, shift_limit, shift <= shift_limit)
+        stable_requests = stats[STABLE]["requests"]
+        checks.add("stable_requests", stable_requests, 1, stable_requests >= 1)
+        checks.add(judged.shift_check, shift, shift_limit, shift <= shift_limit)
     quality = _quality_checks(policy, judged, replay, has_stable)
-    check(judged.quality_check, quality["value"], quality["limit"], quality["passed"])
-    # NaN compares False above, so a missing metric has already failed its check.
+    checks.add(judged.quality_check, quality["value"], quality["limit"], quality["passed"])
     return {
-        "passed": all(c["passed"] for c in checks),
-        "checks": checks,
+        "passed": checks.passed,
+        "checks": list(checks),
         "variants": stats,
         judged.shift_check: shift,
         "prediction_shift": {"check": judged.shift_check, "psi": shift, "limit": shift_limit},

@@ -17,13 +17,11 @@ from typing import Any
 
 from mlops_steps.core.policies import AnalysisPolicy
 from mlops_steps.release.judgement import (
+    Checks,
     Judged,
     Snapshot,
-    class_mix_shift,
-    delta,
-    histogram_quantile,
-    psi,
-    psi_noise_allowance,
+    prediction_shift,
+    served_stats,
 )
 from mlops_steps.release.replay import STABLE, Replay
 
@@ -48,63 +46,22 @@ def judge_shadow_round(
 ) -> dict[str, Any]:
     """One shadow round's checks (the same shape as a canary round's)."""
     empty = Snapshot()
-    stats: dict[str, dict[str, float]] = {}
-    for variant in (STABLE, SHADOW):
-        now, then = after.get(variant, empty), before.get(variant, empty)
-        statuses = {s: now.requests.get(s, 0.0) - then.requests.get(s, 0.0) for s in now.requests}
-        total = sum(statuses.values())
-        errors = sum(n for s, n in statuses.items() if not s.startswith("2"))
-        stats[variant] = {
-            "requests": total,
-            "error_rate": errors / total if total else math.nan,
-            "p99_ms": histogram_quantile(0.99, delta(now.latency_buckets, then.latency_buckets))
-            * 1000.0,
-        }
+    stats = {
+        variant: served_stats(before.get(variant, empty), after.get(variant, empty))
+        for variant in (STABLE, SHADOW)
+    }
     base, copy = since_start.get(STABLE, empty), since_start.get(SHADOW, empty)
-    if judged.task == "multiclass":
-        shift, noise = class_mix_shift(base.classes, copy.classes, judged.classes)
-        shift_limit = policy.max_psi + noise
-    else:
-        shift = psi(base.score_buckets, copy.score_buckets)
-        shift_limit = policy.max_psi + psi_noise_allowance(base.score_buckets, copy.score_buckets)
+    shift, shift_limit = prediction_shift(policy, judged, base, copy)
     agreement, compared = agreement_rate(copy)
-    shadow = stats[SHADOW]
-    checks: list[dict[str, Any]] = []
-
-    def check(name: str, value: float, limit: float, ok: bool) -> None:
-        checks.append({"check": name, "value": value, "limit": limit, "passed": bool(ok)})
-
-    check(
-        "client_errors",
-        replay.failures,
-        policy.max_error_rate * replay.sent,
-        replay.sent > 0 and replay.failures <= policy.max_error_rate * replay.sent,
-    )
-    check(
-        "shadow_requests",
-        shadow["requests"],
-        policy.min_canary_requests,
-        shadow["requests"] >= policy.min_canary_requests,
-    )
-    check(
-        "shadow_error_rate",
-        shadow["error_rate"],
-        policy.max_error_rate,
-        shadow["error_rate"] <= policy.max_error_rate,
-    )
-    check(
-        "shadow_p99_ms", shadow["p99_ms"], policy.max_p99_ms, shadow["p99_ms"] <= policy.max_p99_ms
-    )
-    check(judged.shift_check, shift, shift_limit, shift <= shift_limit)
-    check(
-        "shadow_agreement",
-        agreement,
-        policy.min_shadow_agreement,
-        agreement >= policy.min_shadow_agreement,
-    )
+    checks = Checks()
+    checks.client_errors(replay, policy)
+    checks.served(SHADOW, stats[SHADOW], policy)
+    checks.add(judged.shift_check, shift, shift_limit, shift <= shift_limit)
+    checks.add("shadow_agreement", agreement, policy.min_shadow_agreement,
+               agreement >= policy.min_shadow_agreement)  # fmt: skip
     return {
-        "passed": all(c["passed"] for c in checks),  # NaN compared False: already failed
-        "checks": checks,
+        "passed": checks.passed,
+        "checks": list(checks),
         "variants": stats,
         "agreement": {"rate": agreement, "compared": compared},
         "prediction_shift": {"check": judged.shift_check, "psi": shift, "limit": shift_limit},

@@ -136,5 +136,5 @@ def test_the_plugin_puts_it_in_front_of_airflows_api(airflow_db: Path) -> None:
     from airflow.api_fastapi.app import create_app
 
     app = create_app("core")
-    (found,) = [m for m in app.user_middleware if m.cls is HitlSettleMiddleware]
+    (found,) = [m for m in app.user_middleware if m.cls is HitlSettleMiddleware]  # type: ignore[comparison-overlap]
     assert found.kwargs == {"settle_s": 5.0}
