@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,13 +21,19 @@ import pytest
 import requests
 
 from mlflow_server import free_port
+from mlops_steps.core.sections import for_model
 from mlops_steps.release.analysis import CanaryFailed
 from mlops_steps.release.metrics_source import ScrapeSource
-from mlops_steps.release.prometheus import PrometheusSource, label_matchers
+from mlops_steps.release.prometheus import (
+    DEFAULT_SELECTOR_TEMPLATE,
+    PrometheusSource,
+    label_matchers,
+)
 from tests.loopback_proxy import Proxy, reverse_proxy
 from tests.prometheus_server import PrometheusServer, host_port, running_prometheus
 from tests.service_process import Service
 from tests.serving import sklearn_models
+from tests.steps.release.test_run_analysis import release  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.serving
 
@@ -251,3 +258,45 @@ def test_the_settings_select_the_models_job(monkeypatch: pytest.MonkeyPatch) -> 
     source = open_metrics_source(load_settings(), no_target, requests.Session(), subject="v2")
     assert isinstance(source, PrometheusSource)
     assert (source.url, source.matchers) == ("http://127.0.0.1:9999", 'job="churn-model-serving"')
+
+
+@pytest.mark.parametrize(("candidate", "passes"), [("1", True), ("2", False)])
+def test_run_analysis_judges_a_canary_from_prometheus(
+    release: tuple[Any, dict[str, Any]],  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    candidate: str,
+    passes: bool,
+) -> None:
+    """The analysis of tests/steps/release/test_run_analysis.py with the Prometheus backend: a
+    canary scoring like the champion passes; one trained on flipped labels fails on accuracy."""
+    from mlops_steps.core.policies import AnalysisPolicy
+    from mlops_steps.core.settings import get_settings, load_settings
+    from mlops_steps.release.analysis import run_analysis
+    from tests.steps.release.standin_service import StandIn, serving
+    from tests.steps.release.test_run_analysis import CANDIDATE, FAST
+
+    settings, scorers = release
+    policy = AnalysisPolicy(rounds=2, max_failed_rounds=1, max_psi=1000, **FAST)
+    standin = StandIn(stable=("1", scorers["1"]), canary=("2", scorers[candidate]), weight=0.5)
+    job = for_model(DEFAULT_SELECTOR_TEMPLATE, settings.deploy.serving_name)
+    with (
+        serving(standin),
+        running_prometheus(tmp_path / "prometheus", {job: [host_port(standin.url)]}) as prometheus,
+    ):
+        prometheus.wait_for_scrapes(job, targets=1)
+        monkeypatch.setenv("MLOPS_SERVICE_URL", standin.url)
+        monkeypatch.setenv("SERVING_ADMIN_TOKEN", "standin-token")
+        monkeypatch.setenv("MLOPS_ANALYSIS_BACKEND", "prometheus")
+        monkeypatch.setenv("MLOPS_PROMETHEUS_URL", prometheus.url)
+        get_settings.cache_clear()
+        if passes:
+            result = run_analysis(load_settings(), "2", CANDIDATE, policy)
+            assert result["passed"] is True and result["rounds_completed"] == 2
+            # Every request the replay sent was counted by Prometheus, none twice.
+            for judged in result["rounds"]:
+                counted = sum(v["requests"] for v in judged["variants"].values())
+                assert counted == judged["requests_sent"], judged
+        else:
+            with pytest.raises(CanaryFailed, match="canary_accuracy"):
+                run_analysis(load_settings(), "2", CANDIDATE, policy)
