@@ -96,6 +96,11 @@ class DeploySettings:
     # The canary analysis' source of the service's counters, and the Prometheus it queries.
     analysis_backend: AnalysisBackend = "scrape"
     prometheus_url: str = "http://127.0.0.1:9090"
+    # The model's series there: a job name (deploy/monitoring's ServiceMonitor makes
+    # "<model>-serving") or label matchers "{a=\"b\"}"; and how long a read waits for a scrape
+    # of every target after the round (two of the Operator's default 30 s intervals, a margin).
+    prometheus_selector_template: str = "{model}-serving"
+    prometheus_freshness_timeout_s: float = 65.0
     rollout_timeout_s: float = 600.0  # a Deployment rollout that takes longer fails the step
     # One slot per model: its releases and rollbacks never interleave (scripts/airflow_settings.py
     # creates one per contract); a literal name makes every model share one.
@@ -132,6 +137,10 @@ class DeploySettings:
     @property
     def rollout(self) -> str:
         return for_model(self.rollout_template, self.serving_name)
+
+    @property
+    def prometheus_selector(self) -> str:
+        return for_model(self.prometheus_selector_template, self.serving_name)
 
     @property
     def http_route(self) -> str:

@@ -298,6 +298,12 @@ def load_settings() -> Settings:
             "MLOPS_ANALYSIS_BACKEND", ANALYSIS_BACKENDS, deploy_defaults.analysis_backend
         ),
         prometheus_url=_env_str("MLOPS_PROMETHEUS_URL", deploy_defaults.prometheus_url),
+        prometheus_selector_template=_env_str(
+            "MLOPS_PROMETHEUS_SELECTOR", deploy_defaults.prometheus_selector_template
+        ),
+        prometheus_freshness_timeout_s=_env_number(
+            "MLOPS_PROMETHEUS_FRESHNESS_TIMEOUT_S", deploy_defaults.prometheus_freshness_timeout_s
+        ),
         rollout_timeout_s=_env_number("MLOPS_ROLLOUT_TIMEOUT_S", deploy_defaults.rollout_timeout_s),
         promotion_pool_template=_env_str(
             "MLOPS_PROMOTION_POOL", deploy_defaults.promotion_pool_template

@@ -29,19 +29,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlops_steps.core.sections import for_model
+from mlops_steps.core.sections import DeploySettings
 from mlops_steps.release.analysis import CanaryFailed
 from mlops_steps.release.judgement import Snapshot
 
 if TYPE_CHECKING:
     from mlops_steps.core.settings import Settings
 
-#: The job the ServiceMonitor (deploy/monitoring/servicemonitor.yaml) gives a model's targets:
-#: the name of its Service in deploy/helm/mlops-serving, ``<model>-serving``.
-DEFAULT_SELECTOR_TEMPLATE = "{model}-serving"
-#: How long a snapshot waits for a scrape after ``not_before``: two of the Prometheus Operator's
-#: default 30 s scrape intervals, and a margin for the scrape itself.
-DEFAULT_FRESHNESS_TIMEOUT_S = 65.0
+#: The settings' defaults (core/sections.py DeploySettings, the one source): the job the
+#: ServiceMonitor (deploy/monitoring/servicemonitor.yaml) gives a model's targets, and how long
+#: a snapshot waits for a scrape after ``not_before``.
+DEFAULT_SELECTOR_TEMPLATE = DeploySettings.prometheus_selector_template
+DEFAULT_FRESHNESS_TIMEOUT_S = DeploySettings.prometheus_freshness_timeout_s
 _POLL_S = 0.25
 _HTTP_TIMEOUT_S = 10.0
 
@@ -117,16 +116,17 @@ class PrometheusSource:
         session: Any,
         subject: str,
         selector: str | None = None,
-        freshness_timeout_s: float = DEFAULT_FRESHNESS_TIMEOUT_S,
+        freshness_timeout_s: float | None = None,
     ) -> PrometheusSource:
-        """The Prometheus of ``MLOPS_PROMETHEUS_URL``; the model's job unless ``selector``."""
-        model_job = for_model(DEFAULT_SELECTOR_TEMPLATE, settings.deploy.serving_name)
+        """The Prometheus of ``MLOPS_PROMETHEUS_URL``, the model's series of
+        ``MLOPS_PROMETHEUS_SELECTOR`` (``<model>-serving``) unless ``selector``."""
+        deploy = settings.deploy
         return cls(
-            settings.deploy.prometheus_url,
+            deploy.prometheus_url,
             session,
-            selector=selector or model_job,
+            selector=selector or deploy.prometheus_selector,
             subject=subject,
-            freshness_timeout_s=freshness_timeout_s,
+            freshness_timeout_s=freshness_timeout_s or deploy.prometheus_freshness_timeout_s,
         )
 
     def snapshot(
