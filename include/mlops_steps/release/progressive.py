@@ -150,7 +150,11 @@ def run_progressive(
 
 
 def _label(phase: str, share: float) -> str:
-    return f"shadow of {share:.0%} of requests" if phase == SHADOW else f"{share:.0%} of traffic"
+    if phase == SHADOW:
+        return f"shadow of {share:.0%} of requests"
+    if phase == FIRST:
+        return "first release: 100% of traffic, judged alone"
+    return f"{share:.0%} of traffic"
 
 
 def _step_line(
