@@ -1,4 +1,4 @@
-"""The DAG factory: each contract in MLOPS_MODELS_DIR gets its own four DAGs, named, scheduled,
+"""The DAG factory: each contract in MLOPS_MODELS_DIR gets its own five DAGs, named, scheduled,
 pooled and parametrised from its contract; a broken contract is an import error naming its file,
 key and fix, and the other models keep their DAGs."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from tests.dags.helpers import load_dags, write_models
 
-KINDS = ("training", "deployment", "monitoring", "rollback")
+KINDS = ("training", "deployment", "monitoring", "rollback", "batch_scoring")
 # The second model's overrides, one per section the DAGs read.
 OVERRIDES = """
 training: {seed: 7}
@@ -47,7 +47,7 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return dict(bag.dags)
 
 
-def test_each_model_gets_its_four_dags(two_models: dict[str, Any]) -> None:
+def test_each_model_gets_its_five_dags(two_models: dict[str, Any]) -> None:
     assert set(two_models) == {f"mlops_{k}__{m}" for k in KINDS for m in ("churn", "upsell")}
     for dag_id, dag in two_models.items():
         model = dag_id.rsplit("__", 1)[1]

@@ -175,6 +175,7 @@ def test_every_dag_is_covered(monkeypatch: pytest.MonkeyPatch) -> None:
         "mlops_deployment__churn",
         "mlops_rollback__churn",
         "mlops_monitoring__churn",
+        "mlops_batch_scoring__churn",
     }
     every = {f"{dag_id}.{t.task_id}" for dag_id, dag in dags.items() for t in dag.tasks}
     assert every >= NOT_STEPS

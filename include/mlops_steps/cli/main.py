@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from mlops_steps.cli import contract, monitoring, release, training
+from mlops_steps.cli import contract, monitoring, release, scoring, training
 from mlops_steps.cli.base import MODEL_HELP, verb_adder
 from mlops_steps.core.errors import (
     EXIT_CRASH,
@@ -40,7 +40,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     parser.add_argument("--model", metavar="NAME", default=argparse.SUPPRESS, help=MODEL_HELP)
     verb = verb_adder(parser.add_subparsers(dest="verb", required=True, metavar="VERB"))
-    for stage in (training, release, monitoring, contract):
+    for stage in (training, release, monitoring, scoring, contract):
         stage.add_verbs(verb, settings)
     return parser
 

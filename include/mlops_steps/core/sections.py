@@ -180,3 +180,4 @@ class ScheduleSettings:
     training: str | None = "0 4 * * 1"  # weekly retraining, on top of new-data and drift events
     monitoring: str | None = "15 * * * *"  # hourly, once the service's last flushes landed
     deployment_reconcile: str | None = "*/30 * * * *"  # catches registry webhooks that were lost
+    batch_scoring: str | None = None  # off: batch scoring runs when triggered, unless set

@@ -343,6 +343,9 @@ def load_settings() -> Settings:
         deployment_reconcile=_env_schedule(
             "MLOPS_DEPLOYMENT_RECONCILE_SCHEDULE", schedule_defaults.deployment_reconcile
         ),
+        batch_scoring=_env_schedule(
+            "MLOPS_BATCH_SCORING_SCHEDULE", schedule_defaults.batch_scoring
+        ),
     )
     model_name = _env_str("MLOPS_MODEL_NAME", Settings.model_name)
     return Settings(

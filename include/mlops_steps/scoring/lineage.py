@@ -1,0 +1,85 @@
+"""The MLflow run that records a batch run's lineage: which version scored which table into which
+files. One run per model and run key (a retry or a re-run finds it), in the experiment
+``<model>-batch-scoring``; the manifest is its artifact, the row counts its metrics."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlops_steps.core.sections import for_model
+from mlops_steps.scoring.model import ScoringModel
+
+EXPERIMENT_TEMPLATE = "{model}-batch-scoring"
+RUN_TAG = "mlops.scoring_run"
+
+
+def _experiment_id(client: Any, model_name: str) -> str:
+    name = for_model(EXPERIMENT_TEMPLATE, model_name)
+    experiment = client.get_experiment_by_name(name)
+    return str(experiment.experiment_id if experiment else client.create_experiment(name))
+
+
+def start_lineage(client: Any, model: ScoringModel, run_key: str, tags: dict[str, str]) -> str:
+    """The run of this model and run key (created the first time), tagged with what scores
+    what; returns its id."""
+    experiment_id = _experiment_id(client, model.name)
+    found = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_key}'", max_results=1
+    )
+    airflow = {
+        tag: os.environ[env]
+        for tag, env in (
+            ("mlops.airflow_dag_id", "MLOPS_AIRFLOW_DAG_ID"),
+            ("mlops.airflow_run_id", "MLOPS_AIRFLOW_RUN_ID"),
+        )
+        if os.environ.get(env)
+    }
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")  # an attempt that failed is tried again
+    else:
+        run_id = client.create_run(experiment_id, run_name=f"score-{run_key}").info.run_id
+    for key, value in {
+        RUN_TAG: run_key,
+        "mlops.model_name": model.name,
+        "mlops.model_version": model.version,
+        "mlops.model_ref": model.ref,
+        "mlops.model_run_id": model.run_id,
+        **tags,
+        **airflow,
+    }.items():
+        client.set_tag(run_id, key, value)
+    return str(run_id)
+
+
+def finish_lineage(client: Any, run_id: str, manifest: dict[str, Any], manifest_path: Path) -> None:
+    """Row counts as metrics, the manifest as the artifact, and the run FINISHED (idempotent:
+    a re-run of a complete run finishes a lineage run an earlier attempt left open)."""
+    from mlflow.entities import Metric
+
+    if client.get_run(run_id).info.status == "FINISHED":
+        return
+    timestamp = int(manifest["created_at_ms"])
+    metrics = {
+        "rows": manifest["rows"],
+        "files": len(manifest["files"]),
+        "chunks": manifest["chunks"],
+        "seconds": manifest["seconds"],
+        "rows_per_s": manifest["rows"] / max(manifest["seconds"], 1e-9),
+    }
+    client.log_batch(
+        run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in metrics.items()]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "manifest.json"
+        copy.write_bytes(manifest_path.read_bytes())
+        client.log_artifact(run_id, str(copy))
+    client.set_terminated(run_id, "FINISHED")
+
+
+def fail_lineage(client: Any, run_id: str) -> None:
+    """Mark the run FAILED (the next attempt reopens it by its run key)."""
+    client.set_terminated(run_id, "FAILED")

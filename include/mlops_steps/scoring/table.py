@@ -1,0 +1,237 @@
+"""The table a batch run scores: checked against the model's contract before anything is read,
+then streamed in chunks of a fixed number of rows holding only the columns the model needs.
+
+A CSV (``.csv``, ``.csv.gz``) is read with Arrow's streaming reader, its features converted to
+the contract's kinds as they are read; a Parquet file or a directory of them through an Arrow
+dataset with one batch read ahead. Either way memory holds a chunk or two, never the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+from mlops_steps.contract.model import Feature, ModelContract
+from mlops_steps.core.errors import SourceError, StepError
+
+_CSV_SUFFIXES = (".csv", ".csv.gz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_CSV_BLOCK_BYTES = 8 << 20
+#: The column that identifies a row when the contract declares no id column: its position in
+#: the input (0-based), stable for a given table.
+ROW_NUMBER_COLUMN = "_row"
+
+
+class InputSchemaMismatch(StepError):
+    """The input's columns are not the model's contract (nothing is scored or written)."""
+
+
+class MissingInputColumns(InputSchemaMismatch):
+    """Features (or the id column) of the contract are not in the input."""
+
+
+class UnexpectedInputColumns(InputSchemaMismatch):
+    """The input holds columns the contract does not know (a wrong table, or a renamed one)."""
+
+
+class MistypedInputColumn(InputSchemaMismatch):
+    """A column's values are not of its feature's kind (text in a number, a number as category)."""
+
+
+def local_path(uri: str, *, flag: str) -> Path:
+    """A path, or a ``file://`` URI, as a local path; other schemes are refused by name."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter
+        raise SourceError(
+            f"the {parsed.scheme}:// scheme is not supported for batch scoring",
+            subject=uri,
+            fix=f"give {flag} a local path or file:// URI (mount the bucket or copy the table)",
+        )
+    return Path(uri).expanduser()
+
+
+def _format_of(path: Path) -> str:
+    if path.is_dir():
+        return "parquet"
+    name = path.name.lower()
+    if name.endswith(_CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    raise SourceError(
+        "unknown file format",
+        subject=str(path),
+        fix=f"score a file ending in {', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)} or a "
+        "directory of Parquet files",
+    )
+
+
+def _fits(feature: Feature, kind: pa.DataType) -> bool:
+    """Whether an Arrow column type holds this feature's kind (nulls fit anything)."""
+    if pa.types.is_null(kind):
+        return True
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if feature.kind == "category":
+        return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+    if feature.kind == "boolean":
+        return bool(pa.types.is_boolean(kind) or pa.types.is_integer(kind))
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+
+def _csv_type(feature: Feature) -> pa.DataType:
+    return {"category": pa.string(), "boolean": pa.bool_()}.get(feature.kind, pa.float64())
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """A checked input: where it is, its format, and the columns read from it (id first)."""
+
+    path: Path
+    format: str
+    id_column: str | None  # None: rows are identified by their position (``_row``)
+    features: tuple[Feature, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        head = [self.id_column] if self.id_column else []
+        return head + [f.name for f in self.features]
+
+    def chunks(self, rows: int) -> Iterator[pa.RecordBatch]:
+        """The table as record batches of exactly ``rows`` rows (the last one fewer)."""
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for batch in self._batches(rows):
+            rest = batch
+            while rest.num_rows:
+                take = min(rows - held, rest.num_rows)
+                pending.append(rest.slice(0, take))
+                held += take
+                rest = rest.slice(take)
+                if held == rows:
+                    yield _combined(pending)
+                    pending, held = [], 0
+        if held:
+            yield _combined(pending)
+
+    def _batches(self, rows: int) -> Iterator[pa.RecordBatch]:
+        if self.format == "csv":
+            reader = self._csv_reader()
+            try:
+                yield from reader
+            except pa.ArrowInvalid as exc:  # a later block's value that does not convert
+                raise _csv_error(self.path, exc) from None
+            return
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(str(self.path), format="parquet")
+        yield from dataset.to_batches(
+            columns=self.columns, batch_size=rows, batch_readahead=1, fragment_readahead=1
+        )
+
+    def _csv_reader(self) -> Any:
+        import pyarrow.csv as pa_csv
+
+        types = {f.name: _csv_type(f) for f in self.features}
+        if self.id_column:
+            types[self.id_column] = pa.string()
+        try:
+            return pa_csv.open_csv(
+                str(self.path),
+                read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+                convert_options=pa_csv.ConvertOptions(
+                    include_columns=self.columns, column_types=types
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(self.path, exc) from None
+
+
+def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _csv_error(path: Path, exc: Exception) -> StepError:
+    """A CSV value that does not convert, as the mistyped column it is in."""
+    text = str(exc)
+    if "conversion error" in text or "invalid value" in text.lower():
+        return MistypedInputColumn(
+            f"a value does not have its feature's kind ({text.splitlines()[0]})",
+            subject=str(path),
+            fix="numbers must be numeric, booleans true/false; fix the export or the contract",
+        )
+    return SourceError(f"cannot be read as CSV: {text}", subject=str(path))
+
+
+def _schema(path: Path, fmt: str) -> pa.Schema:
+    try:
+        if fmt == "csv":
+            import pyarrow.csv as pa_csv
+
+            return pa_csv.open_csv(
+                str(path), read_options=pa_csv.ReadOptions(block_size=1 << 16)
+            ).schema
+        import pyarrow.dataset as ds
+
+        return ds.dataset(str(path), format="parquet").schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(
+            f"cannot be read as {fmt}: {exc}", subject=str(path), fix=f"give a valid {fmt} table"
+        ) from None
+
+
+def open_input(uri: str, contract: ModelContract) -> InputTable:
+    """The input at ``uri`` once its columns match the contract: the id column (when declared)
+    and every feature present, no column the contract does not name (its label may be there
+    and is ignored), each of its feature's kind. Named errors otherwise, before any row is read.
+    """
+    if not uri:
+        raise SourceError(
+            "no table to score",
+            subject="--input",
+            fix="give --input (Param input_uri) or set MLOPS_BATCH_SCORING_INPUT",
+        )
+    path = local_path(uri, flag="--input")
+    if not path.exists():
+        raise SourceError("no such file or directory", subject=str(path), fix="check --input")
+    fmt = _format_of(path)
+    schema = _schema(path, fmt)
+    names = list(schema.names)
+    wanted = ([contract.id_column] if contract.id_column else []) + list(contract.feature_names)
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise MissingInputColumns(
+            f"columns {missing} of the {contract.name} contract are missing (found {names})",
+            subject=str(path),
+            fix="export the contract's id column and every feature under their contract names",
+        )
+    known = {*wanted, contract.label}
+    extra = [name for name in names if name not in known]
+    if extra:
+        raise UnexpectedInputColumns(
+            f"columns {extra} are not in the {contract.name} contract",
+            subject=str(path),
+            fix="score a table of the contract's id column and features only (the label may "
+            "stay), or add the columns to the contract",
+        )
+    for feature in contract.features:
+        if fmt == "csv" and feature.kind == "category":
+            continue  # a CSV category is read as text, whatever it looks like
+        kind = schema.field(feature.name).type
+        if not _fits(feature, kind):
+            raise MistypedInputColumn(
+                f"column {feature.name!r} is {kind}, but the feature is a {feature.kind}",
+                subject=str(path),
+                fix="export the column with its contract kind (numbers as numbers, categories "
+                "as text)",
+            )
+    return InputTable(path, fmt, contract.id_column, contract.features)
