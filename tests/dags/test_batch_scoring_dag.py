@@ -66,9 +66,11 @@ def test_every_param_is_a_flag_with_its_default_and_bounds(monkeypatch: pytest.M
                     action.type(str(schema[keyword] + outside))
     # What the form's pattern refuses, the flag refuses too.
     assert re.fullmatch(dag.params.get_param("model_ref").schema["pattern"], "7")
+    model_ref = flags["--model-ref"].type
+    assert callable(model_ref)
     for bad in ("0", "-1", "champion!", ""):
         with pytest.raises(argparse.ArgumentTypeError):
-            flags["--model-ref"].type(bad)
+            model_ref(bad)
 
 
 def test_it_runs_when_triggered_unless_a_schedule_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
