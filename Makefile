@@ -10,7 +10,7 @@ REQS       := requirements.txt requirements-task.txt serving/requirements.txt re
               constraints.txt pyproject.toml
 
 .PHONY: install demo up down train test lint format typecheck pytest mlflow mlflow-stop serve \
-        register-webhook bench bench-serving bench-monitoring clean lock scan
+        register-webhook bench bench-serving bench-monitoring bench-batch clean lock scan
 
 install: $(STAMP)
 
@@ -123,6 +123,10 @@ bench: install
 ## Monitoring: 1M x 20 drift check vs a plain numpy PSI/KS pass.
 bench-monitoring: install
 	$(PY) bench/bench_monitoring.py $(ARGS)
+
+## Batch scoring: score-batch end to end vs a bare Booster.predict loop (ARGS="--rows 10000000").
+bench-batch: install
+	$(PY) bench/bench_batch_scoring.py $(ARGS)
 
 ## Serving: this service vs `mlflow models serve` vs a bare endpoint (load from wrk).
 bench-serving: install

@@ -1,0 +1,220 @@
+"""Benchmark: batch scoring end to end vs a bare ``Booster.predict`` loop over the same table.
+
+In one run, on one Parquet table of churn rows (the generator's, written in 1M-row slices so a
+10M table never sits in memory):
+
+* ``bare``: what a person would write without the step: ``ParquetFile.iter_batches`` over the
+  feature columns, the model's own encoding (``prepare_frame``), ``Booster.predict``, the
+  scores appended to a Parquet file. Timed inside its own process (no imports counted).
+* ``step``: ``mlops-step score-batch`` as a child process, as a DAG task runs it: the contract
+  check, loading the version from MLflow, the chunks, the manifest with sha256s, the lineage
+  run. Timed as the process's wall (imports and MLflow included) and as the step's own
+  ``seconds`` (read + score + write, from its manifest).
+
+Each side runs in its own child process; its peak RSS is its own VmHWM, polled every 20 ms.
+The model is trained by the real steps (``tests/pipeline.py``) into a SQLite MLflow store: the
+registry the steps read is the same code either way, with no server to share the machine with.
+
+Usage: python bench/bench_batch_scoring.py [--rows 1000000] [--chunk-rows 100000]
+Results: bench/results/batch_scoring.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "include"), str(REPO)]
+RESULTS = REPO / "bench" / "results" / "batch_scoring.json"
+MODEL = "churn"
+SLICE_ROWS = 1_000_000
+
+
+def _write_table(path: Path, rows: int) -> None:
+    """``rows`` generated churn rows (id, features, label) as one Parquet file, slice by slice."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_steps.contract.synthetic import generate_churn
+
+    writer = None
+    for index, start in enumerate(range(0, rows, SLICE_ROWS)):
+        frame = generate_churn(min(SLICE_ROWS, rows - start), seed=1000 + index)
+        frame["customer_id"] = frame["customer_id"] + f"-{index}"  # unique across slices
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=SLICE_ROWS // 10)
+    assert writer is not None
+    writer.close()
+
+
+def bare_loop(source: Path, output: Path, chunk_rows: int, tracking: str) -> dict[str, Any]:
+    """The bare loop (runs in a child process): read, encode, ``Booster.predict``, write."""
+    import mlflow
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlops_steps.contract.loader import load_contract
+    from mlops_steps.training.pyfunc_model import prepare_frame, spec_encoding
+
+    mlflow.set_tracking_uri(tracking)
+    booster = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model().booster
+    contract = load_contract(MODEL)
+    encoding = spec_encoding(contract.feature_spec())
+    columns = [str(contract.id_column), *contract.feature_names]
+    started = time.perf_counter()
+    predict_s = 0.0
+    rows = 0
+    writer = None
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=chunk_rows, columns=columns):
+        frame = batch.to_pandas()
+        encoded = prepare_frame(frame, *encoding)
+        before = time.perf_counter()
+        scores = np.asarray(booster.predict(encoded), dtype=np.float64)
+        predict_s += time.perf_counter() - before
+        out = pa.table({"customer_id": batch.column(0), "score": pa.array(scores)})
+        writer = writer or pq.ParquetWriter(output, out.schema, compression="zstd")
+        writer.write_table(out)
+        rows += batch.num_rows
+    assert writer is not None
+    writer.close()
+    return {"rows": rows, "seconds": time.perf_counter() - started, "predict_seconds": predict_s}
+
+
+def _peak_rss_mb(pid: int, peak: list[float], done: threading.Event) -> None:
+    """Poll the child's VmHWM (its own high-water mark: exec starts a fresh one, unlike
+    ``ru_maxrss``, which counts the forking parent's pages) until it exits."""
+    status = Path(f"/proc/{pid}/status")
+    while not done.is_set():
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+        except (OSError, ValueError):
+            return
+        done.wait(0.02)
+
+
+def _child(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run ``argv``; (wall s, peak RSS MB, stdout) of that child alone."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    peak, done = [0.0], threading.Event()
+    poller = threading.Thread(target=_peak_rss_mb, args=(process.pid, peak, done), daemon=True)
+    poller.start()
+    stdout, _ = process.communicate()
+    wall = time.perf_counter() - started
+    done.set()
+    poller.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{argv[:3]} exited {process.returncode}")
+    return wall, peak[0], stdout
+
+
+def _train(env: dict[str, str]) -> None:
+    from mlflow import MlflowClient
+    from tests.pipeline import train_and_register
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        train_and_register("bench", "--seed", "1", rows=20_000,
+                           gate_args=["--max-latency-ms", "1000"])  # fmt: skip
+        MlflowClient(env["MLFLOW_TRACKING_URI"]).set_registered_model_alias(MODEL, "champion", "1")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--bare", nargs=3, metavar=("SOURCE", "OUTPUT", "TRACKING"),
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args()
+    if args.bare:
+        source, output, tracking = args.bare
+        result = bare_loop(Path(source), Path(output), args.chunk_rows, tracking)
+        print(json.dumps(result))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        root = Path(tmp)
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "MLOPS_HOME": str(root / "home"),
+            "MLOPS_MODEL_NAME": MODEL,
+            "MLOPS_EXPERIMENT": "bench-batch-scoring",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]),
+        }
+        env.pop("MLOPS_DATA_ROOT", None)
+        print(f"training the champion (20,000 rows) and writing {args.rows:,} rows", flush=True)
+        _train(env)
+        source = root / "table.parquet"
+        _write_table(source, args.rows)
+
+        bare_wall, bare_rss, out = _child(
+            [sys.executable, __file__, "--chunk-rows", str(args.chunk_rows), "--bare",
+             str(source), str(root / "bare.parquet"), env["MLFLOW_TRACKING_URI"]],
+            env,
+        )  # fmt: skip
+        bare = json.loads(out.strip().splitlines()[-1])
+        print(f"  bare loop   {bare['seconds']:7.2f} s  {bare_rss:7.0f} MB", flush=True)
+
+        step_wall, step_rss, out = _child(
+            [sys.executable, "-m", "mlops_steps", "score-batch", "--partition", "bench",
+             "--input", str(source), "--output", str(root / "scores"),
+             "--chunk-rows", str(args.chunk_rows)],
+            env,
+        )  # fmt: skip
+        manifest = json.loads((root / "scores" / "run=bench" / "manifest.json").read_text())
+        assert manifest["rows"] == args.rows == bare["rows"]
+        step_s = float(manifest["seconds"])
+        print(f"  score-batch {step_s:7.2f} s  {step_rss:7.0f} MB  (process {step_wall:.2f} s)")
+
+    rate = {
+        "bare_rows_per_s": round(args.rows / bare["seconds"]),
+        "step_rows_per_s": round(args.rows / step_s),
+        "step_process_rows_per_s": round(args.rows / step_wall),
+        "bare_predict_only_rows_per_s": round(args.rows / bare["predict_seconds"]),
+    }
+    results = {
+        "machine": {"cpus": os.cpu_count()},
+        "rows": args.rows,
+        "chunk_rows": args.chunk_rows,
+        "files_written": len(manifest["files"]),
+        "seconds": {
+            "bare_loop": round(bare["seconds"], 2),
+            "bare_predict_only": round(bare["predict_seconds"], 2),
+            "step_read_score_write": round(step_s, 2),
+            "step_process_wall": round(step_wall, 2),
+            "bare_process_wall": round(bare_wall, 2),
+        },
+        "rows_per_s": rate,
+        "ratios": {
+            "step_vs_bare": round(rate["step_rows_per_s"] / rate["bare_rows_per_s"], 3),
+            "step_process_vs_bare": round(
+                rate["step_process_rows_per_s"] / rate["bare_rows_per_s"], 3
+            ),
+        },
+        "peak_rss_mb": {"bare": round(bare_rss), "step": round(step_rss)},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["ratios"]), f"-> {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

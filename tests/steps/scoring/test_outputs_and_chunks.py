@@ -1,0 +1,90 @@
+"""The pieces of score-batch that need no registry: each task's output columns from a real
+LightGBM booster (scikit-learn's wine and diabetes tables), and the reader's chunks over a
+directory of Parquet files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.datasets import load_diabetes, load_wine
+
+from mlops_steps.contract.loader import load_contract
+from mlops_steps.contract.model import ModelContract
+from mlops_steps.contract.synthetic import generate_churn
+from mlops_steps.core.errors import SourceError
+from mlops_steps.scoring.model import ScoringModel, UnexpectedModelOutput
+from mlops_steps.scoring.table import local_path, open_input
+from mlops_steps.training.pyfunc_model import ContractModel
+
+CHURN = load_contract("churn")
+PARAMS = {"verbose": -1, "num_threads": 1, "seed": 1}
+
+
+def _model(booster: lgb.Booster, task: str, features: list[str]) -> ScoringModel:
+    logged = ContractModel()
+    logged.booster, logged.task = booster, task
+    logged.features, logged.categories, logged.booleans = features, {}, []
+    return ScoringModel("tables", "3", "3", "run", logged)
+
+
+def _contract(task: str, classes: tuple[str, ...] = ()) -> ModelContract:
+    return dataclasses.replace(CHURN, task=task, classes=classes)  # type: ignore[arg-type]
+
+
+def test_multiclass_answers_the_class_and_every_class_probability() -> None:
+    wine = load_wine(as_frame=True)
+    frame, labels = wine.data, wine.target.to_numpy()
+    booster = lgb.train({**PARAMS, "objective": "multiclass", "num_class": 3},
+                        lgb.Dataset(frame, labels), num_boost_round=20)  # fmt: skip
+    contract = _contract("multiclass", ("barolo", "grignolino", "barbera"))
+    columns = _model(booster, "multiclass", list(frame.columns)).outputs(frame, contract)
+
+    expected = np.asarray(booster.predict(frame.astype("float64")))
+    assert list(columns) == ["class", "proba_barolo", "proba_grignolino", "proba_barbera"]
+    for position, label in enumerate(contract.class_labels):
+        assert np.array_equal(columns[f"proba_{label}"].to_numpy(), expected[:, position])
+    names = np.asarray(contract.class_labels, dtype=object)[expected.argmax(axis=1)]
+    assert columns["class"].to_pylist() == names.tolist()
+
+
+def test_regression_answers_the_value_and_a_wrong_shape_is_named() -> None:
+    diabetes = load_diabetes(as_frame=True)
+    frame = diabetes.data
+    train = lgb.Dataset(frame, diabetes.target.to_numpy())
+    booster = lgb.train({**PARAMS, "objective": "regression"}, train, num_boost_round=20)
+    model = _model(booster, "regression", list(frame.columns))
+    columns = model.outputs(frame, _contract("regression"))
+    assert list(columns) == ["value"]
+    assert np.array_equal(columns["value"].to_numpy(), booster.predict(frame.astype("float64")))
+    with pytest.raises(UnexpectedModelOutput, match=r"expected 442 x 3 class probabilities"):
+        model.outputs(frame, _contract("multiclass", ("a", "b", "c")))
+
+
+def test_chunks_have_exactly_the_asked_rows_across_files(tmp_path: Path) -> None:
+    directory = tmp_path / "export"
+    directory.mkdir()
+    parts = [generate_churn(rows, seed=seed) for seed, rows in ((1, 1234), (2, 999), (3, 17))]
+    for index, part in enumerate(parts):
+        part.to_parquet(directory / f"part-{index}.parquet", index=False, row_group_size=300)
+    whole = pd.concat(parts, ignore_index=True)
+
+    table = open_input(f"file://{directory}", CHURN)
+    assert table.columns == [str(CHURN.id_column), *CHURN.feature_names]  # no label read
+    chunks = list(table.chunks(500))
+    assert [c.num_rows for c in chunks] == [500] * 4 + [250]
+    read = pa.Table.from_batches(chunks).to_pandas()
+    pd.testing.assert_frame_equal(read, whole.loc[:, table.columns])
+
+
+def test_only_local_tables_are_read() -> None:
+    assert local_path("file:///data/x.parquet", flag="--input") == Path("/data/x.parquet")
+    with pytest.raises(SourceError, match="s3:// scheme is not supported"):
+        local_path("s3://bucket/x.parquet", flag="--input")
+    with pytest.raises(SourceError, match="no table to score"):
+        open_input("", CHURN)
