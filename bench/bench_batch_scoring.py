@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
+REPO = SCRIPT.parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO)]
 RESULTS = REPO / "bench" / "results" / "batch_scoring.json"
 MODEL = "churn"
@@ -151,6 +152,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         root = Path(tmp)
+        os.chdir(root)  # MLflow's SQLite store keeps artifacts in ./mlruns: here, not the checkout
         env = {
             **os.environ,
             "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
@@ -166,7 +168,7 @@ def main() -> None:
         _write_table(source, args.rows)
 
         bare_wall, bare_rss, out = _child(
-            [sys.executable, __file__, "--chunk-rows", str(args.chunk_rows), "--bare",
+            [sys.executable, str(SCRIPT), "--chunk-rows", str(args.chunk_rows), "--bare",
              str(source), str(root / "bare.parquet"), env["MLFLOW_TRACKING_URI"]],
             env,
         )  # fmt: skip
@@ -182,6 +184,7 @@ def main() -> None:
         manifest = json.loads((root / "scores" / "run=bench" / "manifest.json").read_text())
         assert manifest["rows"] == args.rows == bare["rows"]
         step_s = float(manifest["seconds"])
+        os.chdir(REPO)
         print(f"  score-batch {step_s:7.2f} s  {step_rss:7.0f} MB  (process {step_wall:.2f} s)")
 
     rate = {

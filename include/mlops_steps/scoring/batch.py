@@ -214,10 +214,7 @@ def run_score_batch(settings: Settings, run_key: str, policy: BatchScoringPolicy
     client = connect()
     model = load_scoring_model(client, settings.model_name, request.model_ref)
     lineage = start_lineage(
-        client,
-        model,
-        request.run_key,
-        {"mlops.input_uri": request.input_uri, "mlops.output": str(final)},
+        client, model, request.run_key, str(final), {"mlops.input_uri": request.input_uri}
     )
     staging = request.output_root / f".run={request.run_key}.{_attempt_tag()}.staging"
     shutil.rmtree(staging, ignore_errors=True)  # this attempt's own leftover (same pod + pid)

@@ -1,6 +1,6 @@
 """The MLflow run that records a batch run's lineage: which version scored which table into which
-files. One run per model and run key (a retry or a re-run finds it), in the experiment
-``<model>-batch-scoring``; the manifest is its artifact, the row counts its metrics."""
+files. One run per model, run key and output directory (a retry or a re-run finds it), in the
+experiment ``<model>-batch-scoring``; the manifest is its artifact, the row counts its metrics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mlops_steps.scoring.model import ScoringModel
 
 EXPERIMENT_TEMPLATE = "{model}-batch-scoring"
 RUN_TAG = "mlops.scoring_run"
+OUTPUT_TAG = "mlops.output"
 
 
 def _experiment_id(client: Any, model_name: str) -> str:
@@ -22,12 +23,17 @@ def _experiment_id(client: Any, model_name: str) -> str:
     return str(experiment.experiment_id if experiment else client.create_experiment(name))
 
 
-def start_lineage(client: Any, model: ScoringModel, run_key: str, tags: dict[str, str]) -> str:
-    """The run of this model and run key (created the first time), tagged with what scores
-    what; returns its id."""
+def start_lineage(
+    client: Any, model: ScoringModel, run_key: str, output: str, tags: dict[str, str]
+) -> str:
+    """The run of this model, run key and output directory (created the first time), tagged
+    with what scores what; returns its id."""
     experiment_id = _experiment_id(client, model.name)
+    same_output = output.replace("\\", "\\\\").replace("'", "\\'")
     found = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_key}'", max_results=1
+        [experiment_id],
+        filter_string=f"tags.`{RUN_TAG}` = '{run_key}' and tags.`{OUTPUT_TAG}` = '{same_output}'",
+        max_results=1,
     )
     airflow = {
         tag: os.environ[env]
@@ -44,6 +50,7 @@ def start_lineage(client: Any, model: ScoringModel, run_key: str, tags: dict[str
         run_id = client.create_run(experiment_id, run_name=f"score-{run_key}").info.run_id
     for key, value in {
         RUN_TAG: run_key,
+        OUTPUT_TAG: output,
         "mlops.model_name": model.name,
         "mlops.model_version": model.version,
         "mlops.model_ref": model.ref,
