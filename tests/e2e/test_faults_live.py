@@ -192,7 +192,11 @@ def test_the_same_signed_delivery_twice_releases_once(stack: Stack) -> None:
 
     acting = stack.approve(version, timeout=RUN_TIMEOUT_S)
     run = stack.finish(DEPLOYMENT, acting, RUN_TIMEOUT_S)
-    assert (run["state"], run["run_type"]) == ("success", "asset_triggered"), run
+    states = stack.states(DEPLOYMENT, acting)
+    assert (run["state"], run["run_type"]) == ("success", "asset_triggered"), (
+        states, {task: stack.task_log(DEPLOYMENT, acting, task)[-3000:]
+                 for task, state in states.items() if state == "failed"},
+    )  # fmt: skip
     time.sleep(QUIET_S)  # the watcher saw the candidate too, and found the webhook's claim
 
     # One asset event from the two deliveries and the watcher, one run, one release.

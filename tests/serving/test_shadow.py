@@ -61,11 +61,8 @@ def test_shadow_scores_copies_answers_nobody_and_is_logged_apart(
     service = start_service(registry, SERVING_PREDICTION_LOG_FLUSH_MS="50")
     records = _records(60)
     with service.admin() as admin, service.client() as http:
-        both = admin.post("/admin/canary", json={"ref": "challenger", "weight": 0.2,
-                                                 "shadow_share": 0.5})  # fmt: skip
-        assert both.status_code == 422  # a canary answering users is not a shadow
-        ready = admin.post("/admin/canary", json={"ref": "challenger", "weight": 0.0,
-                                                  "shadow_share": 1.0}).json()  # fmt: skip
+        ready = admin.post("/admin/canary", json={"ref": "challenger", "weight": 1.0,
+                                                  "shadow": True}).json()  # fmt: skip
         assert ready == {"stable": "1", "canary": "2", "canary_weight": 0.0, "shadow_share": 1.0}
         answers = [
             http.post("/predict", json={"features": r, "entity_id": f"S{i}"}).json()
@@ -96,7 +93,7 @@ def test_shadow_scores_copies_answers_nobody_and_is_logged_apart(
     assert counters["serving_prediction_score_count"] == 60
 
     with service.admin() as admin, service.client() as http:
-        off = admin.post("/admin/canary/weight", json={"weight": 0.0, "shadow_share": 0.0})
+        off = admin.post("/admin/canary/weight", json={"weight": 0.0, "shadow": True})
         assert off.json()["shadow_share"] == 0.0
         http.post("/predict", json={"features": records[0]})
         assert _shadow_counters(service)["serving_requests_total|status=200"] == 41
@@ -109,7 +106,7 @@ def test_a_partial_share_copies_about_that_share(
     service = start_service(registry)
     record = _records(1)[0]
     with service.admin() as admin, service.client() as http:
-        admin.post("/admin/canary", json={"ref": "challenger", "weight": 0, "shadow_share": 0.3})
+        admin.post("/admin/canary", json={"ref": "challenger", "weight": 0.3, "shadow": True})
         for _ in range(600):
             assert http.post("/predict", json={"features": record}).json()["variant"] == "stable"
     copies = _shadow_counters(service)["serving_requests_total|status=200"]

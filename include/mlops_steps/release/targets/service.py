@@ -84,7 +84,8 @@ class ServiceTarget:
     def _route(self, release: Release, *, weight: float, shadow_share: float) -> TrafficState:
         """``release`` as the canary with these shares; a loaded canary only changes shares."""
         current = self.state()
-        shares = {"weight": weight, "shadow_share": shadow_share}
+        shadow = shadow_share > 0
+        shares = {"weight": shadow_share if shadow else weight, "shadow": shadow}
         if current.canary_version == release.version:
             if (current.canary_weight, current.shadow_share) == (weight, shadow_share):
                 return current

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from mlops_serving.api.deps import require_admin, serving_state
 from mlops_serving.model import ModelLoadError, ModelNotFound
@@ -19,20 +19,17 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(requir
 
 
 class WeightRequest(BaseModel):
-    weight: float = Field(ge=0.0, le=1.0, description="Share of traffic the canary answers")
-    shadow_share: float = Field(
-        default=0.0,
+    weight: float = Field(
         ge=0.0,
         le=1.0,
-        description="Share of the stable model's requests the canary also scores, answering "
-        "none (shadow mode; only with weight 0)",
+        description="Share of traffic the canary answers; with shadow, the share of the stable "
+        "model's requests it scores as copies, answering none",
     )
+    shadow: bool = Field(default=False, description="Shadow mode: the canary answers nobody")
 
-    @model_validator(mode="after")
-    def _shadow_answers_nobody(self) -> WeightRequest:
-        if self.shadow_share > 0 and self.weight > 0:
-            raise ValueError("a shadow canary answers nobody: set weight 0 with a shadow_share")
-        return self
+    def shares(self) -> tuple[float, float]:
+        """(canary weight, shadow share) as the state holds them."""
+        return (0.0, self.weight) if self.shadow else (self.weight, 0.0)
 
 
 class CanaryRequest(WeightRequest):
@@ -62,8 +59,8 @@ def set_canary(body: CanaryRequest, request: Request) -> dict[str, Any]:
             raise HTTPException(404, f"canary not loaded, nothing changed: {exc}") from None
         except ModelLoadError as exc:
             raise HTTPException(502, f"canary not loaded, nothing changed: {exc}") from None
-        state.canary, state.canary_weight = model, body.weight
-        state.shadow_share = body.shadow_share
+        state.canary = model
+        state.canary_weight, state.shadow_share = body.shares()
         return _published(state)
 
 
@@ -73,7 +70,7 @@ def set_weight(body: WeightRequest, request: Request) -> dict[str, Any]:
     with state.admin_lock:
         if state.canary is None:
             raise HTTPException(409, "no canary loaded; POST /admin/canary first")
-        state.canary_weight, state.shadow_share = body.weight, body.shadow_share
+        state.canary_weight, state.shadow_share = body.shares()
         return _published(state)
 
 
