@@ -1,7 +1,7 @@
 """Airflow plugin: answers to human-in-the-loop requests are held until the task has settled.
 
 Works around Airflow 3.3.2 failing a task answered within a second of parking itself (see
-``mlops_provider.approvals.settle``); ``MLOPS_APPROVAL_SETTLE_S`` (default 5, 0 switches it off).
+``mlops_provider.approvals.settle``); ``MLOPS_APPROVAL_SETTLE_S`` (default 10, 0 switches it off).
 Only the wiring lives here.
 """
 

@@ -107,8 +107,9 @@ class DeploySettings:
     promotion_pool_template: str = "mlops_promotion__{model}"
     approval_timeout_hours: float = 24.0  # then the approval defaults to Reject
     # The API server holds an answer to an approval until its task has been parked this long
-    # (mlops_provider/approvals/settle.py: Airflow 3.3.2 fails a task answered within ~1 s).
-    approval_settle_s: float = 5.0
+    # (mlops_provider/approvals/settle.py: Airflow 3.3.2 fails a task answered before the
+    # scheduler saw the parked worker exit, ~1 s idle; a loaded scheduler takes longer, hence 10).
+    approval_settle_s: float = 10.0
     # Releases start from registry events (issue 15): the deployment DAG's release-candidate
     # asset has an AssetWatcher polling MLflow this often; a candidate whose webhook was lost is
     # released after two polls (the webhook, when it arrives, wins earlier).

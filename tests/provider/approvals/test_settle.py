@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from mlops_provider.approvals.settle import HITL_ANSWER_PATH, HitlSettleMiddleware
+from mlops_steps.core.sections import DeploySettings
 
 # As the API server sees it: the run id percent-decoded (clients quote ":" and "+").
 RUN_ID = "manual__2026-11-30T18:00:00+00:00"
@@ -137,4 +138,4 @@ def test_the_plugin_puts_it_in_front_of_airflows_api(airflow_db: Path) -> None:
 
     app = create_app("core")
     (found,) = [m for m in app.user_middleware if m.cls is HitlSettleMiddleware]  # type: ignore[comparison-overlap]
-    assert found.kwargs == {"settle_s": 5.0}
+    assert found.kwargs == {"settle_s": DeploySettings.approval_settle_s}
