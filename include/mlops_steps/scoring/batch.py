@@ -14,10 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import re
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +24,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlops_steps.common.storage import check_partition_key, read_json, sha256_file
+# The partitions' attempt tag and fsync: a staging directory is named and flushed like their
+# temporary files (opening read-only and fsyncing works for a file as for a directory).
+from mlops_steps.common.storage import (
+    _attempt_tag,
+    _fsync_dir,
+    check_partition_key,
+    read_json,
+    sha256_file,
+)
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import SourceError, StepError
@@ -80,11 +85,6 @@ def run_directory(request: ScoringRequest) -> Path:
     return request.output_root / f"run={request.run_key}"
 
 
-def _attempt_tag() -> str:
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}"
-
-
 def _complete(request: ScoringRequest, input_path: Path) -> dict[str, Any] | None:
     """The manifest of a complete run of this key, or None; a conflicting one is refused."""
     manifest_path = run_directory(request) / MANIFEST
@@ -128,14 +128,6 @@ def _scored(
         yield pa.table(columns)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_parts(staging: Path, chunks: Iterator[pa.Table], rows: int) -> tuple[list[Any], int]:
     """Parquet parts of whole chunks (a row group each); (files with rows, sha256), chunks."""
     import pyarrow.parquet as pq
@@ -147,7 +139,7 @@ def _write_parts(staging: Path, chunks: Iterator[pa.Table], rows: int) -> tuple[
     def close() -> None:
         writer.close()
         path = staging / files[-1]["path"]
-        _fsync(path)
+        _fsync_dir(path)
         files[-1] |= {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
     for chunk in chunks:
@@ -188,7 +180,7 @@ def _publish(staging: Path, final: Path) -> bool:
             shutil.rmtree(staging, ignore_errors=True)
             return False
         raise
-    _fsync(final.parent)
+    _fsync_dir(final.parent)
     return True
 
 
@@ -245,8 +237,8 @@ def run_score_batch(settings: Settings, run_key: str, policy: BatchScoringPolicy
             "mlflow_run_id": lineage,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _fsync(staging / MANIFEST)
-        _fsync(staging)
+        _fsync_dir(staging / MANIFEST)
+        _fsync_dir(staging)
         if not _publish(staging, final):
             manifest = read_json(final / MANIFEST, produced_by="score-batch")
     except BaseException:
