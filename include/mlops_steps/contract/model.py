@@ -34,7 +34,7 @@ DEFAULT_PRIMARY: Mapping[Task, str] = {
 }
 
 #: The DAGs the factory builds for every model (ids ``mlops_<kind>__<model>``).
-DAG_KINDS: tuple[str, ...] = ("training", "deployment", "monitoring", "rollback")
+DAG_KINDS: tuple[str, ...] = ("training", "deployment", "monitoring", "rollback", "batch_scoring")
 #: The assets every model has (URIs ``mlops://<model>/<what>``).
 ASSETS: tuple[str, ...] = (
     "training-data",
