@@ -115,6 +115,7 @@ def run_progressive(
             subject=f"v{version}",
             fix="the canary task must run first; something else changed the traffic",
         )
+    _require_judgeable_shadow(settings, now, canary, f"{release.model_name} v{version}")
     # The walk is planned from the stable version, whatever share a retry finds the canary at.
     phases = _phases(now, canary)
     walked: list[dict[str, Any]] = []

@@ -150,3 +150,10 @@ def test_a_shadow_that_could_not_be_judged_is_refused_before_anything_moves(
     with pytest.raises(StepError, match="cannot be judged in shadow on the kubernetes target"):
         _walk(monkeypatch, kubernetes, cluster, shadow)
     assert first.moves == cluster.moves == []
+    # Asked of the analyze step alone (after a canary started without one): refused, not ignored.
+    live = MemoryTarget(stable=None)
+    live.start_canary(RELEASE, 1.0)
+    monkeypatch.setattr(progressive, "open_target", lambda _settings: live)
+    with pytest.raises(StepError, match="no stable version to shadow"):
+        progressive.run_progressive(settings, RELEASE, "p-candidate", AnalysisPolicy(), shadow)
+    assert live.moves == [("canary", 1.0)]
