@@ -91,14 +91,15 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _attempt_tag() -> str:
+def attempt_tag() -> str:
     """Who writes: host (the pod) and pid, so temporary files of overlapping attempts differ and
     a leftover one names the attempt that left it."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40] or "host"
     return f"{host}-{os.getpid()}"
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (or a file: opening read-only and fsyncing works for both)."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -113,7 +114,7 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> str:
     replaces the file a moment later."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{_attempt_tag()}.", suffix=".tmp"
+        dir=path.parent, prefix=f".{path.name}.{attempt_tag()}.", suffix=".tmp"
     )
     os.close(fd)
     tmp = Path(name)
@@ -126,7 +127,7 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> str:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return digest
 
 

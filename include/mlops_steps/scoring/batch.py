@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-# The partitions' attempt tag and fsync: a staging directory is named and flushed like their
-# temporary files (opening read-only and fsyncing works for a file as for a directory).
+# A staging directory is named and flushed like the partitions' temporary files.
 from mlops_steps.common.storage import (
-    _attempt_tag,
-    _fsync_dir,
+    attempt_tag,
     check_partition_key,
+    fsync_dir,
     read_json,
     sha256_file,
 )
@@ -139,7 +138,7 @@ def _write_parts(staging: Path, chunks: Iterator[pa.Table], rows: int) -> tuple[
     def close() -> None:
         writer.close()
         path = staging / files[-1]["path"]
-        _fsync_dir(path)
+        fsync_dir(path)
         files[-1] |= {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
     for chunk in chunks:
@@ -180,7 +179,7 @@ def _publish(staging: Path, final: Path) -> bool:
             shutil.rmtree(staging, ignore_errors=True)
             return False
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return True
 
 
@@ -208,7 +207,7 @@ def run_score_batch(settings: Settings, run_key: str, policy: BatchScoringPolicy
     lineage = start_lineage(
         client, model, request.run_key, str(final), {"mlops.input_uri": request.input_uri}
     )
-    staging = request.output_root / f".run={request.run_key}.{_attempt_tag()}.staging"
+    staging = request.output_root / f".run={request.run_key}.{attempt_tag()}.staging"
     shutil.rmtree(staging, ignore_errors=True)  # this attempt's own leftover (same pod + pid)
     staging.mkdir(parents=True)
     started = time.perf_counter()
@@ -237,8 +236,8 @@ def run_score_batch(settings: Settings, run_key: str, policy: BatchScoringPolicy
             "mlflow_run_id": lineage,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _fsync_dir(staging / MANIFEST)
-        _fsync_dir(staging)
+        fsync_dir(staging / MANIFEST)
+        fsync_dir(staging)
         if not _publish(staging, final):
             manifest = read_json(final / MANIFEST, produced_by="score-batch")
     except BaseException:
