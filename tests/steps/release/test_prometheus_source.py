@@ -77,7 +77,7 @@ def served(
     manifest = json.loads((store / "next" / "manifest.json").read_text())
     (store / "next" / "manifest.json").write_text(json.dumps({**manifest, "version": "2"}))
 
-    def start(**canary: float) -> Service:
+    def start(**canary: float | bool) -> Service:
         service = service_starter(
             mlflow_server,
             model_name=MODEL,
@@ -92,7 +92,7 @@ def served(
         return service
 
     canary = start(weight=0.5)
-    shadow = start(weight=0.0, shadow_share=1.0)
+    shadow = start(weight=1.0, shadow=True)  # scores a copy of every request, answers none
     with reverse_proxy(canary.url) as proxy:
         jobs = {
             JOB: [host_port(canary.url), host_port(shadow.url)],
