@@ -136,9 +136,10 @@ def run_progressive(
         except CanaryFailed as failure:
             outcome = failure
         found = outcome if isinstance(outcome, dict) else analysis_result(settings, version, name)
-        judged_on = {key: (found or {}).get(key) for key in ("golden_set", "task")}
+        result = found or {}  # a step stopped before it wrote its result has none
+        judged_on = {key: result.get(key) for key in ("golden_set", "task")}
         position = {"phase": phase, "number": number, "share": share}
-        walked.append(_step_line(settings, version, position, state, outcome))
+        walked.append(_step_line(settings, version, position, state, outcome, result=result))
         if isinstance(outcome, CanaryFailed):
             _summarise(settings, version, canary, walked, judged_on, passed=False)
             raise CanaryFailed(
@@ -164,14 +165,16 @@ def _step_line(
     position: dict[str, Any],
     state: TrafficState,
     outcome: dict[str, Any] | CanaryFailed,
+    *,
+    result: dict[str, Any],
 ) -> dict[str, Any]:
-    """The step's ledger line: its share, the traffic, the verdict and the failed checks."""
+    """The step's ledger line: its share, the traffic, the verdict and the failed checks
+    (``result``: the step's analysis, as returned or, after a failure, as written)."""
     phase, number, share = position["phase"], position["number"], position["share"]
     if isinstance(outcome, CanaryFailed):
-        found = analysis_result(settings, version, f"analysis-{phase}-{number}") or {}
-        details = {"passed": False, "reason": outcome.message, **_numbers(found)}
+        details = {"passed": False, "reason": outcome.message, **_numbers(result)}
     else:
-        details = {"passed": True, **_numbers(outcome)}
+        details = {"passed": True, **_numbers(result)}
     details |= {"share": share, "label": _label(phase, share), "traffic": state.as_dict()}
     return record_step(settings, version=version, phase=phase, step=number, details=details)
 
