@@ -62,14 +62,25 @@ def with_row_ids(frame: pd.DataFrame, contract: ModelContract) -> pd.DataFrame:
     return out
 
 
+def id_buckets(ids: pd.Series) -> np.ndarray:
+    """Each id's bucket 0-99 (the split's unit): a hash of the value, whatever the dtype holding
+    it (object, Arrow string or category hash alike)."""
+    return (pd.util.hash_pandas_object(ids, index=False).to_numpy() % 100).astype(np.uint8)
+
+
+def split_masks(buckets: np.ndarray) -> dict[str, np.ndarray]:
+    """Which rows (by their id's bucket) are in the train, valid and hold-out splits."""
+    return {
+        "train": buckets < TRAIN_SHARE,
+        "valid": (buckets >= TRAIN_SHARE) & (buckets < TRAIN_SHARE + VALID_SHARE),
+        "holdout": buckets >= TRAIN_SHARE + VALID_SHARE,
+    }
+
+
 def split_frame(frame: pd.DataFrame, id_column: str) -> Splits:
     """Split by a hash of the row id: stable across runs, libraries and row order."""
-    bucket = pd.util.hash_pandas_object(frame[id_column], index=False).to_numpy() % 100
-    return Splits(
-        train=frame[bucket < TRAIN_SHARE],
-        valid=frame[(bucket >= TRAIN_SHARE) & (bucket < TRAIN_SHARE + VALID_SHARE)],
-        holdout=frame[bucket >= TRAIN_SHARE + VALID_SHARE],
-    )
+    masks = split_masks(id_buckets(frame[id_column]))
+    return Splits(**{name: frame[mask] for name, mask in masks.items()})
 
 
 # --- labels and each task's metrics ----------------------------------------------------------
@@ -90,7 +101,8 @@ def encode_labels(values: Any, contract: ModelContract) -> np.ndarray:
     raw = pd.Series(values)
     if contract.task == "regression":
         return raw.astype("float64").to_numpy()
-    keys = raw.map(label_key)
+    # label_key per distinct value, not per row (a 10M-row column has a handful of values).
+    keys = raw.map({value: label_key(value) for value in pd.unique(raw)})
     if contract.task == "binary":
         unknown = sorted(set(keys) - set(contract.class_labels))
         if unknown:

@@ -180,4 +180,5 @@ def load_partition_frame(partition: Partition) -> tuple[pd.DataFrame, dict[str, 
             subject=str(partition.data),
             fix="the file changed after ingestion; re-run 'ingest' for this partition",
         )
-    return pd.read_parquet(partition.data), manifest
+    with pd.option_context("mode.string_storage", "pyarrow"):  # as columnar.to_pandas reads
+        return pd.read_parquet(partition.data), manifest

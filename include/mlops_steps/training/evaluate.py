@@ -18,21 +18,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_steps.common.columnar import ARROW_STRING, PartitionFile, plain_values
 from mlops_steps.common.metrics import (
     encode_labels,
     id_column_of,
     paired_bootstrap_delta,
     per_class_metrics,
-    split_frame,
+    split_masks,
     task_metrics,
 )
-from mlops_steps.common.storage import (
-    Partition,
-    frame_sha256,
-    load_partition_frame,
-    read_json,
-    write_json,
-)
+from mlops_steps.common.storage import Partition, read_json, write_json
 from mlops_steps.common.tracking import CHAMPION, connect, version_by_alias
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
@@ -106,9 +101,25 @@ def _holdout(name: str, rows: pd.DataFrame, contract: ModelContract, where: str)
         )
     return Holdout(
         name,
-        rows.loc[:, list(contract.feature_names)],
+        # As a request holds them (MLflow's schema check refuses ``category`` columns).
+        plain_values(rows.loc[:, list(contract.feature_names)]),
         encode_labels(rows[contract.label], contract),
     )
+
+
+def _holdout_rows(data: PartitionFile, contract: ModelContract) -> pd.DataFrame:
+    """The hold-out rows (id, features, label) of a partition, read without the others."""
+    id_column = id_column_of(contract)
+    holdout = split_masks(data.split_buckets(id_column))["holdout"]
+    columns = list(dict.fromkeys([id_column, *contract.feature_names, contract.label]))
+    return data.read(columns, holdout)
+
+
+def _id_text(ids: pd.Series) -> pd.Series:
+    """Ids as Arrow strings (a number read from one file matches its text in another)."""
+    if isinstance(ids.dtype, pd.StringDtype):
+        return ids
+    return ids.astype(str).astype(ARROW_STRING)
 
 
 def _metrics(contract: ModelContract, holdout: Holdout, outputs: np.ndarray) -> dict[str, float]:
@@ -173,11 +184,11 @@ def _score(
     return scored
 
 
-def _reference_frame(
+def _reference_data(
     settings: Settings, manifest: dict[str, Any], where: str
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The reference partition's frame and its record, checked against what the served
-    partition was built from (its data_sha256); refused, named, when it cannot be."""
+) -> tuple[PartitionFile, dict[str, Any]]:
+    """The reference partition and its record, checked against what the served partition was
+    built from (its data_sha256); refused, named, when it cannot be."""
     recorded = (manifest.get("served") or {}).get("reference") or {}
     key, expected = recorded.get("partition"), recorded.get("data_sha256")
     if not key or not expected:
@@ -188,8 +199,8 @@ def _reference_frame(
             fix="re-run 'ingest' for this partition (a served partition records its reference)",
         )
     try:
-        partition = Partition.of(settings.dataset_root, str(key))
-        frame, _ = load_partition_frame(partition)
+        # Checks the file's bytes against its manifest, whose data_sha256 is then the content's.
+        data = PartitionFile.open(Partition.of(settings.dataset_root, str(key)))
     except StepError as exc:
         raise ReferenceHoldoutUnavailable(
             f"the reference partition {key!r} cannot be read: {exc.render()}",
@@ -197,32 +208,32 @@ def _reference_frame(
             fix=f"restore partition {key} under {settings.dataset_root} (the champion's "
             "training data), or re-run 'ingest' for this partition",
         ) from None
-    actual = frame_sha256(frame)
+    actual = str(data.manifest.get("data_sha256"))
     if actual != expected:
         raise ReferenceHoldoutUnavailable(
             f"the reference partition {key!r} holds data {actual[:12]}, not the "
             f"{str(expected)[:12]} this partition was built against",
-            subject=str(partition.data),
+            subject=str(data.partition.data),
             fix="re-run 'ingest' for this partition against the current reference data",
         )
-    return frame, recorded
+    return data, recorded
 
 
 def _served_holdouts(
-    settings: Settings, contract: ModelContract, frame: pd.DataFrame, manifest: dict, where: str
+    settings: Settings, contract: ModelContract, data: PartitionFile, where: str
 ) -> tuple[Holdout, Holdout, dict[str, Any]]:
     """The recent hold-out (this partition's, without any row of the reference partition) and
     the reference hold-out, with what identifies the latter. The split hashes the id, so an id in
     the reference hold-out is in this partition's hold-out too: neither model trained on it."""
     id_column = id_column_of(contract)
-    reference_frame, recorded = _reference_frame(settings, manifest, where)
-    reference_ids = set(reference_frame[id_column].astype(str))
-    holdout = split_frame(frame, id_column).holdout
-    from_reference = holdout[id_column].astype(str).isin(reference_ids)
+    reference_data, recorded = _reference_data(settings, data.manifest, where)
+    reference_ids = _id_text(reference_data.read([id_column])[id_column])
+    holdout = _holdout_rows(data, contract)
+    from_reference = _id_text(holdout[id_column]).isin(reference_ids).to_numpy(dtype=bool)
     recent = _holdout(RECENT, holdout[~from_reference], contract, where)
     reference_where = f"partition {recorded['partition']}"
     reference = _holdout(
-        REFERENCE, split_frame(reference_frame, id_column).holdout, contract, reference_where
+        REFERENCE, _holdout_rows(reference_data, contract), contract, reference_where
     )
     about = {
         "partition": recorded["partition"],
@@ -256,14 +267,14 @@ def run_evaluate(settings: Settings, partition_key: str, resamples: int) -> dict
     contract = load_contract(settings.model_name)
     partition = Partition.of(settings.dataset_root, partition_key)
     trained = read_json(partition.result("train"), produced_by="train")
-    frame, manifest = load_partition_frame(partition)
+    data = PartitionFile.open(partition)
+    manifest = data.manifest
     served = "served" in manifest
     where = str(partition.manifest)
     if served:
-        recent, reference, about = _served_holdouts(settings, contract, frame, manifest, where)
+        recent, reference, about = _served_holdouts(settings, contract, data, where)
     else:
-        holdout = split_frame(frame, id_column_of(contract)).holdout
-        recent = _holdout("partition's", holdout, contract, where)
+        recent = _holdout("partition's", _holdout_rows(data, contract), contract, where)
 
     client = connect()
     challenger = mlflow.pyfunc.load_model(trained["model_uri"])

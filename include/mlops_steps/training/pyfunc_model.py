@@ -27,13 +27,25 @@ _TRUE = {"true", "1", "yes", "1.0"}
 _FALSE = {"false", "0", "no", "0.0"}
 
 
-def _as_number(column: pd.Series) -> pd.Series:
-    """Booleans as 0/1 and everything numeric as float64 (missing values as NaN)."""
+def _as_number(column: pd.Series, dtype: str = "float64") -> pd.Series:
+    """Booleans as 0/1 and everything numeric as floats (missing values as NaN)."""
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
-        return column.astype("float64")
+        return column.astype(dtype)
     text = column.astype("string").str.strip().str.lower()
     mapped = text.map(lambda v: 1.0 if v in _TRUE else (0.0 if v in _FALSE else np.nan))
-    return mapped.where(text.notna(), np.nan).astype("float64")
+    return mapped.where(text.notna(), np.nan).astype(dtype)
+
+
+def _encode_category(column: pd.Series, vocabulary: Sequence[str]) -> pd.Categorical:
+    """The column as the vocabulary's categories (anything else missing). A ``category`` column
+    (a training partition) is re-coded through its categories, not value by value."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        seen = column.cat.categories.astype("string").astype(object)
+        recode = np.append(pd.Index(list(vocabulary)).get_indexer(seen), -1)
+        return pd.Categorical.from_codes(recode[column.cat.codes.to_numpy()], list(vocabulary))
+    return pd.Categorical(
+        column.astype("string").astype(object).where(column.notna()), categories=list(vocabulary)
+    )
 
 
 def prepare_frame(
@@ -41,21 +53,20 @@ def prepare_frame(
     features: Sequence[str],
     categories: Mapping[str, Sequence[str]],
     booleans: Sequence[str] = (),
+    float_dtype: str = "float64",
 ) -> pd.DataFrame:
     """Select the model's columns in order; encode categories with the fixed training vocabulary
     (an unseen category becomes missing, which LightGBM routes like a missing value), booleans as
-    0/1 and numbers as float64 (a missing value is NaN)."""
+    0/1 and numbers as ``float_dtype`` (a missing value is NaN; training passes float32 to halve
+    the matrix LightGBM builds)."""
     out = frame.loc[:, list(features)].copy()
     for column in out.columns:
         if column in categories:
-            out[column] = pd.Categorical(
-                out[column].astype("string").astype(object).where(out[column].notna()),
-                categories=list(categories[column]),
-            )
+            out[column] = _encode_category(out[column], categories[column])
         elif column in booleans:
-            out[column] = _as_number(out[column])
+            out[column] = _as_number(out[column], float_dtype)
         else:
-            out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float_dtype)
     return out
 
 

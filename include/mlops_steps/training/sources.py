@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,7 +36,8 @@ def _parse(payload: bytes, fmt: str, uri: str) -> pd.DataFrame:
         raise SourceError("is empty (0 bytes)", subject=uri, fix="check the export that wrote it")
     try:
         if fmt == "parquet":
-            return pd.read_parquet(io.BytesIO(payload))
+            with pd.option_context("mode.string_storage", "pyarrow"):  # text stays in Arrow
+                return pd.read_parquet(io.BytesIO(payload))
         compression = "gzip" if uri.lower().endswith(".gz") else None
         return pd.read_csv(io.BytesIO(payload), compression=compression)
     except Exception as exc:
@@ -112,6 +114,16 @@ def resolve_source(request: SourceRequest, contract: ModelContract) -> SourceReq
         subject=f"source {request.uri}",
         fix=f"give --source (Param source_uri) a CSV/Parquet URI, or set `source:` in {where}",
     )
+
+
+def read_source_chunks(request: SourceRequest) -> Iterator[pd.DataFrame]:
+    """The synthetic source's table a chunk at a time (each a SourceError when it fails)."""
+    from mlops_steps.contract.synthetic import generate_churn_chunks
+
+    try:
+        yield from generate_churn_chunks(request.rows, request.seed, request.drift)
+    except ValueError as exc:
+        raise SourceError(str(exc), subject="synthetic source") from None
 
 
 def read_source(request: SourceRequest) -> pd.DataFrame:

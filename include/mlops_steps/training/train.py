@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_steps.common.columnar import PartitionFile, plain_values
 from mlops_steps.common.metrics import (
     encode_labels,
     id_column_of,
     per_class_metrics,
-    split_frame,
+    split_masks,
     task_metrics,
 )
-from mlops_steps.common.storage import Partition, load_partition_frame, write_json
+from mlops_steps.common.storage import Partition, write_json
 from mlops_steps.common.tracking import connect
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
@@ -54,9 +55,18 @@ _SCORE_QUANTILES = tuple(q / 10 for q in range(1, 10))
 
 
 def model_frame(frame: pd.DataFrame, contract: ModelContract) -> pd.DataFrame:
-    """The booster's input: the contract's features, encoded as the served model encodes them."""
+    """The booster's input: the contract's features, encoded as the served model encodes them
+    (numbers as float32: LightGBM bins them, and the matrix it copies is half the size)."""
     features, categories, booleans = pyfunc_model.spec_encoding(contract.feature_spec())
-    return pyfunc_model.prepare_frame(frame, features, categories, booleans)
+    return pyfunc_model.prepare_frame(frame, features, categories, booleans, "float32")
+
+
+def _split_rows(data: PartitionFile, contract: ModelContract) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The train and valid rows of the columns training uses (features, label, slices): the
+    split comes from the id column alone, and the hold-out's rows are never read."""
+    masks = split_masks(data.split_buckets(id_column_of(contract)))
+    columns = list(dict.fromkeys([*contract.feature_names, contract.label, *contract.slices]))
+    return data.read(columns, masks["train"]), data.read(columns, masks["valid"])
 
 
 def training_key(data_sha256: str, params: TrainParams, contract: ModelContract) -> str:
@@ -214,7 +224,8 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
 
     contract = load_contract(settings.model_name)
     partition = Partition.of(settings.dataset_root, partition_key)
-    frame, manifest = load_partition_frame(partition)
+    data = PartitionFile.open(partition)
+    manifest = data.manifest
     data_sha256 = manifest["data_sha256"]
     key = training_key(data_sha256, params, contract)
 
@@ -223,10 +234,12 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
     if existing is not None:
         return _reuse(existing, partition)
 
-    splits = split_frame(frame, id_column_of(contract))
-    x_train, x_valid = model_frame(splits.train, contract), model_frame(splits.valid, contract)
-    y_train = encode_labels(splits.train[contract.label], contract)
-    y_valid = encode_labels(splits.valid[contract.label], contract)
+    train_rows, valid_rows = _split_rows(data, contract)
+    x_train, x_valid = model_frame(train_rows, contract), model_frame(valid_rows, contract)
+    y_train = encode_labels(train_rows[contract.label], contract)
+    y_valid = encode_labels(valid_rows[contract.label], contract)
+    ranges, train_count = contract.training_ranges(train_rows), len(train_rows)
+    del train_rows  # the raw training rows are not needed again; x_train is what LightGBM reads
     tags = {
         "mlops.training_key": key,
         "mlops.data_sha256": data_sha256,
@@ -244,11 +257,18 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
         mlflow.start_run(run_name=f"train-{partition.key}", tags=tags) as run,
     ):
         mlflow.log_params(
-            {**asdict(params), "rows": len(frame), "features": len(contract.feature_names)}
+            {**asdict(params), "rows": data.rows, "features": len(contract.feature_names)}
         )
+        # free_raw_data: LightGBM drops its float copy once binned; so do we (only regression
+        # predicts the training rows again, for its score buckets).
         train_set = lgb.Dataset(
-            x_train, y_train, categorical_feature=list(contract.categorical_features)
+            x_train,
+            y_train,
+            categorical_feature=list(contract.categorical_features),
+            free_raw_data=True,
         )
+        if contract.task != "regression":
+            del x_train
         valid_set = lgb.Dataset(x_valid, y_valid, reference=train_set)
         history: dict[str, Any] = {}
         booster = lgb.train(
@@ -278,10 +298,10 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
         metrics = {
             **valid_metrics,
             **{f"valid_{k}": v for k, v in per_class.items()},
-            **_slice_metrics(splits.valid, y_valid, outputs, contract),
+            **_slice_metrics(valid_rows, y_valid, outputs, contract),
             "best_iteration": float(booster.best_iteration),
-            "train_rows": float(len(splits.train)),
-            "valid_rows": float(len(splits.valid)),
+            "train_rows": float(train_count),
+            "valid_rows": float(len(valid_rows)),
         }
         mlflow.log_metrics(metrics)
         figures = plots.task_plots(contract.task, y_valid, outputs, booster, contract.class_labels)
@@ -289,12 +309,12 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
             mlflow.log_figure(figure, path)
             plots.close(figure)  # pyplot keeps every figure it drew until closed
 
-        spec = contract.feature_spec(contract.training_ranges(splits.train))
+        spec = contract.feature_spec(ranges)
         if contract.task == "regression":
             spec["score_buckets"] = score_buckets(
                 np.asarray(booster.predict(x_train, num_iteration=booster.best_iteration))
             )
-        example = splits.valid.loc[:, list(contract.feature_names)].head(5)
+        example = plain_values(valid_rows.loc[:, list(contract.feature_names)].head(5))
         model_info = _log_model(booster, spec, manifest, example, outputs[:5])
         result = {
             "run_id": run.info.run_id,

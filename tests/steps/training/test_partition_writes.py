@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mlops_steps.common import storage
+from mlops_steps.common.columnar import ChunkedPartitionWriter
 from mlops_steps.common.storage import Partition, frame_sha256, load_partition_frame
 from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.errors import StepError
@@ -22,13 +23,14 @@ def test_a_data_file_replaced_by_an_overlapping_attempt_is_never_trusted(
     mlops_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other_attempt = generate_churn(1_500, seed=77)
+    commit = ChunkedPartitionWriter.commit
 
-    def write_then_overlap(path: Path, frame: Any) -> Any:
-        written = storage.write_parquet(path, frame)
-        storage.write_parquet(path, other_attempt)  # the other attempt's rename lands now
+    def commit_then_overlap(writer: ChunkedPartitionWriter) -> Any:
+        written = commit(writer)
+        storage.write_parquet(writer.path, other_attempt)  # the other attempt's rename lands now
         return written
 
-    monkeypatch.setattr(ingest, "write_parquet", write_then_overlap)
+    monkeypatch.setattr(ChunkedPartitionWriter, "commit", commit_then_overlap)
     manifest = ingest.run_ingest(
         load_settings(), "p1", SourceRequest("synthetic://churn", 1_000, 5)
     )
