@@ -64,6 +64,33 @@ def test_derived_row_ids_are_stable_and_tell_duplicates_apart() -> None:
     assert with_row_ids(frame, dataclasses.replace(contract, id_column="a")) is frame
 
 
+def test_derived_ids_are_the_row_hash_in_hex_numbered_by_occurrence() -> None:
+    """On a real table with repeated rows: each id is the row's hash as 16 hex digits, a repeat
+    gets ``.<n>`` in order of occurrence; a category column gives the ids of its text."""
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame
+    frame = pd.concat([wine, wine.head(30), wine.head(3)], ignore_index=True)
+    features = [c for c in frame.columns if c != "target"]
+    contract = _contract(
+        "regression", label="target", features=tuple(Feature(c, "float") for c in features)
+    )
+    hashes = pd.util.hash_pandas_object(frame[[*features, "target"]].astype(float), index=False)
+    text = pd.Series([f"{h:016x}" for h in hashes])
+    seen = text.groupby(text).cumcount()
+    expected = text.where(seen == 0, text + "." + seen.astype(str))
+    ids = with_row_ids(frame, contract)[ROW_ID_COLUMN]
+    assert ids.tolist() == expected.tolist()
+    assert ids[len(wine) + 30] == f"{ids[0]}.2"
+
+    contract = _contract("regression")
+    plain = pd.DataFrame({"a": [1.0, 2.0, 1.0], "b": ["u", "v", "u"], "y": [1, 2, 1]})
+    lean = plain.astype({"b": "category"})
+    assert with_row_ids(lean, contract)[ROW_ID_COLUMN].tolist() == (
+        with_row_ids(plain, contract)[ROW_ID_COLUMN].tolist()
+    )
+
+
 def test_the_split_on_derived_ids_ignores_row_order() -> None:
     from sklearn.datasets import load_diabetes
 
