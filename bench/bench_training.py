@@ -1,18 +1,23 @@
 """Benchmark: the training DAG end to end, and where its time goes; DAG file parse time.
 
-For each row count, three measurements on the same machine in one run:
+For each row count, on the same machine in one run:
 
-1. ``dag``: wall time of ``airflow dags test mlops_training__churn`` (the real DAG, local
-   runner), with each task's wall time from Airflow's own task start/end log lines;
-2. ``process``: each ``mlops-step <verb>`` run alone as a process (the step without Airflow);
-3. ``compute``: each step called in an already-warm Python process (imports done), i.e. the
-   work itself: data generation, validation, training, MLflow logging and registry calls.
+1. ``process``: each ``mlops-step <verb>`` run alone as a process (the step without Airflow):
+   wall time and peak RSS (``wait4``'s ``ru_maxrss`` of the step's process);
+2. with ``--baseline REV``: the same processes with the step package of git revision ``REV``
+   (a worktree, first on ``PYTHONPATH``), for row counts up to ``--baseline-max-rows``: the
+   before/after anchor measured in the same run;
+3. for the row counts in ``--dag-rows`` only (a DAG run at 10M rows takes a quarter of an hour):
+   ``dag``, the wall time of ``airflow dags test mlops_training__churn`` (the real DAG, local
+   runner) with each task's wall time from Airflow's task start/end log lines, and ``compute``,
+   each step called in an already-warm Python process (imports done), i.e. the work itself.
 
 From these: start-up = process - compute (interpreter + library imports per step), and
 orchestration = dag - process (Airflow: DAG run set-up, task scheduling, the task runner).
 Each phase uses its own MLflow experiment and model name so no step reuses another's result.
 
-Usage: python bench/bench_training.py [--rows 100000 1000000] [--parse-repeats 5]
+Usage: python bench/bench_training.py [--rows 100000 1000000 10000000] [--dag-rows 100000]
+       [--baseline REV] [--baseline-max-rows 1000000] [--parse-repeats 5]
 """
 
 from __future__ import annotations
@@ -49,13 +54,25 @@ def _env(home: Path, mlflow_url: str, tag: str) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": mlflow_url,  # for the steps run without Airflow
         "MLOPS_MODEL_NAME": f"bench_{tag}",
         "MLOPS_EXPERIMENT": f"bench-{tag}",
+        # The gate's single-row latency bound judges a model, not this bench: on a shared 2-core
+        # machine a busy second can fail it, and a failed gate would end the run before register.
+        "MLOPS_GATE_MAX_LATENCY_MS": "1000",
     }
+
+
+#: Above this many rows ``train`` is capped at this many boosting rounds: at 10M rows
+#: a round takes seconds on two cores and early stopping runs for hundreds of them (> 20 min);
+#: memory does not depend on the number of rounds, and the wall time is reported per round too.
+BIG_ROWS = 1_000_000
+BIG_TRAIN_ROUNDS = 50
 
 
 def _step_args(verb: str, rows: int, partition: str) -> list[str]:
     args = ["--partition", partition]
     if verb == "ingest":
         args += ["--rows", str(rows), "--seed", "42"]
+    if verb == "train" and rows > BIG_ROWS:
+        args += ["--max-rounds", str(BIG_TRAIN_ROUNDS)]
     return args
 
 
@@ -81,19 +98,33 @@ def measure_dag(home: Path, mlflow_url: str, rows: int) -> dict[str, Any]:
     return {"wall_s": round(wall, 2), "tasks_s": tasks}
 
 
-def measure_processes(home: Path, mlflow_url: str, rows: int) -> dict[str, float]:
-    env = _env(home, mlflow_url, f"process_{rows}")
-    timings: dict[str, float] = {}
-    for verb in VERBS:
+def run_measured(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of ``command``'s process (``wait4``: that child alone)."""
+    with log.open("wb") as output:
         started = time.perf_counter()
-        subprocess.run(
-            [*MLOPS_STEP, "--log-level", "WARNING", verb, *_step_args(verb, rows, "process")],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        timings[verb] = round(time.perf_counter() - started, 2)
-    return timings
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    if process.returncode != 0:
+        raise RuntimeError(f"{command} exited {process.returncode}:\n{log.read_text()[-3000:]}")
+    return round(wall, 2), round(usage.ru_maxrss / 1024, 1)
+
+
+def measure_processes(
+    home: Path, mlflow_url: str, rows: int, code: Path | None = None
+) -> dict[str, dict[str, float]]:
+    """Each verb as its own process; ``code``: another checkout's step package to run."""
+    env = _env(home, mlflow_url, f"process_{rows}" + ("_baseline" if code else ""))
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code / "include"), env.get("PYTHONPATH", "")])
+    home.mkdir(parents=True, exist_ok=True)
+    measured: dict[str, dict[str, float]] = {}
+    for verb in VERBS:
+        command = [*MLOPS_STEP, "--log-level", "WARNING", verb, *_step_args(verb, rows, "process")]
+        wall, rss = run_measured(command, env, home / f"{verb}.log")
+        measured[verb] = {"wall_s": wall, "peak_rss_mb": rss}
+    return measured
 
 
 def compute_in_this_process(rows: int) -> dict[str, float]:
@@ -154,9 +185,23 @@ print(json.dumps({{s.file: s.duration.total_seconds() for s in bag.dagbag_stats}
     return {file: round(statistics.median(values), 4) for file, values in runs.items()}
 
 
+def _baseline_checkout(revision: str, into: Path) -> Path:
+    """A worktree of ``revision`` (its step package and models) under ``into``."""
+    path = into / "baseline"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), revision],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--dag-rows", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--baseline", help="git revision to measure the step processes of too")
+    parser.add_argument("--baseline-max-rows", type=int, default=1_000_000)
     parser.add_argument("--parse-repeats", type=int, default=5)
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "training.json")
     parser.add_argument("--compute-only", type=int, help=argparse.SUPPRESS)
@@ -169,36 +214,36 @@ def main() -> int:
         print(json.dumps(compute_in_this_process(args.compute_only)))
         return 0
 
-    report: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "training": {}}
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count()},
+        "baseline": args.baseline,
+        "training": {},
+    }
     with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
         home = Path(tmp)
+        baseline = _baseline_checkout(args.baseline, home) if args.baseline else None
         server = start_server(home / "mlflow", free_port())
         try:
             for rows in args.rows:
                 print(f"== {rows:,} rows", flush=True)
-                dag = measure_dag(home / f"dag-{rows}", server.url, rows)
-                print(f"   dag      {dag}", flush=True)
-                process = measure_processes(home / f"process-{rows}", server.url, rows)
-                print(f"   process  {process}", flush=True)
-                compute = measure_compute(home / f"compute-{rows}", server.url, rows)
-                print(f"   compute  {compute}", flush=True)
-                process_total, compute_total = sum(process.values()), sum(compute.values())
-                report["training"][str(rows)] = {
-                    "dag": dag,
-                    "process_s": process,
-                    "compute_s": compute,
-                    "summary": {
-                        "dag_wall_s": dag["wall_s"],
-                        "compute_s": round(compute_total, 2),
-                        "startup_s": round(process_total - compute_total, 2),
-                        "orchestration_s": round(dag["wall_s"] - process_total, 2),
-                        "compute_share": round(compute_total / dag["wall_s"], 3),
-                        "plain_chain_s": round(process_total, 2),
-                        "dag_vs_plain_chain": round(dag["wall_s"] / process_total, 2),
-                    },
-                }
+                entry: dict[str, Any] = {}
+                entry["process"] = measure_processes(home / f"process-{rows}", server.url, rows)
+                print(f"   process  {entry['process']}", flush=True)
+                if baseline is not None and rows <= args.baseline_max_rows:
+                    entry["baseline_process"] = measure_processes(
+                        home / f"baseline-{rows}", server.url, rows, baseline
+                    )
+                    print(f"   baseline {entry['baseline_process']}", flush=True)
+                if rows in args.dag_rows:
+                    entry |= _dag_and_compute(home, server.url, rows, entry["process"])
+                report["training"][str(rows)] = entry
         finally:
             stop_pid(server.pid)
+            if baseline is not None:
+                subprocess.run(
+                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline)],
+                    check=False,
+                )
     report["parse_s"] = measure_parse(args.parse_repeats)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
@@ -206,29 +251,76 @@ def main() -> int:
     return 0
 
 
+def _dag_and_compute(
+    home: Path, mlflow_url: str, rows: int, process: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    dag = measure_dag(home / f"dag-{rows}", mlflow_url, rows)
+    print(f"   dag      {dag}", flush=True)
+    compute = measure_compute(home / f"compute-{rows}", mlflow_url, rows)
+    print(f"   compute  {compute}", flush=True)
+    process_total = sum(p["wall_s"] for p in process.values())
+    compute_total = sum(compute.values())
+    return {
+        "dag": dag,
+        "compute_s": compute,
+        "summary": {
+            "dag_wall_s": dag["wall_s"],
+            "compute_s": round(compute_total, 2),
+            "startup_s": round(process_total - compute_total, 2),
+            "orchestration_s": round(dag["wall_s"] - process_total, 2),
+            "compute_share": round(compute_total / dag["wall_s"], 3),
+            "plain_chain_s": round(process_total, 2),
+            "dag_vs_plain_chain": round(dag["wall_s"] / process_total, 2),
+        },
+    }
+
+
 def _markdown(report: dict[str, Any]) -> str:
+    entries = report["training"]
     lines = [
         "| rows | DAG wall (s) | plain step chain (s) | DAG / plain chain | step compute (s) "
         "| step start-up (s) | orchestration (s) | compute share |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for rows, entry in report["training"].items():
+    for rows, entry in entries.items():
+        if "summary" not in entry:
+            continue
         s = entry["summary"]
         lines.append(
             f"| {int(rows):,} | {s['dag_wall_s']} | {s['plain_chain_s']} "
             f"| {s['dag_vs_plain_chain']:.2f}x | {s['compute_s']} | {s['startup_s']} "
             f"| {s['orchestration_s']} | {s['compute_share']:.0%} |"
         )
-    lines += ["", "| step | " + " | ".join(f"{int(r):,} rows: task / process / compute (s)"
-                                            for r in report["training"]) + " |"]  # fmt: skip
-    lines.append("|---|" + "---:|" * len(report["training"]))
-    for verb in VERBS:
-        cells = [
-            f"{e['dag']['tasks_s'].get(verb, '-')} / {e['process_s'][verb]} "
-            f"/ {e['compute_s'][verb]}"
-            for e in report["training"].values()
-        ]
-        lines.append(f"| {verb} | " + " | ".join(cells) + " |")
+    baseline = report.get("baseline") or "baseline"
+    lines += [
+        "",
+        "| rows | step | wall (s) | peak RSS (MB) | compute in a warm process (s) "
+        f"| {baseline}: wall (s) | {baseline}: peak RSS (MB) | wall vs {baseline} "
+        f"| RSS vs {baseline} |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rows, entry in entries.items():
+        for verb in VERBS:
+            now = entry["process"][verb]
+            before = (entry.get("baseline_process") or {}).get(verb)
+            compute = (entry.get("compute_s") or {}).get(verb, "-")
+            cells = [
+                f"{int(rows):,}",
+                verb,
+                str(now["wall_s"]),
+                str(now["peak_rss_mb"]),
+                str(compute),
+            ]
+            if before:
+                cells += [
+                    str(before["wall_s"]),
+                    str(before["peak_rss_mb"]),
+                    f"{now['wall_s'] / before['wall_s']:.2f}x",
+                    f"{now['peak_rss_mb'] / before['peak_rss_mb']:.2f}x",
+                ]
+            else:
+                cells += ["-"] * 4
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| DAG file | parse time (s, median) |", "|---|---:|"]
     lines += [f"| {file} | {seconds} |" for file, seconds in report["parse_s"].items()]
     return "\n".join(lines)
