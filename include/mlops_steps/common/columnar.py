@@ -240,5 +240,7 @@ class PartitionFile:
         full = self._file.schema_arrow
         schema = pa.schema([full.field(c) for c in columns], metadata=full.metadata)
         table = pa.Table.from_batches(batches, schema=schema)
-        # self_destruct: each column's Arrow buffers are freed as it becomes a pandas column.
+        del batches  # the table holds the only reference, so self_destruct can free them
+        # self_destruct: each column's Arrow buffers are freed as it becomes a pandas column;
+        # split_blocks: one block per column, so a step can drop columns one by one.
         return to_pandas(table, self_destruct=True, split_blocks=True)

@@ -60,15 +60,21 @@ def model_frame(frame: pd.DataFrame, contract: ModelContract) -> pd.DataFrame:
     return pyfunc_model.prepare_frame(frame, features, categories, booleans, "float32")
 
 
-def model_matrix(frame: pd.DataFrame, contract: ModelContract) -> np.ndarray:
+def model_matrix(
+    frame: pd.DataFrame, contract: ModelContract, *, consume: bool = False
+) -> np.ndarray:
     """:func:`model_frame` as the row-major float32 matrix LightGBM bins, filled a column at a
     time: a category is its index in the contract's vocabulary (what the service and the pyfunc
     model feed the booster), missing as NaN. Built here because LightGBM's own pandas path makes
-    a float64 copy of every category column and then the float matrix (~3x this one)."""
-    encoded = model_frame(frame, contract)
-    matrix = np.empty((len(encoded), encoded.shape[1]), dtype=np.float32)
-    for position, column in enumerate(encoded.columns):
-        values = encoded[column]
+    a float64 copy of every category column and then the float matrix (~3x this one).
+    ``consume``: drop each column from ``frame`` once encoded, so the raw rows shrink as the
+    matrix fills (at 10M rows the difference between 1.9 and 2.8 GB peak)."""
+    features, categories, booleans = pyfunc_model.spec_encoding(contract.feature_spec())
+    matrix = np.empty((len(frame), len(features)), dtype=np.float32)
+    for position, name in enumerate(features):
+        raw = frame.pop(name).to_frame() if consume else frame[[name]]
+        values = pyfunc_model.prepare_frame(raw, [name], categories, booleans, "float32")[name]
+        del raw
         if isinstance(values.dtype, pd.CategoricalDtype):
             codes = values.cat.codes.to_numpy()
             matrix[:, position] = np.where(codes >= 0, codes, np.nan)
@@ -251,11 +257,13 @@ def run_train(settings: Settings, partition_key: str, params: TrainParams) -> di
         return _reuse(existing, partition)
 
     train_rows, valid_rows = _split_rows(data, contract)
-    x_train, x_valid = model_matrix(train_rows, contract), model_matrix(valid_rows, contract)
     y_train = encode_labels(train_rows[contract.label], contract)
     y_valid = encode_labels(valid_rows[contract.label], contract)
     ranges, train_count = contract.training_ranges(train_rows), len(train_rows)
-    del train_rows  # the raw training rows are not needed again; x_train is what LightGBM bins
+    # The raw training rows are not needed again: they are consumed into what LightGBM bins.
+    x_train = model_matrix(train_rows, contract, consume=True)
+    del train_rows
+    x_valid = model_matrix(valid_rows, contract)
     tags = {
         "mlops.training_key": key,
         "mlops.data_sha256": data_sha256,
