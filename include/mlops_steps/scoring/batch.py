@@ -2,36 +2,28 @@
 ``<output>/run=<key>/``: Parquet parts holding the row's id, the model version and the task's
 outputs, and a ``manifest.json`` with each part's rows and sha256.
 
-Idempotent for a run key (the run's logical date): the parts and the manifest are written to a
-staging directory beside the run's, which is renamed into place only once complete, so
-``run=<key>/`` exists only with a complete manifest and a re-run of a complete key replaces
-nothing and returns its manifest. The input is checked against the contract before anything is
-loaded or written (:mod:`mlops_steps.scoring.table`); a failure leaves no files behind.
+Input and output are local or on S3. Idempotent for a run key (the run's logical date): the
+manifest is the commit, published only once every part is complete
+(:mod:`mlops_steps.scoring.output`), so a re-run of a complete key replaces nothing and returns
+its manifest. The input is checked against the contract before anything is loaded or written
+(:mod:`mlops_steps.scoring.table`); a failure leaves no files behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-# A staging directory is named and flushed like the partitions' temporary files.
-from mlops_steps.common.storage import (
-    attempt_tag,
-    check_partition_key,
-    fsync_dir,
-    read_json,
-    sha256_file,
-)
+from mlops_steps.common.storage import check_partition_key
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.core.errors import SourceError, StepError
@@ -39,10 +31,11 @@ from mlops_steps.core.policies import BatchScoringPolicy
 from mlops_steps.core.sections import for_model
 from mlops_steps.core.settings import Settings, code_version
 from mlops_steps.scoring.model import ScoringModel
-from mlops_steps.scoring.table import ROW_NUMBER_COLUMN, InputTable, local_path, open_input
+from mlops_steps.scoring.output import HashingSink, RunOutput
+from mlops_steps.scoring.places import Place, place
+from mlops_steps.scoring.table import ROW_NUMBER_COLUMN, InputTable, open_input
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 MODEL_VERSION_COLUMN = "model_version"
 #: A part file holds at most this many rows (whole chunks); readers get files of a useful size.
 PART_ROWS = 1_000_000
@@ -58,7 +51,7 @@ class ScoringRequest:
 
     run_key: str
     input_uri: str
-    output_root: Path
+    output_root: Place
     model_ref: str
     chunk_rows: int
 
@@ -67,39 +60,33 @@ def scoring_request(settings: Settings, run_key: str, policy: BatchScoringPolicy
     """The request a policy makes for this model (``{model}`` filled in, the default output
     under the data root)."""
     output = for_model(policy.output_uri, settings.model_name)
+    default = settings.data_root / "scores" / settings.model_name
     return ScoringRequest(
         run_key=check_partition_key(run_key),
         input_uri=for_model(policy.input_uri, settings.model_name),
-        output_root=(
-            local_path(output, flag="--output")
-            if output
-            else settings.data_root / "scores" / settings.model_name
-        ),
+        output_root=place(output or str(default), flag="--output"),
         model_ref=policy.model_ref,
         chunk_rows=policy.chunk_rows,
     )
 
 
-def run_directory(request: ScoringRequest) -> Path:
-    return request.output_root / f"run={request.run_key}"
-
-
-def _complete(request: ScoringRequest, input_path: Path) -> dict[str, Any] | None:
-    """The manifest of a complete run of this key, or None; a conflicting one is refused."""
-    manifest_path = run_directory(request) / MANIFEST
-    if not manifest_path.is_file():
+def _complete(request: ScoringRequest, output: RunOutput) -> tuple[dict[str, Any], bytes] | None:
+    """The manifest (and its bytes) of a complete run of this key, or None; a conflicting one
+    is refused."""
+    found = output.manifest()
+    if found is None:
         return None
-    manifest = read_json(manifest_path, produced_by="score-batch")
-    asked = {"model_ref": request.model_ref, "input": str(input_path)}
+    manifest = found[0]
+    asked = {"model_ref": request.model_ref, "input": place(request.input_uri, flag="--input").uri}
     done = {"model_ref": manifest.get("model_ref"), "input": manifest.get("input", {}).get("path")}
     if asked != done:
         raise ScoredRunConflict(
             f"was scored completely with {done}; this run asks for {asked}",
-            subject=str(run_directory(request)),
+            subject=output.run.uri,
             fix="score into another run (logical date) or --output, or delete the run's "
-            "directory to score it again",
+            "directory (prefix) to score it again",
         )
-    return manifest
+    return found
 
 
 def _identities(table: InputTable, batch: pa.RecordBatch, first_row: int) -> tuple[str, Any]:
@@ -127,60 +114,98 @@ def _scored(
         yield pa.table(columns)
 
 
-def _write_parts(staging: Path, chunks: Iterator[pa.Table], rows: int) -> tuple[list[Any], int]:
-    """Parquet parts of whole chunks (a row group each); (files with rows, sha256), chunks."""
-    import pyarrow.parquet as pq
+class _Parts:
+    """Parquet parts of whole chunks (a row group each), at most ``PART_ROWS`` rows a part
+    unless one chunk is larger; each part's rows, bytes and sha256 as it is closed."""
 
-    files: list[dict[str, Any]] = []
-    writer: Any = None
-    written = chunk_count = 0
+    def __init__(self, output: RunOutput, chunk_rows: int):
+        self.output = output
+        self.part_rows = max(PART_ROWS, chunk_rows)
+        self.files: list[dict[str, Any]] = []
+        self.chunks = 0
+        self._writer: Any = None
+        self._sink: HashingSink | None = None
+        self._rows_in_part = 0
 
-    def close() -> None:
-        writer.close()
-        path = staging / files[-1]["path"]
-        fsync_dir(path)
-        files[-1] |= {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    def add(self, chunk: pa.Table) -> None:
+        import pyarrow.parquet as pq
 
-    for chunk in chunks:
-        if writer is None or written + chunk.num_rows > max(PART_ROWS, rows):
-            if writer is not None:
-                close()
-            files.append({"path": f"part-{len(files):05d}.parquet", "rows": 0})
-            writer = pq.ParquetWriter(staging / files[-1]["path"], chunk.schema, compression="zstd")
-            written = 0
-        writer.write_table(chunk, row_group_size=chunk.num_rows)
-        files[-1]["rows"] += chunk.num_rows
-        written += chunk.num_rows
-        chunk_count += 1
-    if writer is None:
-        raise SourceError("holds no rows to score", subject="--input", fix="check the export")
-    close()
-    return files, chunk_count
+        try:
+            if self._writer is None or self._rows_in_part + chunk.num_rows > self.part_rows:
+                self._close()
+                self._sink = self.output.open_part(len(self.files))
+                self.files.append({"rows": 0})
+                self._writer = pq.ParquetWriter(self._sink, chunk.schema, compression="zstd")
+                self._rows_in_part = 0
+            self._writer.write_table(chunk, row_group_size=chunk.num_rows)
+        except OSError as exc:  # an upload refused or failed
+            self.abandon()
+            self.output.fail(exc, "writing a part")
+        self.files[-1]["rows"] += chunk.num_rows
+        self._rows_in_part += chunk.num_rows
+        self.chunks += 1
+
+    def finish(self) -> list[dict[str, Any]]:
+        if not self.files:
+            raise SourceError("holds no rows to score", subject="--input", fix="check the export")
+        try:
+            self._close()
+        except OSError as exc:
+            self.abandon()
+            self.output.fail(exc, "writing a part")
+        return self.files
+
+    def _close(self) -> None:
+        if self._writer is None or self._sink is None:
+            return
+        self._writer.close()
+        self.files[-1] |= self.output.close_part(self._sink)
+        self._writer = self._sink = None
+
+    def abandon(self) -> None:
+        """Finish a part being written when the run fails, so that it is complete (and then
+        deleted) now, not finished by a destructor after its attempt removed its files."""
+        writer, sink, self._writer, self._sink = self._writer, self._sink, None, None
+        if sink is None or sink.closed:
+            return
+        with contextlib.suppress(Exception):  # its upload may be what failed
+            writer.close()
+        with contextlib.suppress(OSError):
+            sink.close()
+
+
+def _write_parts(
+    output: RunOutput, chunks: Iterator[pa.Table], chunk_rows: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Every chunk into parts; (files with rows, bytes and sha256, number of chunks)."""
+    parts = _Parts(output, chunk_rows)
+    try:
+        for chunk in chunks:
+            parts.add(chunk)
+        return parts.finish(), parts.chunks
+    except BaseException:
+        parts.abandon()
+        raise
 
 
 def _input_facts(table: InputTable, uri: str) -> dict[str, Any]:
-    paths = sorted(table.path.rglob("*")) if table.path.is_dir() else [table.path]
-    files = [p for p in paths if p.is_file()]
+    import pyarrow.fs as pafs
+
+    source = table.source
+    info = source.filesystem.get_file_info(source.path)
+    if info.type == pafs.FileType.Directory:
+        selector = pafs.FileSelector(source.path, recursive=True)
+        infos = source.filesystem.get_file_info(selector)
+    else:
+        infos = [info]
+    files = [i for i in infos if i.type == pafs.FileType.File]
     return {
         "uri": uri,
-        "path": str(table.path),
+        "path": source.uri,
         "format": table.format,
         "files": len(files),
-        "bytes": sum(p.stat().st_size for p in files),
+        "bytes": sum(i.size or 0 for i in files),
     }
-
-
-def _publish(staging: Path, final: Path) -> bool:
-    """Rename the complete staging directory into place; False when another attempt won."""
-    try:
-        staging.rename(final)
-    except OSError:
-        if (final / MANIFEST).is_file():
-            shutil.rmtree(staging, ignore_errors=True)
-            return False
-        raise
-    fsync_dir(final.parent)
-    return True
 
 
 def run_score_batch(settings: Settings, run_key: str, policy: BatchScoringPolicy) -> dict[str, Any]:
@@ -190,30 +215,26 @@ def run_score_batch(settings: Settings, run_key: str, policy: BatchScoringPolicy
     from mlops_steps.scoring.model import load_scoring_model
 
     request = scoring_request(settings, run_key, policy)
-    final = run_directory(request)
-    done = (
-        _complete(request, local_path(request.input_uri, flag="--input"))
-        if request.input_uri
-        else None
-    )
+    output = RunOutput(request.output_root, request.run_key)
+    done = _complete(request, output) if request.input_uri else None
     if done is not None:
-        log.info("run %s is complete (%s rows): nothing to do", request.run_key, done["rows"])
-        finish_lineage(connect(), done["mlflow_run_id"], done, final / MANIFEST)
-        return _result(done, final, already_complete=True)
+        manifest, payload = done
+        log.info("run %s is complete (%s rows): nothing to do", request.run_key, manifest["rows"])
+        finish_lineage(connect(), manifest["mlflow_run_id"], manifest, payload)
+        return _result(manifest, output, already_complete=True)
     contract = load_contract(settings.model_name)
     table = open_input(request.input_uri, contract)  # named errors before anything else
+    output.check_writable()
     client = connect()
     model = load_scoring_model(client, settings.model_name, request.model_ref)
     lineage = start_lineage(
-        client, model, request.run_key, str(final), {"mlops.input_uri": request.input_uri}
+        client, model, request.run_key, output.run.uri, {"mlops.input_uri": request.input_uri}
     )
-    staging = request.output_root / f".run={request.run_key}.{attempt_tag()}.staging"
-    shutil.rmtree(staging, ignore_errors=True)  # this attempt's own leftover (same pod + pid)
-    staging.mkdir(parents=True)
     started = time.perf_counter()
     try:
+        output.start()
         files, chunks = _write_parts(
-            staging, _scored(table, contract, model, request.chunk_rows), request.chunk_rows
+            output, _scored(table, contract, model, request.chunk_rows), request.chunk_rows
         )
         manifest = {
             "run": request.run_key,
@@ -235,26 +256,34 @@ def run_score_batch(settings: Settings, run_key: str, policy: BatchScoringPolicy
             "code_version": code_version(),
             "mlflow_run_id": lineage,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        fsync_dir(staging / MANIFEST)
-        fsync_dir(staging)
-        if not _publish(staging, final):
-            manifest = read_json(final / MANIFEST, produced_by="score-batch")
+        payload = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        if not output.commit(manifest, payload):
+            manifest, payload = _published(output)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        output.discard()
         fail_lineage(client, lineage)
         raise
-    finish_lineage(client, manifest["mlflow_run_id"], manifest, final / MANIFEST)
+    finish_lineage(client, manifest["mlflow_run_id"], manifest, payload)
     log.info("scored %s rows with %s v%s into %s", manifest["rows"], model.name, model.version,
-             final)  # fmt: skip
-    return _result(manifest, final, already_complete=False)
+             output.run.uri)  # fmt: skip
+    return _result(manifest, output, already_complete=False)
 
 
-def _result(manifest: dict[str, Any], final: Path, *, already_complete: bool) -> dict[str, Any]:
+def _published(output: RunOutput) -> tuple[dict[str, Any], bytes]:
+    """The manifest another attempt published while this one scored."""
+    found = output.manifest()
+    if found is None:
+        raise StepError("lost its manifest after it was published", subject=output.run.uri)
+    return found
+
+
+def _result(
+    manifest: dict[str, Any], output: RunOutput, *, already_complete: bool
+) -> dict[str, Any]:
     return {
         "run": manifest["run"],
-        "output": str(final),
-        "manifest": str(final / MANIFEST),
+        "output": output.run.uri,
+        "manifest": output.manifest_place.uri,
         "rows": manifest["rows"],
         "files": len(manifest["files"]),
         "model_version": manifest["model_version"],

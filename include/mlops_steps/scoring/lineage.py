@@ -62,9 +62,10 @@ def start_lineage(
     return str(run_id)
 
 
-def finish_lineage(client: Any, run_id: str, manifest: dict[str, Any], manifest_path: Path) -> None:
+def finish_lineage(client: Any, run_id: str, manifest: dict[str, Any], payload: bytes) -> None:
     """Row counts as metrics, the manifest as the artifact, and the run FINISHED (idempotent:
-    a re-run of a complete run finishes a lineage run an earlier attempt left open)."""
+    a re-run of a complete run finishes a lineage run an earlier attempt left open).
+    ``payload`` is the manifest's bytes as published (local or on S3)."""
     from mlflow.entities import Metric
 
     if client.get_run(run_id).info.status == "FINISHED":
@@ -82,7 +83,7 @@ def finish_lineage(client: Any, run_id: str, manifest: dict[str, Any], manifest_
     )
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "manifest.json"
-        copy.write_bytes(manifest_path.read_bytes())
+        copy.write_bytes(payload)
         client.log_artifact(run_id, str(copy))
     client.set_terminated(run_id, "FINISHED")
 

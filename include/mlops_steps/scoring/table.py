@@ -2,22 +2,22 @@
 then streamed in chunks of a fixed number of rows holding only the columns the model needs.
 
 A CSV (``.csv``, ``.csv.gz``) is read with Arrow's streaming reader, its features converted to
-the contract's kinds as they are read; a Parquet file or a directory of them through an Arrow
-dataset with one batch read ahead. Either way memory holds a chunk or two, never the table.
+the contract's kinds as they are read; a Parquet file or a directory (an S3 prefix) of them
+through an Arrow dataset with one batch read ahead. Either way memory holds a chunk or two, never
+the table. The table is local or on S3 (:mod:`mlops_steps.scoring.places`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 
 from mlops_steps.contract.model import Feature, ModelContract
 from mlops_steps.core.errors import SourceError, StepError
+from mlops_steps.scoring.places import Place, check_exists, place, raise_named
 
 _CSV_SUFFIXES = (".csv", ".csv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -43,33 +43,21 @@ class MistypedInputColumn(InputSchemaMismatch):
     """A column's values are not of its feature's kind (text in a number, a number as category)."""
 
 
-def local_path(uri: str, *, flag: str) -> Path:
-    """A path, or a ``file://`` URI, as a local path; other schemes are refused by name."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(parsed.path)
-    if parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter
-        raise SourceError(
-            f"the {parsed.scheme}:// scheme is not supported for batch scoring",
-            subject=uri,
-            fix=f"give {flag} a local path or file:// URI (mount the bucket or copy the table)",
-        )
-    return Path(uri).expanduser()
+def _format_of(source: Place, info: Any) -> str:
+    import pyarrow.fs as pafs
 
-
-def _format_of(path: Path) -> str:
-    if path.is_dir():
+    if info.type == pafs.FileType.Directory:
         return "parquet"
-    name = path.name.lower()
+    name = source.name.lower()
     if name.endswith(_CSV_SUFFIXES):
         return "csv"
     if name.endswith(_PARQUET_SUFFIXES):
         return "parquet"
     raise SourceError(
         "unknown file format",
-        subject=str(path),
+        subject=source.uri,
         fix=f"score a file ending in {', '.join(_CSV_SUFFIXES + _PARQUET_SUFFIXES)} or a "
-        "directory of Parquet files",
+        "directory (or S3 prefix) of Parquet files",
     )
 
 
@@ -94,7 +82,7 @@ def _csv_type(feature: Feature) -> pa.DataType:
 class InputTable:
     """A checked input: where it is, its format, and the columns read from it (id first)."""
 
-    path: Path
+    source: Place
     format: str
     id_column: str | None  # None: rows are identified by their position (``_row``)
     features: tuple[Feature, ...]
@@ -122,19 +110,24 @@ class InputTable:
             yield _combined(pending)
 
     def _batches(self, rows: int) -> Iterator[pa.RecordBatch]:
-        if self.format == "csv":
-            reader = self._csv_reader()
-            try:
-                yield from reader
-            except pa.ArrowInvalid as exc:  # a later block's value that does not convert
-                raise _csv_error(self.path, exc) from None
-            return
-        import pyarrow.dataset as ds
-
-        dataset = ds.dataset(str(self.path), format="parquet")
-        yield from dataset.to_batches(
-            columns=self.columns, batch_size=rows, batch_readahead=1, fragment_readahead=1
-        )
+        try:
+            if self.format == "csv":
+                yield from self._csv_reader()
+                return
+            yield from _dataset(self.source).to_batches(
+                columns=self.columns, batch_size=rows, batch_readahead=1, fragment_readahead=1
+            )
+        except pa.ArrowInvalid as exc:  # a later CSV value that does not convert, a bad file
+            if self.format == "csv":
+                raise _csv_error(self.source, exc) from None
+            raise SourceError(
+                f"cannot be read as Parquet: {str(exc).splitlines()[0]}",
+                subject=self.source.uri,
+                fix="hold only Parquet files under the directory or prefix (names starting with "
+                "'.' or '_' are skipped)",
+            ) from None
+        except OSError as exc:  # S3: access revoked, object gone while read
+            raise_named(exc, self.source, flag="--input", doing="reading")
 
     def _csv_reader(self) -> Any:
         import pyarrow.csv as pa_csv
@@ -144,14 +137,20 @@ class InputTable:
             types[self.id_column] = pa.string()
         try:
             return pa_csv.open_csv(
-                str(self.path),
+                self.source.filesystem.open_input_stream(self.source.path),
                 read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
                 convert_options=pa_csv.ConvertOptions(
                     include_columns=self.columns, column_types=types
                 ),
             )
         except pa.ArrowInvalid as exc:
-            raise _csv_error(self.path, exc) from None
+            raise _csv_error(self.source, exc) from None
+
+
+def _dataset(source: Place) -> Any:
+    import pyarrow.dataset as ds
+
+    return ds.dataset(source.path, filesystem=source.filesystem, format="parquet")
 
 
 def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
@@ -160,32 +159,37 @@ def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def _csv_error(path: Path, exc: Exception) -> StepError:
+def _csv_error(source: Place, exc: Exception) -> StepError:
     """A CSV value that does not convert, as the mistyped column it is in."""
     text = str(exc)
     if "conversion error" in text or "invalid value" in text.lower():
         return MistypedInputColumn(
             f"a value does not have its feature's kind ({text.splitlines()[0]})",
-            subject=str(path),
+            subject=source.uri,
             fix="numbers must be numeric, booleans true/false; fix the export or the contract",
         )
-    return SourceError(f"cannot be read as CSV: {text}", subject=str(path))
+    return SourceError(f"cannot be read as CSV: {text}", subject=source.uri)
 
 
-def _schema(path: Path, fmt: str) -> pa.Schema:
+def _schema(source: Place, fmt: str) -> pa.Schema:
     try:
         if fmt == "csv":
             import pyarrow.csv as pa_csv
 
-            return pa_csv.open_csv(
-                str(path), read_options=pa_csv.ReadOptions(block_size=1 << 16)
-            ).schema
-        import pyarrow.dataset as ds
-
-        return ds.dataset(str(path), format="parquet").schema
-    except (pa.ArrowInvalid, OSError) as exc:
+            with source.filesystem.open_input_stream(source.path) as stream:
+                return pa_csv.open_csv(
+                    stream, read_options=pa_csv.ReadOptions(block_size=1 << 16)
+                ).schema
+        return _dataset(source).schema
+    except pa.ArrowInvalid as exc:
         raise SourceError(
-            f"cannot be read as {fmt}: {exc}", subject=str(path), fix=f"give a valid {fmt} table"
+            f"cannot be read as {fmt}: {exc}", subject=source.uri, fix=f"give a valid {fmt} table"
+        ) from None
+    except OSError as exc:
+        if source.is_s3:  # a named failure, or a crash worth a retry
+            raise_named(exc, source, flag="--input", doing="reading its schema")
+        raise SourceError(
+            f"cannot be read as {fmt}: {exc}", subject=source.uri, fix=f"give a valid {fmt} table"
         ) from None
 
 
@@ -200,18 +204,17 @@ def open_input(uri: str, contract: ModelContract) -> InputTable:
             subject="--input",
             fix="give --input (Param input_uri) or set MLOPS_BATCH_SCORING_INPUT",
         )
-    path = local_path(uri, flag="--input")
-    if not path.exists():
-        raise SourceError("no such file or directory", subject=str(path), fix="check --input")
-    fmt = _format_of(path)
-    schema = _schema(path, fmt)
+    source = place(uri, flag="--input")
+    info = check_exists(source, flag="--input", what="file, directory or prefix")
+    fmt = _format_of(source, info)
+    schema = _schema(source, fmt)
     names = list(schema.names)
     wanted = ([contract.id_column] if contract.id_column else []) + list(contract.feature_names)
     missing = [name for name in wanted if name not in names]
     if missing:
         raise MissingInputColumns(
             f"columns {missing} of the {contract.name} contract are missing (found {names})",
-            subject=str(path),
+            subject=source.uri,
             fix="export the contract's id column and every feature under their contract names",
         )
     known = {*wanted, contract.label}
@@ -219,7 +222,7 @@ def open_input(uri: str, contract: ModelContract) -> InputTable:
     if extra:
         raise UnexpectedInputColumns(
             f"columns {extra} are not in the {contract.name} contract",
-            subject=str(path),
+            subject=source.uri,
             fix="score a table of the contract's id column and features only (the label may "
             "stay), or add the columns to the contract",
         )
@@ -230,8 +233,8 @@ def open_input(uri: str, contract: ModelContract) -> InputTable:
         if not _fits(feature, kind):
             raise MistypedInputColumn(
                 f"column {feature.name!r} is {kind}, but the feature is a {feature.kind}",
-                subject=str(path),
+                subject=source.uri,
                 fix="export the column with its contract kind (numbers as numbers, categories "
                 "as text)",
             )
-    return InputTable(path, fmt, contract.id_column, contract.features)
+    return InputTable(source, fmt, contract.id_column, contract.features)

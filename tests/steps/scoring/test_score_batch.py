@@ -5,24 +5,16 @@ refused before anything is written, and a version number scores with that versio
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from mlops_steps.cli import main as cli
 from mlops_steps.common.storage import sha256_file
-from mlops_steps.contract.loader import load_contract
-from mlops_steps.contract.synthetic import generate_churn
 from mlops_steps.core.policies import BatchScoringPolicy
 from mlops_steps.core.settings import load_settings
 from mlops_steps.scoring.batch import ScoredRunConflict, run_score_batch
@@ -32,84 +24,15 @@ from mlops_steps.scoring.table import (
     MistypedInputColumn,
     UnexpectedInputColumns,
 )
-from mlops_steps.training.pyfunc_model import prepare_frame, spec_encoding
-from tests.fixtures.contracts import contract_copy
-from tests.pipeline import train_and_register
-
-MODEL = "scoring_churn"
-CHURN = load_contract("churn")
-FEATURES, ID_COLUMN = list(CHURN.feature_names), str(CHURN.id_column)
-
-
-@dataclass(frozen=True)
-class Versions:
-    home: Path
-    models: Path
-    tracking: str
-
-
-@pytest.fixture(scope="module")
-def versions(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Versions:
-    """``scoring_churn`` v1 (champion, seed 1) and v2 (seed 2), trained by the real steps."""
-    home = tmp_path_factory.mktemp("scoring-mlops")
-    models = tmp_path_factory.mktemp("scoring-models")
-    with pytest.MonkeyPatch.context() as env:
-        contract_copy(models, MODEL, env)
-        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        env.setenv("MLOPS_HOME", str(home))
-        env.delenv("MLOPS_DATA_ROOT", raising=False)
-        env.setenv("MLOPS_MODEL_NAME", MODEL)
-        env.setenv("MLOPS_EXPERIMENT", f"exp-{MODEL}")
-        for partition, seed in (("v1", "1"), ("v2", "2")):
-            train_and_register(
-                partition, "--seed", seed, rows=5000, gate_args=["--max-latency-ms", "1000"]
-            )
-    MlflowClient(mlflow_server).set_registered_model_alias(MODEL, "champion", "1")
-    return Versions(home, models, mlflow_server)
-
-
-@pytest.fixture
-def scoring_env(versions: Versions, monkeypatch: pytest.MonkeyPatch) -> Iterator[Versions]:
-    from mlops_steps.contract.loader import MODELS_DIR_ENV
-    from mlops_steps.core.settings import get_settings
-
-    monkeypatch.setenv(MODELS_DIR_ENV, str(versions.models))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", versions.tracking)
-    monkeypatch.setenv("MLOPS_HOME", str(versions.home))
-    monkeypatch.setenv("MLOPS_MODEL_NAME", MODEL)
-    monkeypatch.delenv("MLOPS_DATA_ROOT", raising=False)
-    for name in ("INPUT", "OUTPUT", "CHUNK_ROWS"):
-        monkeypatch.delenv(f"MLOPS_BATCH_SCORING_{name}", raising=False)
-    get_settings.cache_clear()
-    yield versions
-    get_settings.cache_clear()
-
-
-def booster_scores(version: str, frame: pd.DataFrame) -> np.ndarray:
-    """The version's booster on the rows, encoded as training encodes them: the reference."""
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}").unwrap_python_model()
-    spec = load_contract(MODEL).feature_spec()
-    encoded = prepare_frame(frame, *spec_encoding(spec))
-    return np.asarray(model.booster.predict(encoded), dtype=np.float64)
-
-
-def table(rows: int = 2500, seed: int = 5) -> pd.DataFrame:
-    """Contract rows as an export would hold them: id, features and the label (ignored)."""
-    return generate_churn(rows, seed=seed)
-
-
-def score(run: str, source: Path, output: Path, *extra: str) -> int:
-    return cli.main(
-        ["score-batch", "--partition", run, "--input", str(source), "--output", str(output),
-         *extra]
-    )  # fmt: skip
-
-
-def read_run(output: Path, run: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    directory = output / f"run={run}"
-    manifest = json.loads((directory / "manifest.json").read_text())
-    parts = [pd.read_parquet(directory / f["path"]) for f in manifest["files"]]
-    return pd.concat(parts, ignore_index=True), manifest
+from tests.steps.scoring.support import (
+    ID_COLUMN,
+    MODEL,
+    Versions,
+    booster_scores,
+    read_run,
+    score,
+    table,
+)
 
 
 def test_parquet_and_csv_score_like_the_booster_in_any_chunking(
