@@ -4,6 +4,8 @@ a named error naming both versions and the fix, and the check costs one request 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +16,12 @@ import pytest
 import requests
 
 from mlops_steps.common import tracking as tracking_module
-from mlops_steps.common.tracking import MlflowVersionMismatch, check_versions, connect
+from mlops_steps.common.tracking import (
+    MlflowVersionMismatch,
+    check_versions,
+    connect,
+    version_by_alias,
+)
 from mlops_steps.core.errors import StepError
 from mlops_steps.core.settings import get_settings
 
@@ -126,3 +133,83 @@ def test_a_server_that_does_not_say_its_version_fails_closed(
             connect()
     finally:
         server.shutdown()
+
+
+def _version_with_alias(tracking: str, alias: str) -> Any:
+    """A registered version of the test's model with a run, tags and ``alias``."""
+    settings = get_settings()
+    client = mlflow.MlflowClient(tracking)
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment(settings.experiment_name)
+    with mlflow.start_run() as run:
+        mlflow.log_dict({"stand-in": True}, "model/MLmodel.json")
+    client.create_registered_model(settings.model_name)
+    version = client.create_model_version(
+        settings.model_name,
+        f"{run.info.artifact_uri}/model",
+        run_id=run.info.run_id,
+        tags={"mlops.partition": "p1", "mlops.data_sha256": "abc"},
+        description="a stand-in",
+    )
+    client.set_registered_model_alias(settings.model_name, alias, version.version)
+    return client.get_model_version_by_alias(settings.model_name, alias)
+
+
+def test_the_plain_rest_path_reads_what_mlflows_client_reads(tracking: str) -> None:
+    expected = _version_with_alias(tracking, "champion")
+    client = connect()
+    assert client.speaks_rest
+    found = version_by_alias(client, expected.name, "champion")
+    assert isinstance(found, tracking_module.RegisteredVersion)
+    for attribute in (
+        "name", "version", "source", "run_id", "status", "current_stage", "description",
+        "tags", "aliases", "creation_timestamp", "last_updated_timestamp",
+    ):  # fmt: skip
+        assert getattr(found, attribute) == getattr(expected, attribute), attribute
+    assert client.get_model_version_by_alias(expected.name, "champion") == found
+    assert version_by_alias(client, expected.name, "challenger") is None  # no such alias
+    assert version_by_alias(client, "no_such_model_anywhere", "champion") is None
+
+
+def test_the_plain_rest_path_writes_tags_and_fails_as_mlflow_fails(tracking: str) -> None:
+    expected = _version_with_alias(tracking, "champion")
+    client = connect()
+    client.set_tag(expected.run_id, "mlops.gate", 1.5)
+    assert mlflow.MlflowClient(tracking).get_run(expected.run_id).data.tags["mlops.gate"] == "1.5"
+    with pytest.raises(mlflow.exceptions.MlflowException) as caught:
+        client.set_tag("0" * 32, "mlops.gate", "x")
+    assert caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    with pytest.raises(mlflow.exceptions.MlflowException) as caught:
+        client.get_model_version_by_alias(expected.name, "challenger")
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_any_other_call_and_client_only_settings_go_through_mlflows_client(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = _version_with_alias(tracking, "champion")
+    client = connect()
+    version = client.get_model_version(expected.name, expected.version)  # MLflow's own client
+    assert type(version) is type(expected)
+    monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    assert not client.speaks_rest
+    assert type(version_by_alias(client, expected.name, "champion")) is type(expected)
+
+
+def test_the_rest_path_never_loads_mlflow(tracking: str) -> None:
+    """A step that only reads the champion and tags a run (validate, gate) does not pay for
+    importing MLflow."""
+    expected = _version_with_alias(tracking, "champion")
+    code = f"""
+import sys
+from mlops_steps.common.tracking import connect, version_by_alias
+client = connect()
+found = version_by_alias(client, {expected.name!r}, "champion")
+client.set_tag(found.run_id, "mlops.probe", "1")
+assert version_by_alias(client, {expected.name!r}, "challenger") is None
+print(found.version, "mlflow" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == [expected.version, "False"]
