@@ -96,3 +96,44 @@ def test_secrets_come_from_the_worker_env_else_the_named_connection(
     assert env["MLOPS_CI_TOKEN"] == "ci-x"
     assert env["SERVING_ADMIN_TOKEN"] == "from-worker-env"
     assert "AWS_ACCESS_KEY_ID" not in env  # no connection: optional, simply not set
+
+
+def test_each_connection_is_read_once_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two secrets from one connection, two from an absent one: two lookups, not six (each one
+    goes to the metadata database or a secrets backend)."""
+    import json
+
+    from airflow.sdk import BaseHook
+
+    asked: list[str] = []
+    real = BaseHook.get_connection.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[BaseHook], conn_id: str) -> object:
+        asked.append(conn_id)
+        return real(cls, conn_id)
+
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(counting))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT",
+        json.dumps({"conn_type": "http", "login": "user", "password": "secret"}),
+    )
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    op = LocalStepOperator(
+        task_id="t",
+        cmds=["true"],
+        arguments=["verb"],
+        env_vars={},
+        secret_connections={
+            "MLFLOW_TRACKING_USERNAME": ("mlflow_default", "login"),
+            "MLFLOW_TRACKING_PASSWORD": ("mlflow_default", "password"),
+            "AWS_ACCESS_KEY_ID": ("aws_default", "login"),
+            "AWS_SECRET_ACCESS_KEY": ("aws_default", "password"),
+        },
+    )
+    env = op.process_environment()
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("user", "secret")
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    assert sorted(asked) == ["aws_default", "mlflow_default"]

@@ -4,6 +4,7 @@ for a variable the worker's environment lacks) and a model's own service URL (a 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from mlops_provider.operators.env_guard import refuse_credentials_in_url
 
@@ -44,19 +45,22 @@ def _connection_candidates(
 
 def first_connection_field(
     candidates: Sequence[tuple[str, str]],
+    read: dict[str, Any] | None = None,
 ) -> tuple[str, str, str] | None:
     """(conn_id, field, value) from the first of ``candidates`` whose connection exists; None
     when none exists or the first existing one lacks the field (no fall-through: a model's
-    own connection without a token must not pick up the deployment-wide one)."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    own connection without a token must not pick up the deployment-wide one).
 
+    ``read``: connections already read by this task (conn_id -> connection, None when absent),
+    filled as it reads, so several secrets of one connection cost one lookup."""
+    read = {} if read is None else read
     for conn_id, field in candidates:
-        try:
-            BaseHook.get_connection(conn_id)
-        except AirflowNotFoundException:
+        if conn_id not in read:
+            read[conn_id] = _connection_or_none(conn_id)
+        connection = read[conn_id]
+        if connection is None:
             continue
-        value = connection_field(conn_id, field)
+        value = _field_of(connection, field)
         return (conn_id, field, value) if value else None
     return None
 
@@ -64,13 +68,21 @@ def first_connection_field(
 def connection_field(conn_id: str, field: str) -> str | None:
     """``login``, ``password``, ``host`` or ``extra.<key>`` of an Airflow connection; None when
     the connection or the field is absent (every step secret is optional)."""
+    connection = _connection_or_none(conn_id)
+    return None if connection is None else _field_of(connection, field)
+
+
+def _connection_or_none(conn_id: str) -> Any:
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        connection = BaseHook.get_connection(conn_id)
+        return BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         return None
+
+
+def _field_of(connection: Any, field: str) -> str | None:
     if field.startswith("extra."):
         value = connection.extra_dejson.get(field.removeprefix("extra."))
     else:

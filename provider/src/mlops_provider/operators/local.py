@@ -77,9 +77,10 @@ class LocalStepOperator(BaseOperator):
         env = {k: os.environ[k] for k in LOCAL_PASSTHROUGH_ENV if k in os.environ}
         env["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")])
         env.update({name: os.environ[name] for name in self.secret_env if name in os.environ})
+        read: dict[str, Any] = {}  # each connection looked up once per task
         for name, candidates in self.secret_connections.items():
             if name not in env:
-                found = first_connection_field(candidates)
+                found = first_connection_field(candidates, read)
                 if found is not None:
                     conn_id, field, value = found
                     env[name] = value
