@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_steps.common.drift import FeatureKind, column_drift, data_drift
-from mlops_steps.common.metrics import encode_labels
+from mlops_steps.common.metrics import ROW_ID_COLUMN, encode_labels
 from mlops_steps.common.storage import Partition, atomic_write_bytes, load_partition_frame
 from mlops_steps.common.tracking import CHAMPION, connect, version_by_alias
 from mlops_steps.contract.loader import load_contract
@@ -113,7 +113,7 @@ def _drift_frames(
         return reference, current, kinds
 
     def as_text(frame: pd.DataFrame) -> pd.DataFrame:
-        out = frame.copy()
+        out = frame.copy(deep=False)  # shares every column but the booleans it replaces
         for name in booleans:
             out[name] = out[name].astype(str).where(out[name].notna())
         return out
@@ -249,6 +249,9 @@ def compare_with_champion(
     }
     if champion is not None:
         reference, key = _champion_frame(settings, champion)
+        id_column = contract.id_column or ROW_ID_COLUMN
+        if id_column in reference.columns:  # only features and label are compared
+            del reference[id_column]  # an Arrow string column is its own block: nothing copied
         report |= compare_frames(reference, frame, policy, contract)
         report["status"] = COMPARED
         report["champion"] = {

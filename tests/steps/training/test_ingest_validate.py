@@ -134,6 +134,7 @@ def _corrupt(kind: str) -> tuple[pd.DataFrame, str]:
         frame.loc[:9, "tenure_months"] = -5
         return frame, "expect_column_values_to_be_between(tenure_months): 10 unexpected"
     if kind == "unknown_category":
+        frame["contract_type"] = frame["contract_type"].astype(object)  # a category: as text
         frame.loc[:2, "contract_type"] = "weekly"
         return frame, "expect_column_values_to_be_in_set(contract_type): 3 unexpected"
     if kind == "nulls":
