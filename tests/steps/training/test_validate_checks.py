@@ -428,3 +428,32 @@ def test_a_category_of_strings_is_text_and_a_category_of_ints_is_not() -> None:
         ints, "expect_column_values_to_be_in_type_list", {"column": "c", **text_types}
     )
     assert not result.success and result.result["unexpected_count"] == 3
+
+
+# --- the benchmark's plain pass computes the same checks --------------------------------------
+
+
+def _bench_module() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "plain_validate.py"
+    spec = importlib.util.spec_from_file_location("plain_validate", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("case", sorted(set(CHURN_CASES) - {"mixed_objects"} | {"columns"}))
+def test_the_benchmarks_plain_pass_decides_as_the_checks(case: str) -> None:
+    """bench/bench_validate.py times validate against this pass: it must decide the same."""
+    corrupt, failing = CHURN_CASES.get(case, (_columns, None))
+    frame = corrupt(_churn())
+    configs = [e.configuration for e in build_expectations(CHURN, 10)]
+    results = evaluate_suite(frame, [(c.type, c.kwargs) for c in configs])
+    plain = _bench_module().plain_checks(frame, CHURN, 10)
+    assert set(plain) == {f"{c.type}({c.kwargs.get('column', '')})" for c in configs}
+    failed = _failed(CHURN, results)
+    assert {name for name, ok in plain.items() if not ok} == failed
+    assert failing is None or failed == failing
