@@ -17,6 +17,10 @@ _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 # The default body limit: generous bytes per batch row plus headroom (see ``max_body_bytes``).
 BODY_BYTES_PER_ROW = 1024
 BODY_HEADROOM_BYTES = 4 << 20
+#: How the prediction log is written (mlops_serving/predlog.py); every reader of the log
+#: (include/mlops_steps/common/predictions.py) reads both.
+PREDICTION_LOG_FORMATS = ("jsonl", "parquet")
+DEFAULT_PREDICTION_LOG_FORMAT = "jsonl"
 
 
 class ServingConfigError(ValueError):
@@ -47,6 +51,14 @@ class ServingSettings(BaseSettings):
     # a directory or s3://bucket/prefix
     prediction_log: str = Field(".mlops/predictions", validation_alias="SERVING_PREDICTION_LOG")
     prediction_log_flush_ms: int = Field(250, validation_alias="SERVING_PREDICTION_LOG_FLUSH_MS")
+    prediction_log_format: str = Field(
+        DEFAULT_PREDICTION_LOG_FORMAT,
+        validation_alias="SERVING_PREDICTION_LOG_FORMAT",
+        description=(
+            "jsonl: a JSON line per prediction, appended as it is flushed; parquet: typed "
+            "columns, a file per writer every ~30 s (monitoring reads it ~10x faster)."
+        ),
+    )
     max_batch_rows: int = Field(10_000, validation_alias="SERVING_MAX_BATCH_ROWS")
     max_body_bytes: int | None = Field(
         None,
@@ -82,6 +94,16 @@ class ServingSettings(BaseSettings):
     def _flag(cls, value: Any) -> Any:
         """Anything but 1/true/yes/on (any case) is off, as before: no start-up failure."""
         return value.lower() in _TRUE_WORDS if isinstance(value, str) else value
+
+    @field_validator("prediction_log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any, info: ValidationInfo) -> str:
+        text = str(value).lower()
+        if text not in PREDICTION_LOG_FORMATS:
+            raise ServingConfigError(
+                f"{_variable(info)}={value!r} is not one of {', '.join(PREDICTION_LOG_FORMATS)}"
+            )
+        return text
 
     @field_validator("canary_weight", mode="before")
     @classmethod

@@ -2,8 +2,12 @@
 
 The service's end is :class:`ProcessWriter`: it starts the child (``mlops_serving.predlog``'s
 :func:`~mlops_serving.predlog.main`), sends each flush as a frame (its byte length, then the pickled
-entries) and counts the child's answers, one line per frame: rows written, rows failed. The child's
-end is :func:`serve_pipe`. Why a process at all: see :mod:`mlops_serving.predlog`.
+entries) and counts the child's answers, one line per frame: rows written, rows failed. Two
+header values carry no frame: ``TICK`` (sent after each flush: a Parquet writer writes its file
+if it is due) and ``COMMIT`` (write everything now: a test or a caller waiting for its rows). A
+Parquet writer answers a frame when the file holding it is written, so answers may come a
+while after their frames. The child's end is :func:`serve_pipe`. Why a process at all: see
+:mod:`mlops_serving.predlog`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from mlops_serving.predlog import Entry
+    from mlops_serving.predlog import Entry, SinkWriter
 
 log = logging.getLogger(__name__)
 
 _FRAME_HEADER = struct.Struct("<Q")  # byte length of the pickled flush that follows
+TICK = 0  # header values without a frame (see the module docstring)
+COMMIT = (1 << 64) - 1
 _RESTART_BACKOFF_S = 5.0  # a child that keeps dying is restarted at most this often
 
 
@@ -43,11 +49,11 @@ _CHILD_MAIN = "import sys; from mlops_serving.predlog import main; sys.exit(main
 class _Child:
     """One writer process and the flushes it has not answered yet (rows per flush)."""
 
-    def __init__(self, sink: str) -> None:
+    def __init__(self, sink: str, log_format: str) -> None:
         package_root = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_MAIN, "--sink", sink],
+            [sys.executable, "-c", _CHILD_MAIN, "--sink", sink, "--format", log_format],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
@@ -65,8 +71,10 @@ class ProcessWriter:
         on_drop: Callable[[int], None] | None = None,
         *,
         restart_backoff_s: float = _RESTART_BACKOFF_S,
+        log_format: str = "jsonl",
     ) -> None:
         self.sink = sink
+        self.log_format = log_format
         self._on_drop = on_drop
         self._child: _Child | None = None
         self._restart_backoff_s = restart_backoff_s
@@ -88,7 +96,7 @@ class ProcessWriter:
         if time.monotonic() - self._started_at < self._restart_backoff_s:
             return None
         self._started_at = time.monotonic()
-        self._child = child = _Child(self.sink)
+        self._child = child = _Child(self.sink, self.log_format)
         child.reader = threading.Thread(
             target=self._read_answers, args=(child,), name="prediction-log-answers", daemon=True
         )
@@ -116,6 +124,25 @@ class ProcessWriter:
             log.error("prediction log writer process is gone (%s); starting a new one", exc)
             return 0
         return rows
+
+    def tick(self) -> None:
+        """Let the child write a file that is due (only if it holds unanswered frames)."""
+        self._signal(TICK)
+
+    def commit(self) -> None:
+        """Have the child write everything it holds now."""
+        self._signal(COMMIT)
+
+    def _signal(self, value: int) -> None:
+        with self._lock:
+            child = self._child
+            if child is None or not child.in_flight or child.process.poll() is not None:
+                return
+        pipe = child.process.stdin
+        assert pipe is not None
+        with contextlib.suppress(OSError):  # a dead child: its answer reader counts the rows
+            pipe.write(_FRAME_HEADER.pack(value))
+            pipe.flush()
 
     def _read_answers(self, child: _Child) -> None:
         """One line per flush from the child: rows written, rows failed; at its exit, whatever
@@ -181,17 +208,32 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     return data
 
 
-def serve_pipe(
-    write: Callable[[Sequence[Entry]], tuple[int, int]], source: BinaryIO, answers: BinaryIO
-) -> None:
-    """The child's loop: read flushes until the pipe closes, ``write`` each (it returns rows
-    written and rows failed), answer with those counts."""
-    while (header := _read_exactly(source, _FRAME_HEADER.size)) is not None:
-        (size,) = _FRAME_HEADER.unpack(header)
-        body = _read_exactly(source, size)
-        if body is None:
-            raise EOFError("prediction log pipe closed after a frame header")
-        entries = pickle.loads(body)  # noqa: S301 (our own parent, over a private pipe)
-        written, failed = write(entries)
-        answers.write(b"%d %d\n" % (written, failed))
-        answers.flush()
+def serve_pipe(writer: SinkWriter, source: BinaryIO, answers: BinaryIO) -> None:
+    """The child's loop: read flushes until the pipe closes and hand each to ``writer``; answer
+    each flush (rows written, rows failed) as the writer settles it; at the end, write what the
+    writer still holds."""
+
+    def answer(settled: list[tuple[int, int]]) -> None:
+        for written, failed in settled:
+            answers.write(b"%d %d\n" % (written, failed))
+        if settled:
+            answers.flush()
+
+    try:
+        while (header := _read_exactly(source, _FRAME_HEADER.size)) is not None:
+            (size,) = _FRAME_HEADER.unpack(header)
+            if size == TICK:
+                answer(writer.tick())
+                continue
+            if size == COMMIT:
+                answer(writer.commit())
+                continue
+            body = _read_exactly(source, size)
+            if body is None:
+                raise EOFError("prediction log pipe closed after a frame header")
+            entries = pickle.loads(body)  # noqa: S301 (our own parent, over a private pipe)
+            answer(writer.write(entries))
+    finally:  # the pipe closed (or broke): what the writer holds still goes to the sink
+        settled = writer.commit()
+        with contextlib.suppress(OSError):
+            answer(settled)

@@ -1,5 +1,6 @@
 """The prediction log: its sinks (a local directory, and S3 on an S3-compatible server on
-loopback) and its writers (the flush thread itself, and the child process the service uses)."""
+loopback), its writers (the flush thread itself, and the child process the service uses) and
+its formats (JSON lines, and Parquet rows carrying the same fields)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import json
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from mlops_serving.predlog import PredictionLog, RequestBody
+from mlops_serving.predlog_parquet import ParquetSink, ParquetWriter
 from mlops_serving.predlog_process import ProcessWriter
 from processes import wait_for
 
@@ -157,7 +162,7 @@ def test_the_writer_ignores_terminal_and_group_signals_until_its_pipe_closes(
 
 
 _ENTRY = (1.0, "r", ("E",), "stable", "1", RequestBody(b'{"features": {"a": 1}}', "features"),
-          (0.5,), None, None)  # fmt: skip
+          (0.5,), None, None, None)  # fmt: skip
 
 
 def _writer_with_a_child(
@@ -235,3 +240,128 @@ def test_flushes_go_to_the_writer_in_bounded_frames(
     assert frames == [2, 64, 37]  # 12,000 rows; the third big one and 63 small; the rest
     log.close()
     assert len(_lines(tmp_path)) == log.written_rows == 18_100
+
+
+# Parquet: the same fields as the lines, as typed columns; a file per window and writer.
+
+DECLARED = (
+    SimpleNamespace(name="plan", kind="category"),
+    SimpleNamespace(name="tenure", kind="integer"),
+)
+
+
+def _parquet_rows(directory: Path) -> list[dict[str, Any]]:
+    """Every row of every Parquet file, spelled as its JSON line would be (no key for a null
+    class or out_of_range, the timestamp as ISO text)."""
+    rows = []
+    for path in sorted(directory.glob("date=*/predictions-*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            row["timestamp"] = row["timestamp"].isoformat()
+            rows.append({k: v for k, v in row.items() if v is not None or k == "entity_id"})
+    return rows
+
+
+def _order(row: dict[str, Any]) -> tuple[str, int]:
+    return row["request_id"], row["row"]
+
+
+def _mixed_entries(log: PredictionLog) -> None:
+    """Bodies, a declared and an undeclared version, a multiclass answer and a shadow copy."""
+    _body_entries(log, RECORDS)
+    log.record(request_id="classes", entity_ids=(), variant="shadow", version="3",
+               features=[{"plan": "basic", "tenure": 4}, {"plan": "pro", "tenure": 5}],
+               scores=np.array([0.6, 0.7]), timestamp=12.5, classes=["gold", "silver"])  # fmt: skip
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_parquet_rows_carry_everything_the_json_lines_carry(tmp_path: Path, writer: Any) -> None:
+    logs = {}
+    for log_format in ("jsonl", "parquet"):
+        log = PredictionLog(str(tmp_path / log_format), writer=writer, log_format=log_format)
+        log.declare("3", DECLARED)
+        _mixed_entries(log)
+        assert log.flush(wait=30) == 5
+        log.close()
+        assert log.written_rows == 5
+        logs[log_format] = log
+    lines, rows = _lines(tmp_path / "jsonl"), _parquet_rows(tmp_path / "parquet")
+    # A file per schema (declared version 3, version 4): the same rows, filed in another order.
+    assert sorted(rows, key=_order) == sorted(lines, key=_order)
+    assert [r["class"] for r in rows if "class" in r] == ["gold", "silver"]
+    # Version 3 was declared: its file is typed by the spec; version 4's by its values.
+    schemas = {
+        pq.read_table(p).column("model_version")[0].as_py(): pq.read_schema(p).field("features")
+        for p in (tmp_path / "parquet").glob("date=*/*.parquet")
+    }
+    assert str(schemas["3"].type) == "struct<plan: string, tenure: int64>"
+    assert str(schemas["4"].type) == "struct<plan: string, tenure: double>"
+
+
+def test_a_value_outside_its_declared_type_is_still_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = PredictionLog(str(tmp_path), log_format="parquet")
+    log.declare("3", DECLARED)
+    log.record(request_id="big", entity_ids=(), variant="stable", version="3",
+               features=[{"plan": "a", "tenure": 1e300}, {"plan": 7, "tenure": 1}],
+               scores=(0.1, 0.2), timestamp=1.0)  # fmt: skip
+    assert log.flush() == 2
+    (row, other) = _parquet_rows(tmp_path)
+    assert row["features"] == {"plan": "a", "tenure": 1e300}  # the integer column as floats
+    assert other["features"] == {"plan": "7", "tenure": 1.0}  # the category as JSON text
+    assert "feature 'plan' holds values of mixed types" in caplog.text
+
+
+def test_parquet_files_roll_by_rows_and_age_and_a_failed_put_counts_every_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = _ENTRY
+    writer = ParquetWriter(str(tmp_path), None, file_seconds=3600, file_rows=3)
+    assert writer.write([entry]) == [] and writer.write([entry, entry]) == [(1, 0), (2, 0)]
+    assert writer.write([entry]) == [] and writer.tick() == []  # not due: one row, just now
+    (first,) = tmp_path.glob("date=*/*.parquet")
+    assert pq.read_metadata(first).num_rows == 3
+    assert not list(tmp_path.rglob("*.tmp"))  # written beside its name, then renamed
+    aged = ParquetWriter(str(tmp_path), None, file_seconds=0.0)
+    assert aged.tick() == [] and aged.write([entry]) == [] and aged.tick() == [(1, 0)]
+
+    def refuse(self: Any, table: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ParquetSink, "put", refuse)
+    bad = (1.0, "bad", (), "stable", "1", RequestBody(b"{not json", "instances"), (0.1, 0.2),
+           None, None, None)  # fmt: skip
+    assert writer.write([bad]) == []
+    assert writer.commit() == [(0, 1), (0, 2)]  # the buffered row lost, the bad ones failed
+    assert len(list(tmp_path.glob("date=*/*.parquet"))) == 2
+
+
+def test_the_parquet_writer_process_answers_when_its_file_is_written(tmp_path: Path) -> None:
+    log = PredictionLog(str(tmp_path), writer="process", log_format="parquet")
+    _body_entries(log, RECORDS)
+    assert log.flush() == 3  # handed over; the file is due in FILE_SECONDS
+    assert log._process is not None and log._process.wait(0.5) is False
+    assert log.written_rows == 0 and not list(tmp_path.rglob("*.parquet"))
+    assert log.flush(wait=30) == 0 and log.written_rows == 3  # asked for: written now
+    _body_entries(log, RECORDS)
+    log.flush()
+    log.close()  # the pipe closes: the child writes what it holds, then exits
+    assert log.written_rows == 6 and len(_parquet_rows(tmp_path)) == 6
+    assert len(list(tmp_path.glob("date=*/*.parquet"))) == 2  # a file per window
+
+
+def test_s3_sink_puts_one_parquet_object_per_file(s3_endpoint: str) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="predictions-parquet")
+    log = PredictionLog("s3://predictions-parquet/churn", writer="process", log_format="parquet")
+    log.declare("3", DECLARED)
+    _fill(log)
+    log.close()
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="predictions-parquet")["Contents"])
+    assert len(keys) == 2 and all(
+        k.startswith("churn/date=") and k.endswith(".parquet") for k in keys
+    )
+    body = s3.get_object(Bucket="predictions-parquet", Key=keys[0])["Body"].read()
+    assert pq.read_table(pa.BufferReader(body)).num_rows in (1, 2)

@@ -360,7 +360,16 @@ def join_labels(meta: pd.DataFrame, labels: LabelSet, contract: ModelContract) -
     """A label per served row: by request id and row, then by request id (single-row requests
     only), then by entity id; a row keeps the first (most specific) label it gets."""
     dtype = object if contract.task == "multiclass" else "float64"
-    values = pd.Series([None] * len(meta), dtype=dtype)
+    missing = None if dtype is object else np.nan
+    values = pd.Series(np.full(len(meta), missing, dtype=dtype))
+    if not labels.tables:  # nothing to join: the rows' ids are not needed (nor read)
+        return LabelJoin(
+            labels=pd.Series(values.to_numpy(), index=meta.index, dtype=dtype),
+            joined_by={},
+            matched=0,
+            unmatched_labels=0,
+            join_rate=0.0,
+        )
     served = _served_keys(meta).reset_index(drop=True).rename_axis("_position")
     single = served["request_id"].map(served["request_id"].value_counts()) == 1
     joined_by: dict[str, int] = {}

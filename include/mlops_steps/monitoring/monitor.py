@@ -35,13 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops_steps.common.drift import (
-    PREDICTION_COLUMN,
-    check_policy,
-    data_drift,
-    prediction_drift,
-    write_reports,
-)
+from mlops_steps.common.drift import PREDICTION_COLUMN, check_policy, data_drift, prediction_drift
+from mlops_steps.common.drift_report import write_reports
+from mlops_steps.common.labels import read_labels
 from mlops_steps.common.predictions import check_features, read_window
 from mlops_steps.common.storage import write_json
 from mlops_steps.common.tracking import connect
@@ -104,22 +100,28 @@ def _check_task(contract: ModelContract, spec: dict[str, Any], champion: Champio
         )
 
 
+#: The top-level log fields monitoring reads: the served prediction (score or class), and the
+#: ids only when there are labels to join them to (10M ids are ~1.5 GB as Python strings).
+_PREDICTION_FIELDS = ("score", "class")
+_ID_FIELDS = ("request_id", "row", "entity_id")
+
+
 def _champion_rows(
-    request: MonitorRequest, champion: Champion, kinds: dict[str, FeatureKind]
+    request: MonitorRequest, champion: Champion, kinds: dict[str, FeatureKind], with_ids: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    served = read_window(request.prediction_log, request.window, kinds)
+    fields = _PREDICTION_FIELDS + (_ID_FIELDS if with_ids else ())
+    served = read_window(request.prediction_log, request.window, kinds, meta=fields,
+                         only_version=champion.version, categorical=True)  # fmt: skip
     meta = served.meta
     by_version = {
-        f"{variant}/v{version}": int(n)
-        for (variant, version), n in meta.groupby(
-            [meta["variant"].fillna("?"), meta["model_version"]]
-        )
-        .size()
-        .items()
+        f"{variant}/v{version}": n for (variant, version), n in sorted(served.by_version.items())
     }
-    mine = (meta["model_version"] == champion.version).to_numpy()
-    count = int(mine.sum())
-    rows: dict[str, Any] = {"window": len(meta), "champion": count, "by_version": by_version}
+    count = len(meta)
+    rows: dict[str, Any] = {
+        "window": sum(by_version.values()),
+        "champion": count,
+        "by_version": by_version,
+    }
     if count < request.min_rows:
         raise EmptyWindow(
             f"{count} predictions by champion v{champion.version} in the window "
@@ -129,7 +131,7 @@ def _champion_rows(
             "reported as 'no drift'",
         )
     source = f"{request.prediction_log} (window {request.window.key})"
-    bad_scores = int((~np.isfinite(meta["score"].to_numpy(dtype="float64")[mine])).sum())
+    bad_scores = int((~np.isfinite(meta["score"].to_numpy(dtype="float64"))).sum())
     if bad_scores:
         raise SchemaMismatch(
             f"'score' is missing or not a number in {bad_scores} of {count} champion rows",
@@ -137,13 +139,13 @@ def _champion_rows(
             fix="the log must come from the model service (it logs every score it returns)",
         )
     current = check_features(
-        served.features[mine].reset_index(drop=True),
+        served.features,
         kinds,
         source=source,
         max_null_share=request.max_null_share,
         seen=served.seen_features,
     )
-    return meta[mine].reset_index(drop=True), current, rows
+    return meta, current, rows
 
 
 def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
@@ -162,7 +164,8 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
     reference = check_features(
         reference_frame, kinds, source=str(partition.data), max_null_share=0.0
     )
-    meta, current, rows = _champion_rows(request, champion, kinds)
+    labels = read_labels(request.labels_location, contract, cutoff=request.window.end)
+    meta, current, rows = _champion_rows(request, champion, kinds, with_ids=bool(labels.files))
     rows["reference"] = len(reference)
 
     data = data_drift(reference, current, kinds, request.drift)
@@ -178,6 +181,7 @@ def run_monitor(settings: Settings, request: MonitorRequest) -> dict[str, Any]:
         request.performance,
         contract,
         cutoff=request.window.end,
+        labels=labels,
     )
 
     reasons = []

@@ -111,11 +111,14 @@ def performance(
     contract: ModelContract,
     *,
     cutoff: dt.datetime | None,
+    labels: LabelSet | None = None,
 ) -> dict[str, Any]:
     """The task's metrics on the labelled champion rows against its training-time hold-out
     metrics (see the module docstring). ``judged`` False gives the ``reason``; ``labels``
-    always says what the labels known by ``cutoff`` were and how they joined."""
-    labels = read_labels(location, contract, cutoff=cutoff)
+    always says what the labels known by ``cutoff`` were and how they joined. ``labels``: the
+    labels already read from ``location`` (``meta`` then has ids only if there are any)."""
+    if labels is None:
+        labels = read_labels(location, contract, cutoff=cutoff)
     join = join_labels(meta, labels, contract)
     known = join.labels.notna().to_numpy()
     count = int(known.sum())

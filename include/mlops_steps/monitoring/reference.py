@@ -129,7 +129,11 @@ def reference_predictions(
         frame = with_row_ids(frame, contract)
     holdout = split_frame(frame, id_column).holdout
     model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
-    raw = np.asarray(model.predict(holdout.loc[:, list(kinds)]))
+    inputs = holdout.loc[:, list(kinds)]
+    # Partitions keep categories as ``category``; the model's signature takes their text.
+    lean = [c for c in inputs.columns if isinstance(inputs[c].dtype, pd.CategoricalDtype)]
+    inputs = inputs.astype(dict.fromkeys(lean, object)) if lean else inputs
+    raw = np.asarray(model.predict(inputs))
     if contract.task == "multiclass":
         labels = np.asarray(contract.class_labels, dtype=object)
         if raw.ndim != 2 or raw.shape[1] != len(labels):

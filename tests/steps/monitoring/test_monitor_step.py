@@ -45,26 +45,30 @@ def _result(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     return json.loads(last[len(results.RESULT_MARKER) :])
 
 
+@pytest.mark.parametrize("log_format", ["jsonl", "parquet"])
 def test_injected_drift_is_detected_reported_and_logged(
     monitoring_env: Champion,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    log_format: str,
 ) -> None:
     caplog.set_level(logging.INFO, logger="mlops_steps")
-    start, end = window(1)
+    start, end = window(1 if log_format == "jsonl" else 4)
     log_dir = tmp_path / "log"
     drifted = generate_churn(3000, seed=11, drift=0.5)
-    write_log(log_dir, drifted, score(monitoring_env.model, drifted), start=start, batch=5)
+    write_log(log_dir, drifted, score(monitoring_env.model, drifted), start=start, batch=5,
+              log_format=log_format)  # fmt: skip
     # Same window, another version (a canary): never part of the champion's judgement.
     canary = generate_churn(300, seed=12)
     write_log(log_dir, canary, np.full(300, 0.9), version="2", variant="canary", start=start,
-              host="canary")  # fmt: skip
+              host="canary", log_format=log_format)  # fmt: skip
     # After the window: ignored.
     later = generate_churn(200, seed=13, drift=1.0)
-    write_log(log_dir, later, np.zeros(200), start=end, host="later")
+    write_log(log_dir, later, np.zeros(200), start=end, host="later", log_format=log_format)
 
-    assert cli.main(monitor_args(1, log_dir, tmp_path / "labels")) == 0
+    hour = 1 if log_format == "jsonl" else 4
+    assert cli.main(monitor_args(hour, log_dir, tmp_path / "labels")) == 0
     result = _result(capsys)
 
     assert result["drift_detected"] is True
@@ -78,7 +82,7 @@ def test_injected_drift_is_detected_reported_and_logged(
     assert "no label files" in result["performance"]["reason"]
     assert result["performance_reason"] == result["performance"]["reason"]
     assert result["performance"]["labels"]["files"] == 0
-    assert result["window"]["key"] == "20261120T010000Z_20261120T020000Z"
+    assert result["window"]["key"] == f"20261120T0{hour}0000Z_20261120T0{hour + 1}0000Z"
 
     reports = result["reports"]
     assert Path(reports["dir"]).name == f"window={result['window']['key']}"
@@ -117,7 +121,7 @@ def test_injected_drift_is_detected_reported_and_logged(
     )
 
     # A retry of the same window reuses its report directory and MLflow run.
-    assert cli.main(monitor_args(1, log_dir, tmp_path / "labels")) == 0
+    assert cli.main(monitor_args(hour, log_dir, tmp_path / "labels")) == 0
     assert _result(capsys)["mlflow_run_id"] == result["mlflow_run_id"]
 
 
@@ -356,14 +360,18 @@ def test_window_arithmetic() -> None:
     assert window_.days() == [dt.date(2026, 11, 19), dt.date(2026, 11, 20), dt.date(2026, 11, 21)]
 
 
-def test_reads_what_the_service_writes_locally_and_on_s3(s3_endpoint: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_format", ["jsonl", "parquet"])
+def test_reads_what_the_service_writes_locally_and_on_s3(
+    s3_endpoint: str, tmp_path: Path, log_format: str
+) -> None:
     """The service's own PredictionLog writes; the reader gets every row and feature back."""
     import boto3
 
     from mlops_serving.predlog import PredictionLog
     from mlops_steps.common.predictions import check_features
 
-    boto3.client("s3").create_bucket(Bucket="predictions")
+    bucket = f"predictions-{log_format}"  # moto keeps one store per test process
+    boto3.client("s3").create_bucket(Bucket=bucket)
     frame = generate_churn(50, seed=5)
     records = frame.loc[:, list(KINDS)].to_dict("records")
     records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in records]
@@ -371,8 +379,8 @@ def test_reads_what_the_service_writes_locally_and_on_s3(s3_endpoint: str, tmp_p
     when = Window(
         dt.datetime.fromtimestamp(now - 60, dt.UTC), dt.datetime.fromtimestamp(now + 60, dt.UTC)
     )
-    for sink in (str(tmp_path / "log"), "s3://predictions/churn/serving"):
-        log = PredictionLog(sink)
+    for sink in (str(tmp_path / "log"), f"s3://{bucket}/churn/serving"):
+        log = PredictionLog(sink, log_format=log_format)
         ids = list(frame[ID_COLUMN])
         scores = np.linspace(0, 1, 50)
         log.record(request_id="r1", entity_ids=ids, variant="stable", version="4",
