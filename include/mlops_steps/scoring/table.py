@@ -114,9 +114,7 @@ class InputTable:
             if self.format == "csv":
                 yield from self._csv_reader()
                 return
-            yield from _dataset(self.source).to_batches(
-                columns=self.columns, batch_size=rows, batch_readahead=1, fragment_readahead=1
-            )
+            yield from _read_ahead(self._parquet_batches(rows))
         except pa.ArrowInvalid as exc:  # a later CSV value that does not convert, a bad file
             if self.format == "csv":
                 raise _csv_error(self.source, exc) from None
@@ -128,6 +126,27 @@ class InputTable:
             ) from None
         except OSError as exc:  # S3: access revoked, object gone while read
             raise_named(exc, self.source, flag="--input", doing="reading")
+
+    def _parquet_batches(self, rows: int) -> Iterator[pa.RecordBatch]:
+        """Each file's row groups in order, one at a time (its column chunks fetched together).
+
+        Not Arrow's dataset scanner: ahead of a slow consumer it decodes the whole file, so
+        memory followed the table (measured: 3M rows held while scoring, 1.6 GB peak at 10M);
+        here it follows a row group."""
+        import pyarrow.parquet as pq
+
+        dataset = _dataset(self.source)
+        wanted = pa.schema([dataset.schema.field(name) for name in self.columns])
+        filesystem = self.source.filesystem
+        for path in dataset.files:
+            with filesystem.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle, pre_buffer=True)
+                for group in range(parquet.num_row_groups):
+                    for batch in parquet.iter_batches(
+                        batch_size=rows, row_groups=[group], columns=self.columns
+                    ):
+                        # Files of one directory may differ in string vs dictionary columns.
+                        yield batch if batch.schema.equals(wanted) else batch.cast(wanted)
 
     def _csv_reader(self) -> Any:
         import pyarrow.csv as pa_csv
@@ -151,6 +170,21 @@ def _dataset(source: Place) -> Any:
     import pyarrow.dataset as ds
 
     return ds.dataset(source.path, filesystem=source.filesystem, format="parquet")
+
+
+_END = object()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches``, the next one read by a thread while the caller scores this one (Arrow
+    releases the GIL while it reads and decodes; on S3 the request latency is hidden)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, batches, _END)
+        while (batch := pending.result()) is not _END:
+            pending = pool.submit(next, batches, _END)
+            yield batch
 
 
 def _combined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
