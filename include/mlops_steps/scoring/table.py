@@ -115,15 +115,10 @@ class InputTable:
                 yield from self._csv_reader()
                 return
             yield from _read_ahead(self._parquet_batches(rows))
-        except pa.ArrowInvalid as exc:  # a later CSV value that does not convert, a bad file
-            if self.format == "csv":
-                raise _csv_error(self.source, exc) from None
-            raise SourceError(
-                f"cannot be read as Parquet: {str(exc).splitlines()[0]}",
-                subject=self.source.uri,
-                fix="hold only Parquet files under the directory or prefix (names starting with "
-                "'.' or '_' are skipped)",
-            ) from None
+        except pa.ArrowInvalid as exc:  # a later CSV value that does not convert
+            if self.format != "csv":
+                raise
+            raise _csv_error(self.source, exc) from None
         except OSError as exc:  # S3: access revoked, object gone while read
             raise_named(exc, self.source, flag="--input", doing="reading")
 
@@ -139,14 +134,22 @@ class InputTable:
         wanted = pa.schema([dataset.schema.field(name) for name in self.columns])
         filesystem = self.source.filesystem
         for path in dataset.files:
-            with filesystem.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle, pre_buffer=True)
-                for group in range(parquet.num_row_groups):
-                    for batch in parquet.iter_batches(
-                        batch_size=rows, row_groups=[group], columns=self.columns
-                    ):
-                        # Files of one directory may differ in string vs dictionary columns.
-                        yield batch if batch.schema.equals(wanted) else batch.cast(wanted)
+            try:
+                with filesystem.open_input_file(path) as handle:
+                    parquet = pq.ParquetFile(handle, pre_buffer=True)
+                    for group in range(parquet.num_row_groups):
+                        for batch in parquet.iter_batches(
+                            batch_size=rows, row_groups=[group], columns=self.columns
+                        ):
+                            # Files of one directory may differ in string vs dictionary columns.
+                            yield batch if batch.schema.equals(wanted) else batch.cast(wanted)
+            except pa.ArrowInvalid as exc:
+                raise SourceError(
+                    f"cannot be read as Parquet: {str(exc).splitlines()[0]}",
+                    subject=f"s3://{path}" if self.source.is_s3 else path,
+                    fix="hold only Parquet files under the directory or prefix (names starting "
+                    "with '.' or '_' are skipped)",
+                ) from None
 
     def _csv_reader(self) -> Any:
         import pyarrow.csv as pa_csv

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from sklearn.datasets import load_diabetes, load_wine
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
 from mlops_steps.contract.synthetic import generate_churn
@@ -93,3 +94,32 @@ def test_places_are_local_paths_file_uris_or_s3() -> None:
     assert "s3://" in str(info.value)  # the fix names what is supported
     with pytest.raises(SourceError, match="no table to score"):
         open_input("", CHURN)
+
+
+def test_files_of_one_directory_may_differ_in_string_kinds(tmp_path: Path) -> None:
+    """One export's categories as dictionaries (pandas categories), the next one's as plain
+    text: the chunks join them as one table."""
+    directory = tmp_path / "export"
+    directory.mkdir()
+    first, second = generate_churn(700, seed=4), generate_churn(600, seed=5)
+    first.to_parquet(directory / "part-0.parquet", index=False)
+    plain_values(second).to_parquet(directory / "part-1.parquet", index=False)
+
+    chunks = list(open_input(str(directory), CHURN).chunks(1000))
+    assert [c.num_rows for c in chunks] == [1000, 300]
+    read = pa.Table.from_batches(chunks).to_pandas()
+    expected = plain_values(pd.concat([first, second], ignore_index=True))
+    pd.testing.assert_frame_equal(
+        plain_values(read), expected.loc[:, read.columns], check_dtype=False
+    )
+
+
+def test_a_file_that_is_not_parquet_under_a_directory_is_named(tmp_path: Path) -> None:
+    directory = tmp_path / "export"
+    directory.mkdir()
+    generate_churn(300, seed=6).to_parquet(directory / "part-0.parquet", index=False)
+    (directory / "zz-notes.txt").write_text("not a table")
+    table = open_input(str(directory), CHURN)
+    with pytest.raises(SourceError, match="cannot be read as Parquet") as info:
+        list(table.chunks(100))
+    assert str(info.value).startswith(f"{directory / 'zz-notes.txt'}: cannot be read")
