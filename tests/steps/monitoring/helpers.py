@@ -151,7 +151,7 @@ def _write_parquet(
                 variant=variant,
                 version=version,
                 features=[records[i] for i in part],
-                scores=[None if scores[i] is None else float(scores[i]) for i in part],
+                scores=np.array([np.nan if scores[i] is None else scores[i] for i in part], float),
                 timestamp=stamp.timestamp(),
                 classes=[classes[i] for i in part] if classes is not None else None,
             )
