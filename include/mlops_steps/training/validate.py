@@ -292,11 +292,12 @@ def run_validate(
         .add_dataframe_asset(name=f"partition_{partition.key}")
         .add_batch_definition_whole_dataframe(name="whole_partition")
     )
-    suite = gx.ExpectationSuite(name=f"{contract.name}_contract")
     built = build_expectations(contract, policy.min_rows)
-    for expectation in built:  # before the suite is stored: stored, each add re-serialises it
-        suite.add_expectation(expectation)
-    suite = context.suites.add(suite)
+    # All at once: added one by one, GX compares each with every other (~0.6 s for 56), and
+    # re-serialises a stored suite each time. GX skips one it cannot take (logged): counted below.
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=f"{contract.name}_contract", expectations=built)
+    )
     suite_result, identifiers = validate_frame(
         context, suite, batch_definition, frame, manifest["data_sha256"]
     )
