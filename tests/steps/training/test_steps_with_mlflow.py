@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_steps.cli import main as cli
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.common.storage import Partition
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
@@ -94,7 +95,7 @@ def test_pipeline_registers_one_challenger_with_lineage(tracking: str) -> None:
 
     # The registered model serves raw rows (strings for categories) through MLflow's pyfunc.
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@challenger")
-    rows = generate_churn(20, seed=1).loc[:, list(FEATURE_NAMES)]
+    rows = plain_values(generate_churn(20, seed=1).loc[:, list(FEATURE_NAMES)])
     scores = model.predict(rows)
     assert len(scores) == 20 and ((scores > 0) & (scores < 1)).all()
     signature = model.metadata.get_input_schema().input_names()
