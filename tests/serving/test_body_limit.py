@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tests.service_process import Service
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -30,7 +31,7 @@ def service(registry: str, start_service: Callable[..., Service]) -> Service:
 
 
 def _batch(rows: int) -> bytes:
-    frame = generate_churn(rows, seed=2).loc[:, list(FEATURE_NAMES)]
+    frame = plain_values(generate_churn(rows, seed=2).loc[:, list(FEATURE_NAMES)])
     return json.dumps({"instances": json.loads(frame.to_json(orient="records"))}).encode()
 
 

@@ -18,6 +18,7 @@ import pytest
 from tests.service_process import Service
 from tests.serving.conftest import MODEL
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -29,7 +30,7 @@ REF = "bundle:current"
 
 
 def _record() -> dict[str, Any]:
-    frame = generate_churn(1, seed=8).loc[:, list(FEATURE_NAMES)]
+    frame = plain_values(generate_churn(1, seed=8).loc[:, list(FEATURE_NAMES)])
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in frame.iloc[0].items()}
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from mlops_serving.codec import FeatureCodec, InvalidInput
 from mlops_serving.spec import feature_codec
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -22,12 +23,12 @@ FEATURE_NAMES, feature_spec, training_ranges = (
     CHURN.training_ranges,
 )
 
-TRAINING = generate_churn(2_000, seed=3)
+TRAINING = plain_values(generate_churn(2_000, seed=3))
 RANGES = training_ranges(TRAINING)
 
 
 def _records(rows: int, seed: int = 4) -> list[dict[str, Any]]:
-    frame = generate_churn(rows, seed).loc[:, list(FEATURE_NAMES)]
+    frame = plain_values(generate_churn(rows, seed).loc[:, list(FEATURE_NAMES)])
     records = frame.to_dict("records")
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in records]
 

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.service_process import Service
 from tests.serving.faulty_app import FAULT
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -36,7 +37,7 @@ def test_an_unexpected_error_is_a_counted_json_500_without_the_stack(
     registry: str, start_service: Callable[..., Service]
 ) -> None:
     service = start_service(registry, app_factory="tests.serving.faulty_app:create_app")
-    records = generate_churn(3, seed=1).loc[:, list(FEATURE_NAMES)].to_dict("records")
+    records = plain_values(generate_churn(3, seed=1).loc[:, list(FEATURE_NAMES)]).to_dict("records")
     records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in records]
     with service.client() as http, service.admin() as admin:
         single = http.post("/predict", json={"features": records[0]})

@@ -11,6 +11,7 @@ from tests.serving.conftest import MODEL
 from mlops_serving import model as served
 from mlops_serving.codec import InvalidInput
 from mlops_serving.model import LoadedModel, load_model
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -18,7 +19,7 @@ FEATURE_NAMES = load_contract("churn").feature_names
 
 
 def _records(rows: int) -> list[dict[str, object]]:
-    frame = generate_churn(rows, seed=11).loc[:, list(FEATURE_NAMES)]
+    frame = plain_values(generate_churn(rows, seed=11).loc[:, list(FEATURE_NAMES)])
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
             for r in frame.to_dict("records")]  # fmt: skip
 

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from tests.service_process import Service, stop_process
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.common.predictions import read_window
 from mlops_steps.common.window import FeatureKind, Window
 from mlops_steps.contract.loader import load_contract
@@ -27,7 +28,7 @@ FACTORY = "tests.serving.log_format_app:create_app"
 
 
 def _records(rows: int) -> list[dict[str, Any]]:
-    frame = generate_churn(rows, seed=23).loc[:, list(CHURN.feature_names)]
+    frame = plain_values(generate_churn(rows, seed=23).loc[:, list(CHURN.feature_names)])
     records: list[dict[str, Any]] = json.loads(frame.to_json(orient="records"))
     records[3]["avg_monthly_gb"] = 1999.0  # within its limits, far outside the training range
     return records

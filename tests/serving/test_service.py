@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.service_process import Service
 from tests.serving.conftest import MODEL
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.serving
 
 
 def _records(rows: int, seed: int = 5) -> list[dict[str, Any]]:
-    frame = generate_churn(rows, seed).loc[:, list(FEATURE_NAMES)]
+    frame = plain_values(generate_churn(rows, seed).loc[:, list(FEATURE_NAMES)])
     return json.loads(frame.to_json(orient="records"))
 
 
@@ -58,7 +59,7 @@ def test_health_ready_info_and_schema(service: Service, registry: str) -> None:
 def test_predictions_match_the_registered_model(service: Service, registry: str) -> None:
     records = _records(150)
     expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(
-        generate_churn(150, 5).loc[:, list(FEATURE_NAMES)]
+        plain_values(generate_churn(150, 5).loc[:, list(FEATURE_NAMES)])
     )
     with service.client() as http:
         batch = http.post("/predict/batch", json={"instances": records}).json()

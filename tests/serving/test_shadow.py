@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.service_process import Service
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 
@@ -21,7 +22,7 @@ FEATURES = load_contract("churn").feature_names
 
 
 def _records(rows: int, seed: int = 11) -> list[dict[str, Any]]:
-    frame = generate_churn(rows, seed).loc[:, list(FEATURES)]
+    frame = plain_values(generate_churn(rows, seed).loc[:, list(FEATURES)])
     return json.loads(frame.to_json(orient="records"))
 
 
