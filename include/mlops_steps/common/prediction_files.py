@@ -66,7 +66,7 @@ class FileRows:
     """One file's rows in the window: a column per requested field, the features it carries,
     and the rows per (variant, model_version)."""
 
-    columns: dict[str, pa.Array]
+    columns: dict[str, list[pa.Array]]  # chunks
     present: set[str]
     rows: int
     by_version: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -246,7 +246,7 @@ def _rows_of(log_file: LogFile, table: pa.Table, ask: _Ask, present: list[str]) 
         keep = pc.and_(keep, pc.fill_null(pc.equal(versions, only_version), False))
     rows = pc.sum(keep.cast(pa.int64())).as_py() or 0
     everything = rows == table.num_rows
-    columns: dict[str, pa.Array] = {}
+    columns: dict[str, list[pa.Array]] = {}
     for name in meta:
         if name == "timestamp":
             values: Any = stamps
@@ -255,7 +255,7 @@ def _rows_of(log_file: LogFile, table: pa.Table, ask: _Ask, present: list[str]) 
         else:
             values = pa.nulls(table.num_rows, META_TYPES[name])
         values = values if everything else pc.filter(values, keep)
-        columns[name] = values.cast(META_TYPES[name])
+        columns[name] = [values.cast(META_TYPES[name])]
     struct = table.column("features")
     struct = struct.combine_chunks() if isinstance(struct, pa.ChunkedArray) else struct
     if not pa.types.is_struct(struct.type):
@@ -269,19 +269,20 @@ def _rows_of(log_file: LogFile, table: pa.Table, ask: _Ask, present: list[str]) 
         if name in _struct_names(struct.type):
             child = struct.field(name)
             child = child if everything else pc.filter(child, keep)
-            columns[f"features.{name}"] = _feature(child, spec, log_file.name, name)
+            columns[f"features.{name}"] = [_feature(child, spec, log_file.name, name)]
         else:
-            columns[f"features.{name}"] = pa.nulls(rows, feature_type(spec))
+            columns[f"features.{name}"] = [pa.nulls(rows, feature_type(spec))]
     return FileRows(columns, set(present) if rows else set(), rows, by_version)
 
 
-def _parquet_table(
+def _parquet_tables(
     log_file: LogFile,
     window: Window,
     features: Mapping[str, FeatureKind],
     meta: Sequence[str],
-) -> tuple[pa.Table | None, list[str]]:
-    """The file's row groups that may hold window rows, only the columns needed."""
+) -> tuple[list[pa.Table], list[str]]:
+    """The file's row groups that may hold window rows, only the columns needed, a table per
+    row group (Arrow cannot give a struct's dictionary fields of several groups at once)."""
     import pyarrow.parquet as pq
 
     try:
@@ -304,13 +305,14 @@ def _parquet_table(
     wanted = {"timestamp", "model_version", "score", "variant", *meta}
     columns = [n for n in names if n in wanted]
     columns += [f"features.{n}" for n in present if n in features]
-    groups = _groups_in_window(parquet, window)
-    if not groups:
-        return None, present
-    table = parquet.read_row_groups(groups, columns=columns, use_threads=True)
-    if not present:  # a struct with no field selected is not read at all
-        table = table.append_column("features", pa.array([{}] * table.num_rows, pa.struct([])))
-    return table, present
+    tables = []
+    for group in _groups_in_window(parquet, window):
+        table = parquet.read_row_group(group, columns=columns, use_threads=True)
+        if not present:  # a struct with no field selected is not read at all
+            empty = pa.array([{}] * table.num_rows, pa.struct([]))
+            table = table.append_column("features", empty)
+        tables.append(table)
+    return tables, present
 
 
 def _dictionary_paths(features: Mapping[str, FeatureKind]) -> list[str]:
@@ -352,14 +354,27 @@ def read_file(
     only_version: str | None = None,
 ) -> FileRows | None:
     """The window rows of one file (None: nothing readable in it yet)."""
-    if log_file.format == "parquet":
-        table, present = _parquet_table(log_file, window, features, meta)
-    else:
+    ask = _Ask(window, features, meta, only_version)
+    if log_file.format != "parquet":
         table = _json_table(log_file, features)
-        present = []
-        if table is not None and "features" in table.column_names:
-            kind = table.schema.field("features").type
-            present = _struct_names(kind) if pa.types.is_struct(kind) else []
-    if table is None:
+        if table is None:
+            return None
+        kind = table.schema.field("features").type if "features" in table.column_names else None
+        present = _struct_names(kind) if kind is not None and pa.types.is_struct(kind) else []
+        return _rows_of(log_file, table, ask, present)
+    tables, present = _parquet_tables(log_file, window, features, meta)
+    if not tables:
         return None
-    return _rows_of(log_file, table, _Ask(window, features, meta, only_version), present)
+    parts = [_rows_of(log_file, table, ask, present) for table in tables]
+    by_version: dict[tuple[str, str], int] = {}
+    for part in parts:
+        for key, count in part.by_version.items():
+            by_version[key] = by_version.get(key, 0) + count
+    return FileRows(
+        columns={
+            name: [c for part in parts for c in part.columns[name]] for name in parts[0].columns
+        },
+        present=set().union(*(part.present for part in parts)),
+        rows=sum(part.rows for part in parts),
+        by_version=by_version,
+    )

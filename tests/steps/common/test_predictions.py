@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import load_wine
 
+from mlops_serving import predlog_parquet
 from mlops_serving.predlog import PredictionLog, RequestBody
 from mlops_steps.common.predictions import (
     check_features,
@@ -87,10 +88,15 @@ def _log(directory: Path, log_format: str, declare: bool = True) -> str:
 
 
 @pytest.mark.parametrize("declare", [True, False], ids=["spec-typed", "value-typed"])
-def test_parquet_rows_read_back_equal_to_the_json_lines_rows(tmp_path: Path, declare: bool) -> None:
+def test_parquet_rows_read_back_equal_to_the_json_lines_rows(
+    tmp_path: Path, declare: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predlog_parquet, "ROW_GROUP_ROWS", 50)  # several groups in the window
     jsonl = _log(tmp_path / "jsonl", "jsonl")
     parquet = _log(tmp_path / "parquet", "parquet", declare=declare)
     assert {f.format for f in log_files(parquet, WINDOW)} == {"parquet"}
+    (path,) = [Path(f.name) for f in log_files(parquet, WINDOW)]
+    assert pq.ParquetFile(path).metadata.num_row_groups == 4
     lines, rows = read_window(jsonl, WINDOW, KINDS), read_window(parquet, WINDOW, KINDS)
     assert len(rows.meta) == 178 + 2  # the window's stable and canary rows; no shadow
     pd.testing.assert_frame_equal(rows.meta, lines.meta)
