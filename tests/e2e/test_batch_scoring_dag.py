@@ -15,6 +15,7 @@ import pandas as pd
 import pendulum
 import pytest
 
+from mlops_steps.common.columnar import plain_values
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.synthetic import generate_churn
 from tests.dags.helpers import for_dag_test, load_dags, return_value, task_states
@@ -59,7 +60,9 @@ def test_a_triggered_run_scores_the_table_and_a_foreign_table_fails_closed(
     assert manifest["chunks"] == 3 and manifest["input"]["path"] == str(source)
     scored = pd.concat([pd.read_parquet(directory / f["path"]) for f in manifest["files"]])
     # The champion as MLflow serves it (the pyfunc, signature checks and all) on the same rows.
-    expected = np.asarray(monitoring_env.model.predict(frame.loc[:, list(CHURN.feature_names)]))
+    expected = np.asarray(
+        monitoring_env.model.predict(plain_values(frame.loc[:, list(CHURN.feature_names)]))
+    )
     assert np.allclose(scored["score"].to_numpy(), expected, rtol=0, atol=1e-12)
 
     foreign = frame.rename(columns={"tenure_months": "tenure"})
