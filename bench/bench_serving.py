@@ -7,7 +7,10 @@ three servers, each alone on the machine while it is measured, each with one uvi
   Prometheus metrics, canary routing at 10 %, the prediction log writing to disk);
 * ``mlflow``: ``mlflow models serve`` of the same registered version (what a user would pick);
 * ``bare``: FastAPI + the same booster, no validation/metrics/routing/log (``bench/bare_app.py``):
-  the floor for this stack.
+  the floor for this stack;
+* ``service-parquet``: the service again, its prediction log written as Parquet instead of JSON
+  lines (``SERVING_PREDICTION_LOG_FORMAT=parquet``): the writer's format must not show in the
+  service's numbers (``service-parquet / service``).
 
 Load comes from ``wrk`` on loopback: 1-row and 100-row requests at 1, 8 and 32 connections, and
 10,000-row batches at 1 connection for throughput (rows/s = req/s x 10,000). Each point reports
@@ -20,7 +23,7 @@ The machine is shared and noisy (2 cores, wrk shares them with the server), so t
 matter are the ratios between servers measured minutes apart in the same run (``service / mlflow``
 and ``service / bare`` req/s), not the absolute numbers.
 
-Usage: python bench/bench_serving.py [--duration 10] [--servers service mlflow bare]
+Usage: python bench/bench_serving.py [--duration 10] [--servers service service-parquet mlflow bare]
 (needs ``wrk``: apt-get update && apt-get install -y wrk, or ``make bench-serving``).
 """
 
@@ -46,6 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from log_writer_report import PARQUET_SERVICE, log_writer_ratios, render_log_writers
 from serving_report import render_markdown
 from wrk_load import WRK_CPU, WRK_TIMEOUT_S, BenchError, WrkResult, run_wrk
 
@@ -58,6 +62,8 @@ from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 
 MODEL = "bench_churn"
 SERVERS = ("service", "mlflow", "bare")
+# the service with its prediction log as Parquet
+CHOICES = (SERVERS[0], PARQUET_SERVICE, *SERVERS[1:])
 POINTS = [(1, 1), (1, 8), (1, 32), (100, 1), (100, 8), (100, 32)]
 BATCH_ROWS = 10_000
 WARMUP_S = 2
@@ -94,6 +100,7 @@ def request_for(server: str, records: list[dict[str, Any]]) -> tuple[str, bytes]
     """Endpoint path and body for ``records`` in ``server``'s own request format."""
     if server == "mlflow":
         return "/invocations", json.dumps({"dataframe_records": records}).encode()
+    # the service (either log format) and bare take the service's bodies
     if len(records) == 1:
         return "/predict", json.dumps({"entity_id": "C1", "features": records[0]}).encode()
     return "/predict/batch", json.dumps({"instances": records}).encode()
@@ -159,15 +166,17 @@ def running_server(name: str, mlflow_url: str, home: Path) -> Iterator[str]:
     # `mlflow models serve` starts its server by name (uvicorn): this interpreter's bin first.
     path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "PATH": path}
-    if name == "service":
+    if name in (SERVERS[0], PARQUET_SERVICE):
         command = _uvicorn(port, "--factory", "mlops_serving.app:create_app")
+        if name == PARQUET_SERVICE:
+            env["SERVING_PREDICTION_LOG_FORMAT"] = "parquet"
         env.update(
             SERVING_MODEL_NAME=MODEL,
             SERVING_STABLE_ALIAS="champion",
             SERVING_CANARY_REF="challenger",
             SERVING_CANARY_WEIGHT="0.1",
             SERVING_ADMIN_TOKEN=secrets.token_hex(16),  # 32 characters
-            SERVING_PREDICTION_LOG=str(home / "predictions"),
+            SERVING_PREDICTION_LOG=str(home / f"predictions-{name}"),
             SERVING_MAX_BATCH_ROWS=str(BATCH_ROWS),
         )
         ready = "/ready"
@@ -283,14 +292,17 @@ def service_log_counters(url: str) -> dict[str, int]:
     return {key: int(value) for key, value in totals.items()}
 
 
-def count_lines(directory: Path) -> int:
-    """Lines in the prediction log (read in blocks: a run writes gigabytes)."""
-    lines = 0
+def count_logged(directory: Path) -> int:
+    """Rows in the prediction log: JSON lines (read in blocks: a run writes gigabytes) and
+    Parquet rows (from each file's footer)."""
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.read_metadata(path).num_rows for path in directory.glob("date=*/*.parquet"))
     for path in directory.glob("date=*/*.jsonl"):
         with path.open("rb") as handle:
             while block := handle.read(1 << 20):
-                lines += block.count(b"\n")
-    return lines
+                rows += block.count(b"\n")
+    return rows
 
 
 def _progress(label: str, r: WrkResult) -> None:
@@ -339,18 +351,20 @@ def run(servers: list[str], duration: int) -> dict[str, Any]:
                 with running_server(server, mlflow_server.url, home) as url:
                     checks[server] = check_answers(server, url, bodies)
                     measure(server, url, bodies, duration=duration, home=home, report=report)
-                    if server == "service":
+                    if server in (SERVERS[0], PARQUET_SERVICE):
                         counters = service_log_counters(url)
-                if server == "service":  # stopped: its log writer has written all it was given
-                    report["prediction_log"] = {
-                        **counters,
-                        "lines_written": count_lines(home / "predictions"),
-                    }
-                    print(f"service prediction log: {report['prediction_log']}", flush=True)
+                if server in (SERVERS[0], PARQUET_SERVICE):  # stopped: its log is all written
+                    logged = count_logged(home / f"predictions-{server}")
+                    log = {**counters, "rows_logged": logged}
+                    report.setdefault("prediction_logs", {})[server] = log
+                    if server == SERVERS[0]:
+                        report["prediction_log"] = {**counters, "lines_written": logged}
+                    print(f"{server} prediction log: {log}", flush=True)
         finally:
             stop_pid(mlflow_server.pid)
     report["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["same_scores"] = _same_scores(checks)
+    report["log_writer_ratios"] = log_writer_ratios(report)
     if not report["same_scores"]:
         print("!! the servers disagree on the scores of the same rows:", checks, flush=True)
     return report
@@ -374,12 +388,13 @@ def main() -> int:
         metavar=f"2..{MAX_DURATION_S}",
         help="seconds of load per point (default 10)",
     )
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    parser.add_argument("--servers", nargs="+", choices=CHOICES, default=list(CHOICES))
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "serving.json")
     parser.add_argument("--render", action="store_true", help="only print the tables of --output")
     args = parser.parse_args()
     if args.render:
-        print(render_markdown(json.loads(args.output.read_text()), SERVERS, BATCH_ROWS))
+        saved = json.loads(args.output.read_text())
+        print(render_markdown(saved, SERVERS, BATCH_ROWS) + "\n\n" + render_log_writers(saved))
         return 0
     if shutil.which("wrk") is None:
         print(f"wrk is not installed; install it with: {INSTALL_WRK}  (or run: make bench-serving)")
@@ -396,6 +411,7 @@ def main() -> int:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults: {args.output}\n")
     print(render_markdown(report, SERVERS, BATCH_ROWS))
+    print("\n" + render_log_writers(report))
     return 0
 
 

@@ -46,6 +46,7 @@ def create_app(
         flush_interval=settings.prediction_log_flush_ms / 1000.0,
         on_drop=metrics.log_dropped.inc,
         writer="process",
+        log_format=settings.prediction_log_format,
     )
     client = None
     if loader is None:
@@ -53,7 +54,8 @@ def create_app(
 
         client = MlflowClient()
         loader = _registry_loader(client, settings)
-    state = ServingState(settings, metrics, predictions, loader)
+    # Every version the service loads is declared to the log: Parquet columns typed by its spec.
+    state = ServingState(settings, metrics, predictions, predictions.declaring(loader))
     if client is not None:
         state.aliases = LiveAliases(registry_aliases(client, settings.model_name))
     app.state["serving"] = state

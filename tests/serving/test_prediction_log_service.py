@@ -24,7 +24,6 @@ from mlops_steps.contract.synthetic import generate_churn
 pytestmark = pytest.mark.serving
 CHURN = load_contract("churn")
 KINDS = {f.name: FeatureKind(f.name, f.kind, f.nullable) for f in CHURN.features}
-FACTORY = "tests.serving.log_format_app:create_app"
 
 
 def _records(rows: int) -> list[dict[str, Any]]:
@@ -63,8 +62,7 @@ def test_a_service_logs_the_same_rows_as_json_lines_and_as_parquet(
     started = dt.datetime.now(dt.UTC)
     logs = {}
     for log_format in ("jsonl", "parquet"):
-        service = start_service(registry, app_factory=FACTORY,
-                                SERVING_PREDICTION_LOG_FORMAT=log_format)  # fmt: skip
+        service = start_service(registry, SERVING_PREDICTION_LOG_FORMAT=log_format)
         _serve(service, records)
         stop_process(service.process)  # shutdown: the writer writes what it holds, then exits
         logs[log_format] = service.log_dir
