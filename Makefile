@@ -10,7 +10,8 @@ REQS       := requirements.txt requirements-task.txt serving/requirements.txt re
               constraints.txt pyproject.toml
 
 .PHONY: install demo up down train test lint format typecheck pytest mlflow mlflow-stop serve \
-        register-webhook bench bench-serving bench-monitoring bench-batch clean lock scan
+        register-webhook bench bench-training bench-validate bench-serving bench-monitoring \
+        bench-batch clean lock scan
 
 install: $(STAMP)
 
@@ -117,10 +118,27 @@ register-webhook: install
 	$(PY) scripts/register_webhook.py --mlflow-url $${MLFLOW_URL:-http://127.0.0.1:5000} \
 		--airflow-url $${AIRFLOW_URL:-http://127.0.0.1:8080} --secret-env MLOPS_WEBHOOK_SECRET
 
+## Every data-size benchmark in one run (about 45 minutes; tables in the README's Benchmarks):
+## the training steps at 100k/1M/10M and the DAG at 100k/10M (BENCH_BASELINE=REV measures an
+## earlier revision's steps in the same run), validate vs a plain pass, monitoring at 1M/10M,
+## batch scoring vs a bare Booster.predict loop. Each also runs alone, with ARGS.
 bench: install
+	$(PY) bench/bench_training.py $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
+	$(PY) bench/bench_validate.py $(BENCH_ROWS)
+	$(PY) bench/bench_monitoring.py
+	$(PY) bench/bench_batch_scoring.py --rows 1000000 10000000
+
+BENCH_ROWS := --rows 100000 1000000 10000000
+
+## The training steps and DAG; ARGS e.g. "--rows 100000 --dag-rows 100000 --baseline REV".
+bench-training: install
 	$(PY) bench/bench_training.py $(ARGS)
 
-## Monitoring: 1M x 20 drift check vs a plain numpy PSI/KS pass.
+## validate vs a plain pandas/scipy pass of the same checks (and GX's own run up to 1M rows).
+bench-validate: install
+	$(PY) bench/bench_validate.py $(ARGS)
+
+## Monitoring: the drift decision on 1M/10M served rows x 20 features, with and without the read.
 bench-monitoring: install
 	$(PY) bench/bench_monitoring.py $(ARGS)
 
