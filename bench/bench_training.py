@@ -11,7 +11,9 @@ For each row count, on the same machine in one run:
    (``scripts/dag_test.py``) of the real training DAG (local runner) with each task's wall
    time from Airflow's task start/end log lines, and up to ``--compute-max-rows``
    ``compute``, each step called in an already-warm Python process (imports done), i.e. the
-   work itself.
+   work itself;
+4. at ``--importtime-rows`` (100k): each verb's process under ``-X importtime``, its seconds of
+   imports (and the baseline's): what lazy imports save.
 
 Above 1M rows ``train`` is capped at 50 boosting rounds (the phase's contract says so, which the
 DAG honours too): memory does not depend on the number of rounds, and uncapped early stopping
@@ -23,7 +25,8 @@ Each phase uses its own MLflow experiment and model name so no step reuses anoth
 
 Usage: python bench/bench_training.py [--rows 100000 1000000 10000000]
        [--dag-rows 100000 10000000] [--compute-max-rows 1000000]
-       [--baseline REV] [--baseline-max-rows 1000000] [--parse-repeats 5]
+       [--importtime-rows 100000] [--baseline REV] [--baseline-max-rows 1000000]
+       [--parse-repeats 5]
 """
 
 from __future__ import annotations
@@ -127,20 +130,40 @@ def run_measured(command: list[str], env: dict[str, str], log: Path) -> tuple[fl
 
 
 def measure_processes(
-    home: Path, mlflow_url: str, rows: int, code: Path | None = None
+    home: Path, mlflow_url: str, rows: int, code: Path | None = None, *, imports: bool = False
 ) -> dict[str, dict[str, float]]:
-    """Each verb as its own process; ``code``: another checkout's step package to run."""
-    tag = f"process_{rows}" + ("_baseline" if code else "")
+    """Each verb as its own process; ``code``: another checkout's step package to run.
+    ``imports``: under ``-X importtime`` (``PYTHONPROFILEIMPORTTIME``), each verb's import
+    seconds instead of its wall time (the profiling slows the imports it measures)."""
+    tag = f"{'imports' if imports else 'process'}_{rows}" + ("_baseline" if code else "")
     env = _env(home, mlflow_url, tag, rows, code or REPO)
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code / "include"), env.get("PYTHONPATH", "")])
+    if imports:
+        env["PYTHONPROFILEIMPORTTIME"] = "1"
     home.mkdir(parents=True, exist_ok=True)
     measured: dict[str, dict[str, float]] = {}
     for verb in VERBS:
         command = [*MLOPS_STEP, "--log-level", "WARNING", verb, *_step_args(verb, rows, "process")]
         wall, rss = run_measured(command, env, home / f"{verb}.log")
-        measured[verb] = {"wall_s": wall, "peak_rss_mb": rss}
+        if imports:
+            measured[verb] = {"imports_s": import_seconds(home / f"{verb}.log")}
+        else:
+            measured[verb] = {"wall_s": wall, "peak_rss_mb": rss}
     return measured
+
+
+def import_seconds(log: Path) -> float:
+    """Seconds of imports in a ``-X importtime`` log: the cumulative times of the top-level
+    imports (one space before the module name; nested ones are indented further)."""
+    total_us = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:"):
+            continue
+        _, cumulative, name = line.split("|", 2)
+        if name.startswith(" ") and not name.startswith("  ") and cumulative.strip().isdigit():
+            total_us += int(cumulative)
+    return round(total_us / 1e6, 2)
 
 
 def compute_in_this_process(rows: int) -> dict[str, float]:
@@ -217,6 +240,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--dag-rows", type=int, nargs="*", default=[100_000, 10_000_000])
     parser.add_argument("--compute-max-rows", type=int, default=1_000_000)
+    parser.add_argument("--importtime-rows", type=int, nargs="*", default=[100_000])
     parser.add_argument("--baseline", help="git revision to measure the step processes of too")
     parser.add_argument("--baseline-max-rows", type=int, default=1_000_000)
     parser.add_argument("--parse-repeats", type=int, default=5)
@@ -251,6 +275,19 @@ def main() -> int:
                         home / f"baseline-{rows}", server.url, rows, baseline
                     )
                     print(f"   baseline {entry['baseline_process']}", flush=True)
+                if rows in args.importtime_rows:
+                    entry["imports"] = measure_processes(
+                        home / f"imports-{rows}", server.url, rows, imports=True
+                    )
+                    if baseline is not None:
+                        entry["baseline_imports"] = measure_processes(
+                            home / f"baseline-imports-{rows}",
+                            server.url,
+                            rows,
+                            baseline,
+                            imports=True,
+                        )
+                    print(f"   imports  {entry['imports']} / {entry.get('baseline_imports')}")
                 if rows in args.dag_rows:
                     compute = rows <= args.compute_max_rows
                     entry |= _dag_and_compute(home, server.url, rows, entry["process"], compute)
@@ -341,9 +378,22 @@ def _markdown(report: dict[str, Any]) -> str:
             else:
                 cells += ["-"] * 4
             lines.append("| " + " | ".join(cells) + " |")
+    lines += _imports_markdown(entries, baseline)
     lines += ["", "| DAG file | parse time (s, median) |", "|---|---:|"]
     lines += [f"| {file} | {seconds} |" for file, seconds in report["parse_s"].items()]
     return "\n".join(lines)
+
+
+def _imports_markdown(entries: dict[str, Any], baseline: str) -> list[str]:
+    lines = ["", f"| rows | step | imports (s, -X importtime) | {baseline} (s) | vs {baseline} |",
+             "|---:|---|---:|---:|---:|"]  # fmt: skip
+    for rows, entry in entries.items():
+        for verb, now in (entry.get("imports") or {}).items():
+            before = (entry.get("baseline_imports") or {}).get(verb)
+            then = f"{before['imports_s']} | {now['imports_s'] / before['imports_s']:.2f}x" if (
+                before and before["imports_s"]) else "- | -"  # fmt: skip
+            lines.append(f"| {int(rows):,} | {verb} | {now['imports_s']} | {then} |")
+    return lines if len(lines) > 3 else []
 
 
 if __name__ == "__main__":
