@@ -484,18 +484,18 @@ class BatchScoringPolicy:
 
     input_uri: str = option(
         "",
-        help="the table to score: a path or file:// URI of a .csv, .csv.gz or .parquet file, or "
-        "of a directory of Parquet files; '{model}' becomes the model's name",
+        help="the table to score: a path, file:// or s3:// URI of a .csv, .csv.gz or .parquet "
+        "file, or of a directory (prefix) of Parquet files; '{model}' becomes the model's name",
         title="Input table",
-        description="A path or file:// URI of a CSV/Parquet file or a directory of Parquet files "
-        "holding the contract's id column and features.",
+        description="A path, file:// or s3:// URI of a CSV/Parquet file or a directory (prefix) "
+        "of Parquet files holding the contract's id column and features.",
         flag="--input",
         env="MLOPS_BATCH_SCORING_INPUT",
     )
     output_uri: str = option(
         "",
-        help="where scored runs go (run=<partition>/ below it); '{model}' becomes the model's "
-        "name; empty: $MLOPS_DATA_ROOT/scores/<model>",
+        help="where scored runs go (run=<partition>/ below it): a path, file:// or s3:// URI; "
+        "'{model}' becomes the model's name; empty: $MLOPS_DATA_ROOT/scores/<model>",
         title="Output directory (empty: $MLOPS_DATA_ROOT/scores/<model>)",
         flag="--output",
         env="MLOPS_BATCH_SCORING_OUTPUT",
