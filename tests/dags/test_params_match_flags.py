@@ -1,5 +1,5 @@
 """One source for every default: each DAG Param a step task passes to a flag has the flag's
-default and bounds, because both are derived from the step's policy (core/policies.py)."""
+default and bounds, because both are derived from the step's policy (core/policies/)."""
 
 from __future__ import annotations
 

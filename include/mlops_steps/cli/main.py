@@ -35,7 +35,7 @@ MODEL_ENV = "MLOPS_MODEL_NAME"
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    """Every verb, with defaults from ``settings`` (flags derive from core/policies.py)."""
+    """Every verb, with defaults from ``settings`` (flags derive from core/policies/)."""
     parser = argparse.ArgumentParser(prog="mlops-step", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     parser.add_argument("--model", metavar="NAME", default=argparse.SUPPRESS, help=MODEL_HELP)

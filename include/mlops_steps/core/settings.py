@@ -94,7 +94,7 @@ class Settings:
     aws_conn_id: str = "aws_default"  # local runner: S3 keys (login/password) for s3:// URIs
     # Steps refuse an MLflow server whose version differs from the client's beyond this.
     mlflow_version_skew: MlflowVersionSkew = "major"
-    # Step defaults a deployment may change (core/policies.py declares each with its variable).
+    # Step defaults a deployment may change (core/policies/ declares each with its variable).
     ingest: SourceRequest = field(default_factory=SourceRequest)
     validation: ValidationPolicy = field(default_factory=ValidationPolicy)
     training: TrainParams = field(default_factory=TrainParams)

@@ -1,5 +1,5 @@
 """The analysis policy's cross check (max_failed_rounds at most rounds), declared once in
-core/policies.py and enforced by the policy itself: the command line refuses it as a usage error
+core/policies/release.py and enforced by the policy itself: the command line refuses it as a usage error
 naming both flags and values, before a verb does anything."""
 
 from __future__ import annotations

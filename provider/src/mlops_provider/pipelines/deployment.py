@@ -241,7 +241,7 @@ def build(pipeline: ModelPipeline) -> DAG:
             soft_fail=True,
             retries=0,
         )
-        # The analysis Params' cross check (core/policies.py) refuses a run here, first.
+        # The analysis Params' cross check (core/policies/) refuses a run here, first.
         resolve = release(
             "resolve",
             "resolve",
