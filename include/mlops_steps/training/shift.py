@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlops_steps.common.columnar import PartitionFile
 from mlops_steps.common.drift import FeatureKind, column_drift, data_drift
-from mlops_steps.common.metrics import ROW_ID_COLUMN, encode_labels
-from mlops_steps.common.storage import Partition, atomic_write_bytes, load_partition_frame
+from mlops_steps.common.metrics import encode_labels
+from mlops_steps.common.storage import Partition, atomic_write_bytes
 from mlops_steps.common.tracking import CHAMPION, connect, version_by_alias
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import ModelContract
@@ -155,8 +156,11 @@ def compare_frames(
     }
 
 
-def _champion_frame(settings: Settings, version: Any) -> tuple[pd.DataFrame, str]:
-    """The champion's training partition, checked against the data it was trained on."""
+def _champion_frame(
+    settings: Settings, version: Any, contract: ModelContract
+) -> tuple[pd.DataFrame, str]:
+    """The features and label of the champion's training partition (the rest is not compared
+    and not read), checked against the data it was trained on."""
     subject = f"{settings.model_name} v{version.version} (@{CHAMPION})"
     tags = dict(version.tags or {})
     key, expected_sha = tags.get("mlops.partition"), tags.get("mlops.data_sha256")
@@ -177,7 +181,9 @@ def _champion_frame(settings: Settings, version: Any) -> tuple[pd.DataFrame, str
             f"its training partition {key} is not at {partition.root}", subject=subject, fix=fix
         )
     try:
-        frame, manifest = load_partition_frame(partition)
+        data = PartitionFile.open(partition)
+        manifest = data.manifest
+        frame = data.read([*contract.feature_names, contract.label])
     except StepError as exc:
         raise ChampionDataUnreadable(
             f"its training partition {key} cannot be read ({exc})", subject=subject, fix=fix
@@ -248,10 +254,7 @@ def compare_with_champion(
         "report_html": str(partition.validation_dir / REPORT_HTML),
     }
     if champion is not None:
-        reference, key = _champion_frame(settings, champion)
-        id_column = contract.id_column or ROW_ID_COLUMN
-        if id_column in reference.columns:  # only features and label are compared
-            del reference[id_column]  # an Arrow string column is its own block: nothing copied
+        reference, key = _champion_frame(settings, champion, contract)
         report |= compare_frames(reference, frame, policy, contract)
         report["status"] = COMPARED
         report["champion"] = {
