@@ -23,8 +23,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mlops_steps.common.columnar import PartitionFile
 from mlops_steps.common.metrics import ROW_ID_COLUMN
-from mlops_steps.common.storage import Partition, load_partition_frame, write_json
+from mlops_steps.common.storage import Partition, write_json
 from mlops_steps.contract.loader import load_contract
 from mlops_steps.contract.model import Feature, ModelContract
 from mlops_steps.core.errors import StepError, ValidationFailed
@@ -282,7 +283,10 @@ def run_validate(
     partition = Partition.of(settings.dataset_root, partition_key)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    frame, manifest = load_partition_frame(partition)
+    # Column by column (self_destruct): the load does not hold the Arrow table and the frame.
+    data = PartitionFile.open(partition)
+    manifest = data.manifest
+    frame = data.read(data.columns)
     seconds["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
