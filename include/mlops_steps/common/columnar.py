@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 from mlops_steps.common.storage import (
     Partition,
     attempt_tag,
+    checked_manifest,
     fsync_dir,
-    read_json,
     sha256_file,
 )
 from mlops_steps.contract.model import ModelContract
@@ -180,18 +180,8 @@ class PartitionFile:
 
     @classmethod
     def open(cls, partition: Partition) -> PartitionFile:
-        """Check the data file against the checksum its manifest recorded (as
-        :func:`~mlops_steps.common.storage.load_partition_frame` does)."""
-        manifest = read_json(partition.manifest, produced_by="ingest")
-        if not partition.data.is_file():
-            raise StepError("data file missing", subject=str(partition.data), fix="re-run 'ingest'")
-        actual = sha256_file(partition.data)
-        if actual != manifest.get("file_sha256"):
-            raise StepError(
-                f"checksum mismatch: manifest says {manifest.get('file_sha256')}, file is {actual}",
-                subject=str(partition.data),
-                fix="the file changed after ingestion; re-run 'ingest' for this partition",
-            )
+        """Check the data file against the checksum its manifest recorded."""
+        manifest = checked_manifest(partition)
         return cls(partition, manifest)
 
     @cached_property

@@ -168,8 +168,8 @@ def write_parquet(path: Path, frame: pd.DataFrame) -> str:
     return _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, compression="zstd"))
 
 
-def load_partition_frame(partition: Partition) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read a partition's data after checking it against the checksum its manifest recorded."""
+def checked_manifest(partition: Partition) -> dict[str, Any]:
+    """A partition's manifest, once its data file matches the checksum the manifest recorded."""
     manifest = read_json(partition.manifest, produced_by="ingest")
     if not partition.data.is_file():
         raise StepError("data file missing", subject=str(partition.data), fix="re-run 'ingest'")
@@ -180,5 +180,11 @@ def load_partition_frame(partition: Partition) -> tuple[pd.DataFrame, dict[str, 
             subject=str(partition.data),
             fix="the file changed after ingestion; re-run 'ingest' for this partition",
         )
+    return manifest
+
+
+def load_partition_frame(partition: Partition) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a partition's data after checking it against the checksum its manifest recorded."""
+    manifest = checked_manifest(partition)
     with pd.option_context("mode.string_storage", "pyarrow"):  # as columnar.to_pandas reads
         return pd.read_parquet(partition.data), manifest
