@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -157,10 +158,10 @@ def compare_frames(
 
 
 def _champion_frame(
-    settings: Settings, version: Any, contract: ModelContract
+    settings: Settings, version: Any, columns: Sequence[str] | None = None
 ) -> tuple[pd.DataFrame, str]:
-    """The features and label of the champion's training partition (the rest is not compared
-    and not read), checked against the data it was trained on."""
+    """The champion's training partition (only ``columns``, all without), checked against the
+    data it was trained on."""
     subject = f"{settings.model_name} v{version.version} (@{CHAMPION})"
     tags = dict(version.tags or {})
     key, expected_sha = tags.get("mlops.partition"), tags.get("mlops.data_sha256")
@@ -183,7 +184,7 @@ def _champion_frame(
     try:
         data = PartitionFile.open(partition)
         manifest = data.manifest
-        frame = data.read([*contract.feature_names, contract.label])
+        frame = data.read(data.columns if columns is None else columns)
     except StepError as exc:
         raise ChampionDataUnreadable(
             f"its training partition {key} cannot be read ({exc})", subject=subject, fix=fix
@@ -254,7 +255,9 @@ def compare_with_champion(
         "report_html": str(partition.validation_dir / REPORT_HTML),
     }
     if champion is not None:
-        reference, key = _champion_frame(settings, champion, contract)
+        # Features and label only: the rest is not compared, so not read.
+        columns = [*contract.feature_names, contract.label]
+        reference, key = _champion_frame(settings, champion, columns)
         report |= compare_frames(reference, frame, policy, contract)
         report["status"] = COMPARED
         report["champion"] = {

@@ -1,6 +1,6 @@
 """The analysis policy's cross check (max_failed_rounds at most rounds), declared once in
-core/policies/release.py and enforced by the policy itself: the command line refuses it as a usage error
-naming both flags and values, before a verb does anything."""
+core/policies/release.py and enforced by the policy itself: the command line refuses it as a
+usage error naming both flags and values, before a verb does anything."""
 
 from __future__ import annotations
 
