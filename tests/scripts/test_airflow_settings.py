@@ -97,10 +97,10 @@ def test_every_variable_is_declared_and_read_by_the_settings(
 ) -> None:
     from mlops_steps.core.settings import load_settings
 
-    config = "".join(p.read_text() for p in (REPO / "include/mlops_steps/core").glob("*.py"))
+    config = "".join(p.read_text() for p in (REPO / "include/mlops_steps/core").rglob("*.py"))
     for name in DECLARED.variables:
         assert name.startswith("mlops_"), name
-        assert f'"{name.upper()}"' in config, f"{name}: config.py reads no {name.upper()}"
+        assert f'"{name.upper()}"' in config, f"{name}: core/ reads no {name.upper()}"
     # Variables referenced directly by code (templates, Variable.get, env) are declared too.
     referenced: set[str] = set()
     for text in _sources().values():
