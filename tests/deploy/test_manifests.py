@@ -115,7 +115,7 @@ def test_airflow_workers_may_launch_step_pods_and_nothing_else() -> None:
 
 def test_helm_values_only_set_settings_the_pipeline_reads() -> None:
     values = yaml.safe_load((REPO / "deploy" / "airflow" / "values.yaml").read_text())
-    config = "".join(p.read_text() for p in (REPO / "include/mlops_steps/core").glob("*.py"))
+    config = "".join(p.read_text() for p in (REPO / "include/mlops_steps/core").rglob("*.py"))
     env = {entry["name"]: entry["value"] for entry in values["env"]}
     for name in env:
         setting = name.removeprefix("AIRFLOW_VAR_")
