@@ -219,8 +219,14 @@ def train_and_register(mlflow_url: str, home: Path) -> None:
     """Train and register the model with the project's step CLI; alias version 1 "champion"."""
     from mlflow import MlflowClient
 
+    # The churn contract under the bench model's name: its own registry entry and partitions.
+    models = home / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    contract = (REPO / "models" / "churn.yaml").read_text()
+    (models / f"{MODEL}.yaml").write_text(contract.replace("\nname: churn\n", f"\nname: {MODEL}\n"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "MLOPS_HOME": str(home / "mlops"),
-           "MLOPS_MODEL_NAME": MODEL, "MLOPS_EXPERIMENT": "bench-serving"}  # fmt: skip
+           "MLOPS_MODELS_DIR": str(models), "MLOPS_MODEL_NAME": MODEL,
+           "MLOPS_EXPERIMENT": "bench-serving"}  # fmt: skip
     for verb, *flags in STEPS:
         started = time.monotonic()
         step = subprocess.run(
