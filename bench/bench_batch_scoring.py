@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_support import peak_rss_mb
+
 SCRIPT = Path(__file__).resolve()
 REPO = SCRIPT.parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO)]
@@ -98,14 +100,10 @@ def bare_loop(source: Path, output: Path, chunk_rows: int, tracking: str) -> dic
 
 
 def _peak_rss_mb(pid: int, peak: list[float], done: threading.Event) -> None:
-    """Poll the child's VmHWM (its own high-water mark: exec starts a fresh one, unlike
-    ``ru_maxrss``, which counts the forking parent's pages) until it exits."""
-    status = Path(f"/proc/{pid}/status")
+    """Poll the child's own peak RSS (``bench_support.peak_rss_mb``) until it exits."""
     while not done.is_set():
         try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+            peak[0] = max(peak[0], peak_rss_mb(pid))
         except (OSError, ValueError):
             return
         done.wait(0.02)

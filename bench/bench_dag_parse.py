@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_support import write_churn_contract
+
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
 RESULTS = REPO / "bench" / "results" / "dag_parse.json"
@@ -43,11 +45,8 @@ print(json.dumps({"s": took, "dags": len(bag.dags), "errors": len(bag.import_err
 
 def write_models(directory: Path, count: int) -> Path:
     """churn's contract and ``count - 1`` copies named model_01, model_02 ..."""
-    text = (REPO / "models" / "churn.yaml").read_text()
-    names = ["churn", *(f"model_{i:02d}" for i in range(1, count))]
-    for name in names:
-        body = text.replace("name: churn\n", f"name: {name}\n", 1)
-        (directory / f"{name}.yaml").write_text(body)
+    for name in ["churn", *(f"model_{i:02d}" for i in range(1, count))]:
+        write_churn_contract(directory, name)
     return directory
 
 

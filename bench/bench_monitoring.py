@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -46,6 +45,7 @@ sys.path[:0] = [str(REPO / "include"), str(REPO / "serving"), str(REPO / "bench"
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench_support import peak_rss_mb  # noqa: E402
 from monitoring_report import render_markdown  # noqa: E402
 
 EXTRAS = 4
@@ -252,7 +252,7 @@ def judge(mode: str, directory: Path, rows: int, sample_rows: int, full_report: 
     return {
         "seconds": t,
         "total_s": round(sum(t.get(p, 0.0) for p in phases), 2),
-        "peak_rss_mb": own_peak_rss_mb(),
+        "peak_rss_mb": round(peak_rss_mb()),  # its own, not the forking parent's
         "outcome": {
             "drifted_columns": decision["drifted_columns"],
             "share": round(decision["share"], 4),
@@ -262,15 +262,6 @@ def judge(mode: str, directory: Path, rows: int, sample_rows: int, full_report: 
             "report_html_mb": html_mb,
         },
     }
-
-
-def own_peak_rss_mb() -> int:
-    """This process's own high-water RSS (``VmHWM``: exec starts a fresh one). ``ru_maxrss``
-    would also count the pages of the parent that forked it, which holds the prepared data."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # not Linux
 
 
 def _child(mode: str, directory: Path, rows: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench_support import write_churn_contract
 from log_writer_report import PARQUET_SERVICE, log_writer_ratios, render_log_writers
 from serving_report import render_markdown
 from wrk_load import WRK_CPU, WRK_TIMEOUT_S, BenchError, WrkResult, run_wrk
@@ -62,8 +63,9 @@ from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 
 MODEL = "bench_churn"
 SERVERS = ("service", "mlflow", "bare")
-# the service with its prediction log as Parquet
-CHOICES = (SERVERS[0], PARQUET_SERVICE, *SERVERS[1:])
+# the service, and the service with its prediction log as Parquet
+SERVICES = (SERVERS[0], PARQUET_SERVICE)
+CHOICES = (*SERVICES, *SERVERS[1:])
 POINTS = [(1, 1), (1, 8), (1, 32), (100, 1), (100, 8), (100, 32)]
 BATCH_ROWS = 10_000
 WARMUP_S = 2
@@ -166,7 +168,7 @@ def running_server(name: str, mlflow_url: str, home: Path) -> Iterator[str]:
     # `mlflow models serve` starts its server by name (uvicorn): this interpreter's bin first.
     path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "PATH": path}
-    if name in (SERVERS[0], PARQUET_SERVICE):
+    if name in SERVICES:
         command = _uvicorn(port, "--factory", "mlops_serving.app:create_app")
         if name == PARQUET_SERVICE:
             env["SERVING_PREDICTION_LOG_FORMAT"] = "parquet"
@@ -220,10 +222,7 @@ def train_and_register(mlflow_url: str, home: Path) -> None:
     from mlflow import MlflowClient
 
     # The churn contract under the bench model's name: its own registry entry and partitions.
-    models = home / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    contract = (REPO / "models" / "churn.yaml").read_text()
-    (models / f"{MODEL}.yaml").write_text(contract.replace("\nname: churn\n", f"\nname: {MODEL}\n"))
+    models = write_churn_contract(home / "models", MODEL)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "MLOPS_HOME": str(home / "mlops"),
            "MLOPS_MODELS_DIR": str(models), "MLOPS_MODEL_NAME": MODEL,
            "MLOPS_EXPERIMENT": "bench-serving"}  # fmt: skip
@@ -357,9 +356,9 @@ def run(servers: list[str], duration: int) -> dict[str, Any]:
                 with running_server(server, mlflow_server.url, home) as url:
                     checks[server] = check_answers(server, url, bodies)
                     measure(server, url, bodies, duration=duration, home=home, report=report)
-                    if server in (SERVERS[0], PARQUET_SERVICE):
+                    if server in SERVICES:
                         counters = service_log_counters(url)
-                if server in (SERVERS[0], PARQUET_SERVICE):  # stopped: its log is all written
+                if server in SERVICES:  # stopped: its log is all written
                     logged = count_logged(home / f"predictions-{server}")
                     log = {**counters, "rows_logged": logged}
                     report.setdefault("prediction_logs", {})[server] = log

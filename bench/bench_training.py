@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 MLOPS_STEP = (sys.executable, "-m", "mlops_steps")
 sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_support import write_churn_contract  # noqa: E402
 from local_airflow import local_airflow_env  # noqa: E402
 from mlflow_server import free_port, start_server, stop_pid  # noqa: E402
 
@@ -66,13 +67,9 @@ BIG_TRAIN_ROUNDS = 50
 def _env(home: Path, mlflow_url: str, tag: str, rows: int, code: Path = REPO) -> dict[str, str]:
     """The environment of one phase: its own model (a copy of ``code``'s churn contract named
     ``bench_<tag>``, so no phase reuses another's partitions, runs or versions) and experiment."""
-    models = home / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    contract = (code / "models" / "churn.yaml").read_text()
-    contract = re.sub(r"(?m)^name: churn$", f"name: bench_{tag}", contract)
-    if rows > BIG_ROWS:  # the DAG passes no round cap: the contract's training policy carries it
-        contract += f"\ntraining: {{max_rounds: {BIG_TRAIN_ROUNDS}}}\n"
-    (models / f"bench_{tag}.yaml").write_text(contract)
+    # The DAG passes no round cap: above BIG_ROWS the contract's training policy carries it.
+    cap = f"\ntraining: {{max_rounds: {BIG_TRAIN_ROUNDS}}}\n" if rows > BIG_ROWS else ""
+    models = write_churn_contract(home / "models", f"bench_{tag}", repo=code, extra=cap)
     return {
         **local_airflow_env(home, mlflow_url),
         "MLFLOW_TRACKING_URI": mlflow_url,  # for the steps run without Airflow
