@@ -11,11 +11,13 @@ The model a verb works on is ``--model NAME`` (before or after the verb), else
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from mlops_steps.cli import contract, monitoring, release, scoring, training
 from mlops_steps.cli.base import MODEL_HELP, verb_adder
@@ -25,6 +27,7 @@ from mlops_steps.core.errors import (
     EXIT_REJECTED,
     EXIT_SKIPPED,
     NothingToDo,
+    ServiceUnavailable,
     StepError,
 )
 from mlops_steps.core.results import emit_result
@@ -92,22 +95,45 @@ def _run(argv: list[str]) -> int:
     )
     detail = getattr(args, "partition", None) or getattr(args, "contract_action", "")
     log.info("mlops-step %s %s", args.verb, detail)
+    from mlops_steps.common.dataplane import working_copy  # a step module: not at parse time
+
+    public: Callable[[str], str] = str
+    try:
+        with working_copy(settings) as store:
+            public = store.public if store is not None else str
+            code, result = _run_verb(args, settings, public)
+            # What the step decided outlives it (a refusal's reports too); a crash publishes
+            # nothing, so its retry starts from what the store held before.
+            if store is not None and code != EXIT_CRASH:
+                store.publish()
+    except ServiceUnavailable as exc:
+        log.error("%s (exit %d: a retry may succeed)", public(exc.render()), EXIT_CRASH)
+        return EXIT_CRASH
+    if result is not None:
+        emit_result(json.loads(public(json.dumps(result, default=str))))
+    return code
+
+
+def _run_verb(
+    args: argparse.Namespace, settings: Settings, public: Callable[[str], str]
+) -> tuple[int, dict[str, Any] | None]:
+    """The verb's exit code and the result to print; ``public`` names working-copy paths as
+    the store's URIs in what the step reports."""
     try:
         if args.needs_contract:
             from mlops_steps.contract.loader import load_contract
 
             load_contract(settings.model_name)
         result = args.handler(args, settings)
+    except ServiceUnavailable:
+        raise
     except NothingToDo as exc:
-        log.warning("nothing to do: %s", exc.render())
-        emit_result({"skipped": True, "reason": exc.render()})
-        return EXIT_SKIPPED
+        log.warning("nothing to do: %s", public(exc.render()))
+        return EXIT_SKIPPED, {"skipped": True, "reason": exc.render()}
     except StepError as exc:
-        log.error("%s", exc.render())
-        return EXIT_REJECTED
+        log.error("%s", public(exc.render()))
+        return EXIT_REJECTED, None
     except Exception:
         log.exception("step %s crashed", args.verb)
-        return EXIT_CRASH
-    if result is not None:
-        emit_result(result)
-    return EXIT_OK
+        return EXIT_CRASH, None
+    return EXIT_OK, result

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlops_steps.common import dataplane
 from mlops_steps.core.errors import StepError
 
 _PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -47,7 +48,11 @@ class Partition:
 
     @classmethod
     def of(cls, dataset_root: Path, key: str) -> Partition:
-        return cls(dataset_root / f"partition={check_partition_key(key)}")
+        """The partition ``key``; on an object-store data root, fetched into the step's working
+        copy first when the store has it committed (common/dataplane.py)."""
+        partition = cls(dataset_root / f"partition={check_partition_key(key)}")
+        dataplane.fetch_committed(partition.root)
+        return partition
 
     @property
     def key(self) -> str:

@@ -45,3 +45,8 @@ class GateFailed(StepError):
 
 class NothingToDo(StepError):
     """The step has no work (a duplicate event, an already decided candidate): skip it."""
+
+
+class ServiceUnavailable(StepError):
+    """A service the step needs (the object store, a registry) did not answer: a retry may
+    succeed, so the step exits 1 (Airflow retries it) with this message instead of a traceback."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -85,6 +87,8 @@ class Settings:
     """All pipeline settings. Build with :func:`load_settings`, read with :func:`get_settings`."""
 
     home: Path
+    # Where steps read and write partitions, results and reports: MLOPS_DATA_ROOT when it is a
+    # directory; with an object store (``data_plane``) a per-process working copy of it.
     data_root: Path
     runner: RunnerMode = "local"
     model_name: str = "churn"
@@ -120,6 +124,12 @@ class Settings:
     # MLOPS_AIRFLOW_URL: the Airflow API server's base URL as a person's browser reaches it;
     # report links (core/report_links.py) point at its reports route. Empty: plain paths.
     airflow_url: str = ""
+    # MLOPS_DATA_ROOT when it is an object store (``s3://bucket/prefix``; common/dataplane.py):
+    # steps then work in ``data_root`` and publish to it. Empty: the data root is a directory.
+    data_plane: str = ""
+    # MLOPS_MODEL_STORE: where the bundle builder puts model bundles and the service loads them
+    # (a directory or s3://..., may hold "{model}"); empty: ``$MLOPS_HOME/model-store/<model>``.
+    model_store_template: str = ""
 
     def __post_init__(self) -> None:
         # The nested deploy settings name Deployments and the pool for this model, also after
@@ -149,9 +159,25 @@ class Settings:
         return self.data_root / self.model_name
 
     @property
+    def data_root_setting(self) -> str:
+        """MLOPS_DATA_ROOT as a step process must be given it (the store, not a working copy)."""
+        return self.data_plane or str(self.data_root)
+
+    @property
+    def model_store_location(self) -> str:
+        """Bundles of model versions (the embedded stand-in for serving images): a directory or
+        an object-store prefix."""
+        if self.model_store_template:
+            return for_model(self.model_store_template, self.model_name)
+        return str(self.home / "model-store" / self.model_name)
+
+    @property
     def model_store(self) -> Path:
-        """Local bundles of model versions (the embedded stand-in for serving images)."""
-        return self.home / "model-store" / self.model_name
+        """The local directory of model bundles (a working copy when the store is remote)."""
+        location = self.model_store_location
+        if location.startswith("s3://"):
+            return self.data_root.parent / f"{self.data_root.name}-model-store" / self.model_name
+        return Path(location)
 
     @property
     def ledger_path(self) -> Path:
@@ -170,6 +196,8 @@ class Settings:
         directory exists, else ``<data_root>/labels`` (the single-model layout)."""
         if self.labels_template:
             return for_model(self.labels_template, self.model_name)
+        if self.data_plane:
+            return f"{self.data_plane}/labels/{self.model_name}"
         own = self.data_root / "labels" / self.model_name
         return str(own if own.is_dir() else self.data_root / "labels")
 
@@ -237,11 +265,22 @@ def _env_schedule(name: str, default: str | None) -> str | None:
     return raw
 
 
+def _process_tag() -> str:
+    """This process on this host, as a file-name part (storage.attempt_tag's form)."""
+    host = "".join(c if c.isalnum() or c in "_.-" else "_" for c in socket.gethostname())[:40]
+    return f"{host or 'host'}-{os.getpid()}"
+
+
 def load_settings() -> Settings:
     """Read settings from the environment (no caching; tests call this after changing env)."""
     default_home = _CHECKOUT_ROOT / ".mlops" if (_CHECKOUT_ROOT / "include").is_dir() else None
     home = Path(_env_str("MLOPS_HOME", str(default_home or Path.cwd() / ".mlops")))
-    data_root = Path(_env_str("MLOPS_DATA_ROOT", str(home / "data")))
+    data_root_setting = _env_str("MLOPS_DATA_ROOT", str(home / "data"))
+    data_plane = data_root_setting.rstrip("/") if data_root_setting.startswith("s3://") else ""
+    # An object store is worked on in a copy of this process's own (host and pid: overlapping
+    # attempts, on one machine or many, never share one); common/dataplane.py fills, publishes it.
+    scratch = Path(tempfile.gettempdir()) / "mlops-scratch" / f"data-{_process_tag()}"
+    data_root = scratch if data_plane else Path(data_root_setting)
     k8s_defaults = KubernetesSettings()
     kubernetes = KubernetesSettings(
         namespace=_env_str("MLOPS_K8S_NAMESPACE", k8s_defaults.namespace),
@@ -379,6 +418,8 @@ def load_settings() -> Settings:
         ),
         labels_template=_env_str("MLOPS_LABELS", Settings.labels_template),
         airflow_url=_env_str("MLOPS_AIRFLOW_URL", Settings.airflow_url).rstrip("/"),
+        data_plane=data_plane,
+        model_store_template=_env_str("MLOPS_MODEL_STORE", Settings.model_store_template),
     )
 
 

@@ -115,11 +115,13 @@ def reference_predictions(
     the probability columns' argmax)."""
     import mlflow
 
+    from mlops_steps.common.dataplane import fetch_file
     from mlops_steps.common.metrics import id_column_of, split_frame, with_row_ids
     from mlops_steps.common.storage import write_parquet
 
     column = "class" if contract.task == "multiclass" else "score"
     cache = settings.monitoring_root / "reference" / f"v{champion.version}-{data_sha[:16]}.parquet"
+    fetch_file(cache)
     if cache.is_file():
         cached = pd.read_parquet(cache)
         if column in cached.columns:

@@ -2,12 +2,16 @@
 lines, appended once per version and decision), a ledger line per traffic step of a progressive
 release (``"kind": "traffic_step"``: the share, the verdict, the analysis' numbers), and the
 per-version step results beside it
-(``$MLOPS_DATA_ROOT/deployments/<model>/v<version>/<step>.json``)."""
+(``$MLOPS_DATA_ROOT/deployments/<model>/v<version>/<step>.json``).
+
+On an object-store data root the ledger is one object per line, named by the line's key and
+written with a conditional put (common/dataplane.py): what ``flock`` + append do on a volume."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -15,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlops_steps.common import dataplane
 from mlops_steps.common.storage import atomic_write_bytes
 from mlops_steps.core.settings import Settings
 
@@ -30,7 +35,9 @@ STEP_KEY = ("kind", "model_name", "version", "dag_run_id", "try_number", "phase"
 
 def deployment_dir(settings: Settings, version: str) -> Path:
     """Per-version working files of the release steps (canary analysis, decisions)."""
-    return settings.data_root / "deployments" / settings.model_name / f"v{version}"
+    directory = settings.data_root / "deployments" / settings.model_name / f"v{version}"
+    dataplane.fetch_dir(directory)
+    return directory
 
 
 @contextlib.contextmanager
@@ -63,6 +70,10 @@ def append_once(path: Path, entry: dict[str, Any], key: Sequence[str] = DECISION
     """
     wanted = tuple(entry.get(field) for field in key)
     line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
+    store = dataplane.active()
+    if store is not None:
+        name = hashlib.sha256(json.dumps(wanted, default=str).encode()).hexdigest()
+        return store.put_once(f"{_entries_prefix(store, path)}/{name}.json", line)
     with _locked(path, fcntl.LOCK_EX):
         if any(tuple(e.get(field) for field in key) == wanted for e in _entries(path)):
             return False
@@ -77,13 +88,23 @@ def append_once(path: Path, entry: dict[str, Any], key: Sequence[str] = DECISION
     return True
 
 
+def _entries_prefix(store: dataplane.ObjectStorePlane, path: Path) -> str:
+    """Where a ledger's entries live in the store: ``ledger/<model>-deployments/``."""
+    return store.relative(path.with_suffix(""))
+
+
 def read_ledger(settings: Settings, kind: str = DECISION) -> list[dict[str, Any]]:
     """The ledger's lines of one ``kind``: decisions (lines from before steps were recorded
     have no kind, and are decisions) or traffic steps."""
-    if not settings.ledger_path.is_file():
+    store = dataplane.active()
+    if store is not None:
+        entries = store.read_json_objects(_entries_prefix(store, settings.ledger_path))
+        entries.sort(key=lambda e: str(e.get("time", "")))
+    elif not settings.ledger_path.is_file():
         return []
-    with _locked(settings.ledger_path, fcntl.LOCK_SH):
-        entries = _entries(settings.ledger_path)
+    else:
+        with _locked(settings.ledger_path, fcntl.LOCK_SH):
+            entries = _entries(settings.ledger_path)
     return [e for e in entries if e.get("kind", DECISION) == kind]
 
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 #: from (without it, a model outside the repository's models/ stops every step with exit 2).
 LOCAL_PASSTHROUGH_ENV = (
     "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "VIRTUAL_ENV", "MLOPS_CODE_SHA", "MLOPS_MODELS_DIR",
+    # Where the S3 SDKs find an S3-compatible store (configuration, not credentials).
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "MLFLOW_S3_ENDPOINT_URL",
 )  # fmt: skip
 
 

@@ -53,7 +53,8 @@ def step_environment(settings: Settings, extra: Mapping[str, str] | None = None)
     """The environment every step gets, identical on both runners."""
     return {
         "MLFLOW_TRACKING_URI": f"{{{{ mlflow_tracking_uri({settings.mlflow_conn_id!r}) }}}}",
-        "MLOPS_DATA_ROOT": str(settings.data_root),
+        # The store itself when it is one: each step process works in a copy of its own.
+        "MLOPS_DATA_ROOT": settings.data_root_setting,
         "MLOPS_MODEL_NAME": settings.model_name,
         "MLOPS_EXPERIMENT": settings.experiment_name,
         "MLOPS_AIRFLOW_DAG_ID": "{{ dag.dag_id }}",
@@ -87,6 +88,7 @@ def release_environment(settings: Settings) -> dict[str, str]:
     build, deploy = settings.image_build, settings.deploy
     env = {
         "MLOPS_HOME": str(settings.home),
+        "MLOPS_MODEL_STORE": settings.model_store_location,
         "MLOPS_IMAGE_BUILDER": build.builder,
         "MLOPS_SERVING_IMAGE": build.serving_image,
         "MLOPS_DEPLOY_TARGET": deploy.target,
