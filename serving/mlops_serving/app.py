@@ -10,7 +10,6 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -76,8 +75,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def _registry_loader(client: Any, settings: ServingSettings) -> Callable[[str, str], LoadedModel]:
-    """Load by alias or version from the MLflow registry, or from the local model store."""
-    store = Path(settings.model_store) if settings.model_store else None
+    """Load by alias or version from the MLflow registry, or from the model store (a directory
+    or s3://...)."""
+    store = settings.model_store or None
     return lambda name, ref: load_model(client, name, ref, store)
 
 

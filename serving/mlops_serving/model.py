@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from mlops_serving.bundle_store import BundleFetchError, fetch_bundle, is_object_store
 from mlops_serving.codec import FeatureCodec
 from mlops_serving.metrics import SCORE_BUCKETS
 from mlops_serving.spec import (
@@ -188,12 +189,20 @@ BUNDLE_PREFIX = "bundle:"
 
 
 def load_model(
-    client: Any, model_name: str, ref: str, model_store: Path | None = None
+    client: Any, model_name: str, ref: str, model_store: Path | str | None = None
 ) -> LoadedModel:
     """Load ``ref``: an alias or version number from the registry, or ``bundle:<dir>`` from the
-    local model store (the embedded stand-in for an image built for one version)."""
+    model store, a directory or an object store (the embedded stand-in for an image built for
+    one version)."""
     if ref.startswith(BUNDLE_PREFIX):
-        return load_bundle(client, model_name, ref, model_store)
+        if isinstance(model_store, str) and is_object_store(model_store):
+            with tempfile.TemporaryDirectory(prefix="mlops-bundle-") as tmp:
+                try:
+                    fetch_bundle(model_store, ref.removeprefix(BUNDLE_PREFIX), Path(tmp))
+                except BundleFetchError as exc:
+                    raise ModelNotFound(str(exc)) from None
+                return load_bundle(client, model_name, ref, Path(tmp))
+        return load_bundle(client, model_name, ref, Path(model_store) if model_store else None)
     import mlflow.artifacts
 
     version = resolve_version(client, model_name, ref)

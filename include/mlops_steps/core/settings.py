@@ -173,11 +173,8 @@ class Settings:
 
     @property
     def model_store(self) -> Path:
-        """The local directory of model bundles (a working copy when the store is remote)."""
-        location = self.model_store_location
-        if location.startswith("s3://"):
-            return self.data_root.parent / f"{self.data_root.name}-model-store" / self.model_name
-        return Path(location)
+        """The model store as a directory (when ``model_store_location`` is not an object store)."""
+        return Path(self.model_store_location)
 
     @property
     def ledger_path(self) -> Path:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from mlops_steps.core.settings import Settings
@@ -77,7 +76,7 @@ class Built:
     built_now: bool
     built_at: str  # UTC, ISO 8601
     build_url: str | None = None  # ci: the run's page; kaniko: the Job's API path
-    bundle_path: Path | None = None  # bundle: the bundle's directory
+    bundle_path: str | None = None  # bundle: the bundle's directory or object-store prefix
 
 
 class ImageBuilder(Protocol):

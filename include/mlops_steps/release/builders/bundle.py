@@ -23,7 +23,9 @@ The model service reads bundles with its own code (``load_bundle`` in
 between the two: change both, or neither.
 
 The bundle is written into a temporary directory beside it and renamed into place, so a reader
-sees a whole bundle or none; a bundle that fails :func:`verify_bundle` is built again.
+sees a whole bundle or none; a bundle that fails :func:`verify_bundle` is built again. In an
+object store (``MLOPS_MODEL_STORE=s3://...``) the bundle is built in a working copy and put with
+its manifest last (common/dataplane.py): the manifest lists every file, so it commits the bundle.
 """
 
 from __future__ import annotations
@@ -128,9 +130,12 @@ class BundleBuilder:
     remote = False
 
     def __init__(self, settings: Settings) -> None:
+        self.location = settings.model_store_location
         self.store = settings.model_store
 
     def build(self, request: BuildRequest) -> Built:
+        if self.location.startswith("s3://"):
+            return self._build_in_object_store(request)
         target = self.store / request.tag
         self.store.mkdir(parents=True, exist_ok=True)
         with _locked(self.store / f".{target.name}.lock"):
@@ -147,7 +152,32 @@ class BundleBuilder:
             target,
             "built" if built_now else "found",
         )
-        return Built(built_now=built_now, built_at=manifest["created_at"], bundle_path=target)
+        return Built(built_now=built_now, built_at=manifest["created_at"], bundle_path=str(target))
+
+    def _build_in_object_store(self, request: BuildRequest) -> Built:
+        """The bundle in the store when a sound one is there, else built in a working copy and
+        published (overlapping attempts put the same files; each manifest names what it lists)."""
+        from mlops_steps.common.dataplane import ObjectStorePlane
+
+        with tempfile.TemporaryDirectory(prefix="mlops-bundle-") as working:
+            store = ObjectStorePlane(self.location, Path(working))
+            target = Path(working) / request.tag
+            store.fetch_dir(target, committed=True)
+            manifest = _usable_bundle(target, request)
+            built_now = manifest is None
+            if manifest is None:
+                shutil.rmtree(target, ignore_errors=True)
+                manifest = _write_bundle(target, request)
+                store.publish()
+        uri = f"{self.location.rstrip('/')}/{request.tag}"
+        log.info(
+            "%s v%s: bundle %s (%s)",
+            request.model_name,
+            request.version,
+            uri,
+            "built" if built_now else "found",
+        )
+        return Built(built_now=built_now, built_at=manifest["created_at"], bundle_path=uri)
 
 
 def _usable_bundle(target: Path, request: BuildRequest) -> dict[str, Any] | None:

@@ -174,6 +174,56 @@ def test_bundle_build_verify_reuse_and_repair(trained: str, registry: MlflowClie
     ]
 
 
+def test_bundle_in_an_object_store_is_committed_by_its_manifest(
+    trained: str,
+    registry: MlflowClient,
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """MLOPS_MODEL_STORE=s3://...: the bundle's files, then its manifest, in the store (moto's
+    server); built once, found by the next build; the service loads it from the store alone."""
+    import boto3
+    import requests
+
+    requests.post(f"{s3_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="models")
+    monkeypatch.setenv("MLOPS_MODEL_STORE", "s3://models/store/{model}")
+    version = _new_version(trained)
+    settings = load_settings()
+    tag = f"v{version}-89abcdef0123"
+    prefix = f"store/{MODEL}/{tag}"
+    result = run_build_image(settings, version, SHA)
+    assert (result["built_now"], result["bundle_path"]) == (True, f"s3://models/{prefix}")
+    objects = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket="models")["Contents"]}
+    manifest = json.loads(
+        s3.get_object(Bucket="models", Key=f"{prefix}/manifest.json")["Body"].read()
+    )
+    assert set(objects) == {
+        f"{prefix}/manifest.json",
+        *(f"{prefix}/{f}" for f in manifest["files"]),
+    }
+    assert not settings.model_store.exists() and not Path(f"s3:/models/store/{MODEL}").exists()
+
+    again = run_build_image(settings, version, SHA)
+    assert again == {**result, "built_now": False}
+    assert {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket="models")["Contents"]} == objects
+
+    from mlops_serving.model import ModelNotFound, load_model
+
+    store = f"s3://models/store/{MODEL}"
+    served = load_model(registry, MODEL, f"bundle:{tag}", store)
+    assert (served.version, served.run_id) == (
+        version,
+        registry.get_model_version(MODEL, version).run_id,
+    )
+    # Files without a manifest are no bundle: the service refuses them by name.
+    s3.delete_object(Bucket="models", Key=f"{prefix}/manifest.json")
+    with pytest.raises(ModelNotFound, match=f"cannot fetch bundle s3://models/{prefix}"):
+        load_model(registry, MODEL, f"bundle:{tag}", store)
+
+
 def test_a_missing_or_malformed_version_is_rejected(registry: MlflowClient) -> None:
     settings = load_settings()
     with pytest.raises(StepError) as raised:
