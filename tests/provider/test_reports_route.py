@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,3 +214,48 @@ def test_the_drift_event_carries_the_report_url_beside_its_path(
     opened = api.get(extra["report_url"], headers=headers)
     assert opened.status_code == 200 and opened.text == reports.drift.read_text()
     assert api.get(extra["result_url"], headers=headers).json() == {}
+
+
+def test_reports_on_an_object_store_data_root_are_read_from_the_store(
+    api: TestClient,
+    token: str,
+    reports: Reports,
+    s3_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MLOPS_DATA_ROOT=s3://...: the steps publish their reports to the store (their working
+    copies are gone), and the same links open from there; the same paths are refused."""
+    import boto3
+    import requests
+
+    requests.post(f"{s3_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="plane")
+    for path in (
+        reports.docs,
+        reports.gate,
+        reports.root / "churn/partition=20261130T000000/data.parquet",
+    ):
+        key = f"pipeline/{path.relative_to(reports.root).as_posix()}"
+        s3.put_object(Bucket="plane", Key=key, Body=path.read_bytes())
+    links = {path: _url(path) for path in (reports.docs, reports.gate)}  # as a step made them
+    monkeypatch.setenv("MLOPS_DATA_ROOT", "s3://plane/pipeline")
+    get_settings.cache_clear()
+    headers = {"Authorization": f"Bearer {token}"}
+    for path, link in links.items():
+        answer = api.get(link, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.content == path.read_bytes()
+    docs = api.get(links[reports.docs], headers=headers)
+    assert docs.headers["content-type"] == "text/html; charset=utf-8"
+    assert docs.headers["content-security-policy"].startswith("sandbox")
+    for path in ("churn/partition=20261130T000000/data.parquet", "%2e%2e/pipeline/x.json",
+                 "churn/partition=20261130T000000/results/missing.json"):  # fmt: skip
+        assert api.get(f"{URL_PREFIX}/{path}", headers=headers).status_code == 404, path
+
+    with socket.socket() as probe:  # a store nothing answers for
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{probe.getsockname()[1]}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    down = api.get(links[reports.gate], headers=headers)
+    assert down.status_code == 503 and "unreachable" in down.text

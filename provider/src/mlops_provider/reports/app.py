@@ -8,8 +8,10 @@ learns nothing about which files exist.
 
 A path is served only if it names a report kind (``CONTENT_TYPES``), has no ``.``/``..``/hidden
 segment, and its real path (symlinks resolved) is a regular file inside the real data root;
-anything else is 404. HTML answers carry ``Content-Security-Policy: sandbox``: a report that
-embeds data values runs its scripts in an opaque origin, never as the approver against Airflow.
+anything else is 404. On an object-store data root (``MLOPS_DATA_ROOT=s3://...``) the same path
+names an object under the root's prefix, streamed in chunks (503 while the store is down).
+HTML answers carry ``Content-Security-Policy: sandbox``: a report that embeds data values runs
+its scripts in an opaque origin, never as the approver against Airflow.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, status
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from mlops_steps.core.report_links import CONTENT_TYPES, report_parts
 from mlops_steps.core.settings import get_settings
@@ -36,6 +38,40 @@ NOT_FOUND = "no such report"
 
 def _data_root() -> Path:
     return get_settings().data_root
+
+
+def _data_plane() -> str:
+    return get_settings().data_plane
+
+
+_CHUNK_BYTES = 1 << 16
+
+
+def _object(store: str, relative: str) -> StreamingResponse | None:
+    """The report object ``relative`` names under the store's prefix, streamed; None when there
+    is none (or the path is not a report's)."""
+    import boto3  # only where the data root is an object store
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parts = report_parts(relative)
+    if parts is None:
+        return None
+    bucket, _, prefix = store.removeprefix("s3://").partition("/")
+    key = "/".join([p for p in prefix.split("/") if p] + list(parts))
+    try:
+        body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NoSuchBucket"}:
+            return None
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the report store refused"
+        ) from None
+    except BotoCoreError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "the report store is unreachable; retry later"
+        ) from None
+    media_type = CONTENT_TYPES[Path(parts[-1]).suffix.lower()]
+    return StreamingResponse(body.iter_chunks(_CHUNK_BYTES), media_type=media_type)
 
 
 def require_reader(user: Annotated[BaseUser, Depends(get_user)]) -> BaseUser:
@@ -66,8 +102,11 @@ def locate(root: Path, relative: str) -> Path | None:
     return target
 
 
-def create_app(*, data_root: Callable[[], Path] = _data_root) -> FastAPI:
-    """The reports app; ``data_root`` is read per request (tests point it elsewhere)."""
+def create_app(
+    *, data_root: Callable[[], Path] = _data_root, data_plane: Callable[[], str] = _data_plane
+) -> FastAPI:
+    """The reports app; ``data_root`` and ``data_plane`` are read per request (tests point them
+    elsewhere)."""
     app = FastAPI(
         title="MLOps reports",
         description="Validation, gate, shift, drift and canary reports, read-only.",
@@ -78,14 +117,22 @@ def create_app(*, data_root: Callable[[], Path] = _data_root) -> FastAPI:
     )
 
     @app.get("/{relative:path}", response_class=FileResponse)
-    def report(relative: str) -> FileResponse:
-        target = locate(data_root(), relative)
-        if target is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
-        media_type = CONTENT_TYPES[target.suffix.lower()]
+    def report(relative: str) -> Response:
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-cache"}
-        if media_type.startswith("text/html"):
+        store = data_plane()
+        answer: Response | None
+        if store:
+            answer = _object(store, relative)
+        else:
+            target = locate(data_root(), relative)
+            answer = None
+            if target is not None:
+                answer = FileResponse(target, media_type=CONTENT_TYPES[target.suffix.lower()])
+        if answer is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+        if (answer.media_type or "").startswith("text/html"):
             headers["Content-Security-Policy"] = HTML_POLICY
-        return FileResponse(target, media_type=media_type, headers=headers)
+        answer.headers.update(headers)
+        return answer
 
     return app
