@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,23 @@ def test_every_task_renders_a_schema_valid_pod(monkeypatch: pytest.MonkeyPatch) 
         assert set(container["resources"]["limits"]) == {"cpu", "memory"}, name
         assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
         assert {"name": "mlops-data", "mountPath": "/data"} in container["volumeMounts"], name
+
+
+def test_on_an_object_store_data_root_pods_mount_scratch_space_not_the_shared_volume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLOPS_DATA_ROOT", "s3://mlops-data/pipeline")
+    for name, task in _tasks(load_dags(monkeypatch, "kubernetes")):
+        manifest = _manifest(task)
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        volumes = {v["name"]: v for v in manifest["spec"]["volumes"]}
+        assert volumes["mlops-data"] == {"name": "mlops-data", "emptyDir": {}}, name
+        container = _container(manifest)
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "mlops-data"]
+        scratch = f"{tempfile.gettempdir()}/mlops-scratch"  # the working copies' parent
+        assert mounts == [{"name": "mlops-data", "mountPath": scratch}], name
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["MLOPS_DATA_ROOT"] == "s3://mlops-data/pipeline", name  # the store, not a copy
 
 
 def test_pods_carry_secrets_only_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -157,16 +157,23 @@ class ObjectStorePlane:
         stat = local.stat()
         self.fetched[self.relative(local)] = (stat.st_size, stat.st_mtime_ns)
 
-    def fetch_dir(self, local: Path, *, committed: bool = False) -> bool:
-        """Copy the store's objects under ``local``'s place into it, once per process. With
-        ``committed``, only when its ``manifest.json`` is there (then the manifest first: what it
-        names is complete). Returns whether anything was there."""
+    def fetch_dir(
+        self, local: Path, *, committed: bool = False, skip: tuple[str, ...] = ()
+    ) -> bool:
+        """Copy the store's objects under ``local``'s place into it, once per process, but those
+        under a ``skip`` subdirectory. With ``committed``, only when its ``manifest.json`` is
+        there (then the manifest first: what it names is complete). Returns whether anything
+        was there."""
         relative = self.relative(local)
         if relative in self._fetched_dirs:
             return True
         prefix = self.key(relative) + "/"
         objects = [o for o in self._list(prefix) if not o["Key"].endswith("/")]
-        names = {o["Key"][len(prefix) :]: o["Key"] for o in objects}
+        names = {
+            o["Key"][len(prefix) :]: o["Key"]
+            for o in objects
+            if not o["Key"][len(prefix) :].startswith(skip)
+        }
         if committed and COMMIT_MARKER not in names:
             if names:
                 log.warning(
@@ -303,10 +310,11 @@ def working_copy(settings: Settings, *, client: Any = None) -> Iterator[ObjectSt
         shutil.rmtree(settings.data_root, ignore_errors=True)
 
 
-def fetch_committed(directory: Path) -> None:
-    """A partition directory as the store has it committed (no-op on a directory data root)."""
+def fetch_committed(directory: Path, *, skip: tuple[str, ...] = ()) -> None:
+    """A partition directory as the store has it committed, but what is under ``skip`` (no-op
+    on a directory data root)."""
     if (plane := _ACTIVE.get()) is not None:
-        plane.fetch_dir(directory, committed=True)
+        plane.fetch_dir(directory, committed=True, skip=skip)
 
 
 def fetch_dir(directory: Path) -> None:

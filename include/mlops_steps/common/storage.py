@@ -51,7 +51,9 @@ class Partition:
         """The partition ``key``; on an object-store data root, fetched into the step's working
         copy first when the store has it committed (common/dataplane.py)."""
         partition = cls(dataset_root / f"partition={check_partition_key(key)}")
-        dataplane.fetch_committed(partition.root)
+        # Data Docs are for people (the reports route serves them); no step reads them back.
+        docs = partition.data_docs_dir.relative_to(partition.root).as_posix() + "/"
+        dataplane.fetch_committed(partition.root, skip=(docs,))
         return partition
 
     @property

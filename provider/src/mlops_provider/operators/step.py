@@ -207,6 +207,25 @@ def pod_labels(spec: StepSpec) -> dict[str, str]:
     return labels
 
 
+def _data_volume(name: str, settings: Settings) -> Any:
+    """The shared ReadWriteMany volume; on an object-store data root, the pod's own scratch
+    space for its working copy (pods share nothing but the store)."""
+    from kubernetes.client import models as k8s
+
+    if settings.data_plane:
+        return k8s.V1Volume(name=name, empty_dir=k8s.V1EmptyDirVolumeSource())
+    claim = k8s.V1PersistentVolumeClaimVolumeSource(claim_name=settings.kubernetes.data_pvc)
+    return k8s.V1Volume(name=name, persistent_volume_claim=claim)
+
+
+def _data_mount(name: str, settings: Settings) -> Any:
+    from kubernetes.client import models as k8s
+
+    # The working copy lives under the temporary directory (core/settings.py: mlops-scratch).
+    path = settings.data_root.parent if settings.data_plane else settings.data_root
+    return k8s.V1VolumeMount(name=name, mount_path=str(path))
+
+
 def build_pod_operator(
     spec: StepSpec, settings: Settings | None = None, **operator_kwargs: Any
 ) -> KubernetesPodOperator:
@@ -248,15 +267,8 @@ def build_pod_operator(
             requests={"cpu": spec.resources.cpu, "memory": spec.resources.memory},
             limits={"cpu": spec.resources.cpu_limit, "memory": spec.resources.memory_limit},
         ),
-        volumes=[
-            k8s.V1Volume(
-                name=data_volume,
-                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
-                    claim_name=k8s_settings.data_pvc
-                ),
-            )
-        ],
-        volume_mounts=[k8s.V1VolumeMount(name=data_volume, mount_path=str(settings.data_root))],
+        volumes=[_data_volume(data_volume, settings)],
+        volume_mounts=[_data_mount(data_volume, settings)],
         labels=pod_labels(spec),
         service_account_name=k8s_settings.service_account,
         automount_service_account_token=spec.uses_kubernetes_api,
