@@ -249,9 +249,9 @@ def test_reports_on_an_object_store_data_root_are_read_from_the_store(
     docs = api.get(links[reports.docs], headers=headers)
     assert docs.headers["content-type"] == "text/html; charset=utf-8"
     assert docs.headers["content-security-policy"].startswith("sandbox")
-    for path in ("churn/partition=20261130T000000/data.parquet", "%2e%2e/pipeline/x.json",
-                 "churn/partition=20261130T000000/results/missing.json"):  # fmt: skip
-        assert api.get(f"{URL_PREFIX}/{path}", headers=headers).status_code == 404, path
+    for refused in ("churn/partition=20261130T000000/data.parquet", "%2e%2e/pipeline/x.json",
+                    "churn/partition=20261130T000000/results/missing.json"):  # fmt: skip
+        assert api.get(f"{URL_PREFIX}/{refused}", headers=headers).status_code == 404, refused
 
     with socket.socket() as probe:  # a store nothing answers for
         probe.bind(("127.0.0.1", 0))
