@@ -123,7 +123,8 @@ def test_helm_values_only_set_settings_the_pipeline_reads() -> None:
     assert values["executor"] in {"KubernetesExecutor", "CeleryExecutor"}
     assert env["MLOPS_RUNNER"] == "kubernetes"
     assert env["MLOPS_K8S_NAMESPACE"] == KubernetesSettings.namespace
-    assert env["MLOPS_DATA_ROOT"] == "/data"
+    # The data plane is in the object store (common/dataplane.py), not on a shared volume.
+    assert env["MLOPS_DATA_ROOT"].startswith("s3://")
     # Secrets only by reference: no env entry carries a credential.
     for name in env:
         assert not any(word in name for word in ("PASSWORD", "TOKEN", "SECRET", "CONN_")), name
