@@ -246,6 +246,10 @@ def test_reports_on_an_object_store_data_root_are_read_from_the_store(
         answer = api.get(link, headers=headers)
         assert answer.status_code == 200, answer.text
         assert answer.content == path.read_bytes()
+    # What the steps record on an object-store data root (results, version tags) are the
+    # reports' URIs in the store: the same links.
+    uri = f"s3://plane/pipeline/{reports.gate.relative_to(reports.root).as_posix()}"
+    assert report_url(uri) == links[reports.gate]
     docs = api.get(links[reports.docs], headers=headers)
     assert docs.headers["content-type"] == "text/html; charset=utf-8"
     assert docs.headers["content-security-policy"].startswith("sandbox")

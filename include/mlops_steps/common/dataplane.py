@@ -223,6 +223,13 @@ class ObjectStorePlane:
         files = self.changed_files()
         for path in files:
             relative = self.relative(path)
+            if path.suffix == ".json":  # results name reports by where they will be: the store
+                text = path.read_text(encoding="utf-8")
+                if (public := self.public(text)) != text:
+                    self._put_text(relative, public)
+                    stat = path.stat()
+                    self.fetched[relative] = (stat.st_size, stat.st_mtime_ns)
+                    continue
             self._call(
                 "publishing",
                 f"s3://{self.bucket}/{self.key(relative)}",
@@ -236,6 +243,19 @@ class ObjectStorePlane:
         if files:
             log.info("published %d file(s) to %s", len(files), self.uri)
         return len(files)
+
+    def _put_text(self, relative: str, text: str) -> None:
+        key = self.key(relative)
+        body = text.encode()
+        self._call(
+            "publishing",
+            f"s3://{self.bucket}/{key}",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+        )
 
     def put_once(self, relative: str, payload: bytes) -> bool:
         """Write an object only if none is there (a conditional put); whether this call wrote it."""

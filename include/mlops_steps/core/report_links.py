@@ -52,9 +52,13 @@ def report_parts(relative: str) -> tuple[str, ...] | None:
     return parts
 
 
-def relative_report_path(path: str | Path, data_root: Path) -> str | None:
-    """``path`` relative to ``data_root`` as URL path text (POSIX, not yet quoted), when it is a
-    report the route would serve; None otherwise. Lexical: the route checks the real file."""
+def relative_report_path(path: str | Path, data_root: Path, data_plane: str = "") -> str | None:
+    """``path`` relative to ``data_root`` (or to the object store ``data_plane``, for a URI in it)
+    as URL path text (POSIX, not yet quoted), when it is a report the route would serve; None
+    otherwise. Lexical: the route checks the real file."""
+    if data_plane and str(path).startswith(f"{data_plane}/"):
+        relative = str(path)[len(data_plane) + 1 :]
+        return relative if report_parts(relative) is not None else None
     candidate = Path(path)
     if not candidate.is_absolute():
         return None
@@ -65,10 +69,12 @@ def relative_report_path(path: str | Path, data_root: Path) -> str | None:
     return relative if report_parts(relative) is not None else None
 
 
-def url_for_report(path: str | Path, *, data_root: Path, airflow_url: str) -> str | None:
+def url_for_report(
+    path: str | Path, *, data_root: Path, airflow_url: str, data_plane: str = ""
+) -> str | None:
     """``<airflow_url>/mlops-reports/<path relative to data_root>``, or None when there is no
-    base URL or ``path`` is not a report under ``data_root``."""
-    relative = relative_report_path(path, data_root)
+    base URL or ``path`` is not a report under ``data_root`` (or in the store ``data_plane``)."""
+    relative = relative_report_path(path, data_root, data_plane)
     if not airflow_url or relative is None:
         return None
     # "=" (partition=..., window=...) and ":" are legal in a path segment: kept readable.
@@ -80,7 +86,8 @@ def report_url(path: str | Path | None, settings: Settings | None = None) -> str
     if path is None or str(path) == "":
         return None
     settings = settings or get_settings()
-    return url_for_report(path, data_root=settings.data_root, airflow_url=settings.airflow_url)
+    return url_for_report(path, data_root=settings.data_root, airflow_url=settings.airflow_url,
+                          data_plane=settings.data_plane)  # fmt: skip
 
 
 def report_link(path: str | Path | None, settings: Settings | None = None) -> str | None:

@@ -63,6 +63,8 @@ def test_ingest_publishes_data_then_manifest_and_reruns_change_nothing(
         store.get_object(Bucket=BUCKET, Key=f"{PARTITION}/manifest.json")["Body"].read()
     )
     assert manifest["file_sha256"] == first["file_sha256"]
+    # What the store keeps names places in the store, never a process's working copy.
+    assert "mlops-scratch" not in json.dumps(manifest)
     assert not load_settings().data_root.exists()  # the working copy goes with the process
     # What the step reports names the store, not its process's working copy.
     assert first["path"] == f"s3://{BUCKET}/{PARTITION}/data.parquet"
@@ -115,14 +117,21 @@ def test_a_publish_cut_before_the_manifest_leaves_no_partition(
     real_upload = dataplane.ObjectStorePlane.publish
 
     def cut_before_manifest(self: dataplane.ObjectStorePlane) -> int:
-        upload = self.client.upload_file
+        upload, put = self.client.upload_file, self.client.put_object
 
-        def once(path: str, bucket: str, key: str) -> None:
+        def refuse_manifest(key: str) -> None:
             if key.endswith(dataplane.COMMIT_MARKER):
                 raise EndpointConnectionError(endpoint_url="http://store")
+
+        def upload_file(path: str, bucket: str, key: str) -> None:
+            refuse_manifest(key)
             upload(path, bucket, key)
 
-        self.client.upload_file = once
+        def put_object(**request: Any) -> Any:
+            refuse_manifest(request["Key"])
+            return put(**request)
+
+        self.client.upload_file, self.client.put_object = upload_file, put_object
         return real_upload(self)
 
     monkeypatch.setattr(dataplane.ObjectStorePlane, "publish", cut_before_manifest)
