@@ -5,7 +5,6 @@ summary printed at the end."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,19 +45,21 @@ def serving(stack: Stack, service_url: str = "") -> str:
     return f"stable v{ready['stable']}{canary}"
 
 
-def partition_results(stack: Stack, run_id: str, dag_id: str = TRAINING) -> Path:
+def partition_dir(stack: Stack, run_id: str, dag_id: str = TRAINING) -> tuple[str, str]:
+    """The run's partition under the data root: (model, ``partition=<key>``)."""
     run = stack.airflow.rest.run(dag_id, run_id)
     when = dt.datetime.fromisoformat(run["logical_date"] or run["run_after"])
     key = when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return stack.home / "data" / MODEL / f"partition={key}" / "results"
+    return MODEL, f"partition={key}"
 
 
 def latest_window(stack: Stack) -> dict[str, Any]:
-    """The newest monitored window's verdict (``monitoring.json``) and its directory."""
-    windows = sorted((stack.home / "data" / "monitoring" / MODEL).glob("window=*"))
-    if not windows or not (windows[-1] / "monitoring.json").is_file():
-        return {}
-    return {**json.loads((windows[-1] / "monitoring.json").read_text()), "dir": windows[-1]}
+    """The newest monitored window's verdict (``monitoring.json``) and where it is."""
+    windows = [w for w in stack.data.children("monitoring", MODEL) if w.startswith("window=")]
+    verdict = (
+        stack.data.read_json("monitoring", MODEL, windows[-1], "monitoring.json") if windows else {}
+    )
+    return {**verdict, "dir": stack.data.uri("monitoring", MODEL, windows[-1])} if verdict else {}
 
 
 def web_link(stack: Stack, path: str | Path | None) -> str | None:
@@ -66,20 +67,24 @@ def web_link(stack: Stack, path: str | Path | None) -> str | None:
     the path and why it has none."""
     if not path:
         return None
-    url = url_for_report(path, data_root=stack.home / "data", airflow_url=stack.airflow.base_url)
+    root = stack.data.data_root
+    plane = root if stack.data.on_object_store else ""
+    url = url_for_report(path, data_root=Path(root), airflow_url=stack.airflow.base_url,
+                         data_plane=plane)  # fmt: skip
     return url or f"{path} (no report file there: no link)"
 
 
 def release_reports(stack: Stack, version: dict[str, Any]) -> list[tuple[str, str | None]]:
     """What an approver of ``version`` opened: its partition's Data Docs, gate and shift
     reports, and its canary analysis."""
-    partition = stack.home / "data" / MODEL / f"partition={version.get('mlops.partition')}"
-    analysis = stack.home / "data" / "deployments" / MODEL / f"v{version['version']}"
+    partition = (MODEL, f"partition={version.get('mlops.partition')}")
+    analysis = stack.data.uri("deployments", MODEL, f"v{version['version']}", "analysis.json")
+    docs = stack.data.uri(*partition, "validation", "data_docs", "index.html")
     return [
-        ("Data Docs", web_link(stack, partition / "validation" / "data_docs" / "index.html")),
-        ("gate report", web_link(stack, partition / "results" / "gate.json")),
+        ("Data Docs", web_link(stack, docs)),
+        ("gate report", web_link(stack, stack.data.uri(*partition, "results", "gate.json"))),
         ("shift report", web_link(stack, version.get("mlops.shift.report"))),
-        ("canary", web_link(stack, analysis / "analysis.json")),
+        ("canary", web_link(stack, analysis)),
     ]
 
 
@@ -125,10 +130,11 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
     say(f"the service now: {serving(stack)}", indent=4)
     if facts.get("second"):
         second_model_summary(facts["second"])
-    ledger = stack.home / "data" / "ledger" / f"{MODEL}-deployments.jsonl"
+    ledger = stack.data.uri(
+        "ledger", f"{MODEL}-deployments" + ("" if stack.data.on_object_store else ".jsonl")
+    )
     say("deployment ledger:", indent=4)
-    for line in ledger.read_text().splitlines() if ledger.is_file() else []:
-        entry = json.loads(line)
+    for entry in stack.data.ledger(MODEL):
         if entry.get("kind") == "traffic_step":
             verdict = "passed" if entry["passed"] else "failed"
             say(f"- v{entry['version']} step {entry['step']} ({entry['label']}) {verdict}",
@@ -140,7 +146,7 @@ def summary(stack: Stack, facts: dict[str, Any], started: float) -> None:
     airflow = stack.airflow
     password_file = airflow.home / "simple_auth_manager_passwords.json.generated"
     window = facts.get("monitoring_report")
-    drift_report = Path(window) / "data_drift.html" if window and Path(window).is_dir() else None
+    drift_report = f"{window}/data_drift.html" if window and "(none" not in str(window) else None
     for label, where in (
         ("Airflow UI", f"{airflow.base_url}  (user {USER}, password in {password_file})"),
         ("MLflow UI", stack.mlflow_url),

@@ -126,10 +126,7 @@ def release(stack: Stack, version: str, dag_id: str = DEPLOYMENT) -> str:
 
 def show_traffic_steps(stack: Stack, model: str, run_id: str) -> None:
     """The run's judged traffic steps, as the ledger recorded them (release/progressive.py)."""
-    ledger = stack.home / "data" / "ledger" / f"{model}-deployments.jsonl"
-    lines = (
-        [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.is_file() else []
-    )
+    lines = stack.data.ledger(model)
     steps = [e for e in lines if e.get("kind") == "traffic_step" and e.get("dag_run_id") == run_id]
     for step in steps:
         verdict = "passed" if step["passed"] else f"FAILED ({', '.join(step['failed_checks'])})"

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import airflow_settings
+from demo_data import DemoData
 from local_airflow import LiveAirflow
 from mlflow_server import is_healthy, start_server
+from mlops_steps.core.sections import for_model
 from processes import alive, port_or_free, stop_process_groups, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,18 +61,16 @@ class Stack:
     mlflow_url: str
     service_url: str
     airflow: LiveAirflow
-    home: Path  # MLOPS_HOME: data partitions, model store, prediction logs, alerts
+    home: Path  # MLOPS_HOME: alerts (and, on the embedded default, the data below)
     pids: dict[str, int]
+    # Where the pipeline keeps its data: partitions, reports and ledger, each model's prediction
+    # log (MLOPS_PREDICTION_LOG's {model}: every model's service its own) and label landing place
+    # (MLOPS_LABELS's {model}: where delayed outcomes arrive); model bundles.
+    data: DemoData
+    model_store: str  # with {model}
 
-    def prediction_log(self, model: str) -> Path:
-        """Where ``model``'s service writes its prediction log (MLOPS_PREDICTION_LOG's
-        ``{model}``: every model's service its own directory)."""
-        return self.home / "predictions" / model
-
-    def labels(self, model: str) -> Path:
-        """``model``'s label landing place (MLOPS_LABELS's ``{model}``), where delayed outcomes
-        arrive for monitoring to judge the champion and retraining to learn from."""
-        return self.home / "labels" / model
+    def prediction_log(self, model: str) -> str:
+        return for_model(self.data.prediction_log, model)
 
     def start_service(self, model: str, port: int, admin_token: str) -> str:
         """One service process serving ``model`` on ``port``, with its own model store and
@@ -80,8 +80,8 @@ class Stack:
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             "SERVING_MODEL_NAME": model,
             "SERVING_ADMIN_TOKEN": admin_token,
-            "SERVING_MODEL_STORE": str(self.home / "model-store" / model),
-            "SERVING_PREDICTION_LOG": str(self.prediction_log(model)),
+            "SERVING_MODEL_STORE": for_model(self.model_store, model),
+            "SERVING_PREDICTION_LOG": self.prediction_log(model),
             "SERVING_PREDICTION_LOG_FLUSH_MS": "500",
         }
         name = "service" if model == MODEL else f"service-{model}"
@@ -188,7 +188,10 @@ def start_stack(args: argparse.Namespace) -> Stack:
     airflow.start()
     pids |= airflow.pids
     record_pids(pids)
-    stack = Stack(mlflow.url, service_url, airflow, home, pids)
+    data = DemoData(str(home / "data"), str(home / "predictions" / "{model}"),
+                    str(home / "labels" / "{model}"))  # fmt: skip
+    model_store = str(home / "model-store" / "{model}")
+    stack = Stack(mlflow.url, service_url, airflow, home, pids, data, model_store)
     stack.start_service(MODEL, service_port, admin_token)
     say(f"    model service on {service_url} (no champion yet: /ready says 503)")
     airflow.wait_until_up()

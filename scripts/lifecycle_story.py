@@ -8,30 +8,27 @@ import argparse
 import datetime as dt
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from lifecycle_report import latest_window, partition_results, registry, serving
+from lifecycle_report import latest_window, partition_dir, registry, serving
 from lifecycle_runs import follow, newest_run, release, run_ids, run_url, trigger, woken_by
 from lifecycle_stack import ACTS, MODEL, MONITORING, TRAINING, Stack, say, stage
 from processes import wait_for
 
 
-def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
+def serve_drifted_customers(stack: Stack, partition: tuple[str, str], rows: int) -> int:
     """The drifted period's customers reach the service, 100 per /predict/batch request."""
-    import pandas as pd
 
     from mlops_steps.contract.loader import load_contract
 
     contract = load_contract(MODEL)
 
     def logged() -> int:
-        log_dir = stack.prediction_log(MODEL)
-        return sum(len(p.read_bytes().splitlines()) for p in log_dir.rglob("*.jsonl"))
+        return stack.data.logged_rows(MODEL)
 
-    frame = pd.read_parquet(results.parent / "data.parquet").head(rows)
+    frame = stack.data.read_parquet(*partition, "data.parquet").head(rows)
     records = json.loads(frame.loc[:, list(contract.feature_names)].to_json(orient="records"))
     ids = frame[contract.id_column or "row_id"].astype(str).tolist()
     before = logged()
@@ -46,7 +43,7 @@ def serve_drifted_customers(stack: Stack, results: Path, rows: int) -> int:
     return len(records)
 
 
-def land_delayed_labels(stack: Stack, results: Path, rows: int) -> Path:
+def land_delayed_labels(stack: Stack, partition: tuple[str, str], rows: int) -> str:
     """The served customers' outcomes, known later: one CSV in the model's label landing place,
     keyed by entity id (the customer id the service was given), with the time each became known.
     The generator drew them with the features, so they are the truth."""
@@ -55,36 +52,34 @@ def land_delayed_labels(stack: Stack, results: Path, rows: int) -> Path:
     from mlops_steps.contract.loader import load_contract
 
     contract = load_contract(MODEL)
-    frame = pd.read_parquet(results.parent / "data.parquet").head(rows)
+    frame = stack.data.read_parquet(*partition, "data.parquet").head(rows)
     known_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    landing = stack.labels(MODEL)
-    landing.mkdir(parents=True, exist_ok=True)
-    path = landing / f"outcomes-{known_at[:10]}.csv"
-    pd.DataFrame(
+    outcomes = pd.DataFrame(
         {
             "entity_id": frame[contract.id_column or "row_id"].astype(str),
             contract.label: frame[contract.label],
             "label_time": known_at,
         }
-    ).to_csv(path, index=False)
-    return path
+    )
+    return stack.data.write_labels(
+        MODEL, f"outcomes-{known_at[:10]}.csv", outcomes.to_csv(index=False)
+    )
 
 
-def retrained_on(results: Path) -> dict[str, Any]:
+def retrained_on(stack: Stack, partition: tuple[str, str]) -> dict[str, Any]:
     """What the retraining partition was built from (its manifest) and how the retrained model
     and the champion scored on both hold-outs (its evaluation)."""
-    manifest = json.loads((results.parent / "manifest.json").read_text())
-    evaluation = json.loads((results / "evaluate.json").read_text())
+    manifest = stack.data.read_json(*partition, "manifest.json")
+    evaluation = stack.data.read_json(*partition, "results", "evaluate.json")
     return {"served": manifest.get("served"), "holdouts": evaluation.get("holdouts") or {}}
 
 
-def stopped_by(results: Path) -> dict[str, str]:
+def stopped_by(stack: Stack, partition: tuple[str, str]) -> dict[str, str]:
     """Which check stopped a training run, from its partition's results: the comparison with
     the champion's data in ``validate`` (a label shift) or the ``gate``."""
 
     def read(step: str) -> dict[str, Any]:
-        path = results / f"{step}.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return stack.data.read_json(*partition, "results", f"{step}.json")
 
     validation, gate = read("validate"), read("gate")
     shift = validation.get("shift") or {}
@@ -99,7 +94,7 @@ def stopped_by(results: Path) -> dict[str, str]:
             "report": str(validation.get("data_docs_index")),
         }
     return {"step": "gate", "reason": gate.get("reason", "see the UI"),
-            "report": str(results / "gate.json")}  # fmt: skip
+            "report": stack.data.uri(*partition, "results", "gate.json")}  # fmt: skip
 
 
 def synthetic_source(model: str) -> bool:
@@ -133,8 +128,8 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     drifted = trigger(stack, TRAINING, "demo_2_drifted_data",
                       {"rows": args.rows, "drift": 0.8, "seed": 7})  # fmt: skip
     state = follow(stack, TRAINING, drifted)
-    results = partition_results(stack, drifted)
-    stopped = stopped_by(results)
+    partition = partition_dir(stack, drifted)
+    stopped = stopped_by(stack, partition)
     say(f"run {state}; stopped by {stopped['step']}: {stopped['reason']}", indent=4)
     after, _ = registry(stack)
     if state != "failed" or after != aliases:
@@ -142,22 +137,22 @@ def story(stack: Stack, started: float, args: argparse.Namespace) -> dict[str, A
     say(f"aliases unchanged {after}; the service: {serving(stack)}", indent=4)
     facts["drifted_run"], facts["stopped"] = drifted, stopped
 
-    facts |= close_the_loop(stack, started, args, results)
+    facts |= close_the_loop(stack, started, args, partition)
     return facts
 
 
 def close_the_loop(
-    stack: Stack, started: float, args: argparse.Namespace, results: Path
+    stack: Stack, started: float, args: argparse.Namespace, partition: tuple[str, str]
 ) -> dict[str, Any]:
     """Act 4: the drifted customers are served and labelled later; monitoring sees the drift and
     the champion's drop, the drift event retrains on them, the retrained version is released."""
     facts: dict[str, Any] = {}
     stage(f"4/{ACTS}  Drifted customers reach the service; monitoring sees it and retrains",
           started)  # fmt: skip
-    served = serve_drifted_customers(stack, results, args.traffic_rows)
+    served = serve_drifted_customers(stack, partition, args.traffic_rows)
     say(f"served {served} drifted customers through /predict/batch (prediction log flushed)",
         indent=4)  # fmt: skip
-    labels = land_delayed_labels(stack, results, served)
+    labels = land_delayed_labels(stack, partition, served)
     say(f"their outcomes arrived later: {served} delayed labels in {labels}", indent=4)
     trainings = run_ids(stack, TRAINING)
     monitored = trigger(stack, MONITORING, "demo_3_monitoring", {"window_hours": 1})
@@ -190,7 +185,7 @@ def close_the_loop(
         say(f"- {event}", indent=6)
     if follow(stack, TRAINING, retrain_id) != "success":
         raise RuntimeError(f"retraining failed; see {run_url(stack, TRAINING, retrain_id)}")
-    learnt = retrained_on(partition_results(stack, retrain_id))
+    learnt = retrained_on(stack, partition_dir(stack, retrain_id))
     facts["feedback"] = feedback = learnt_margin(learnt, args.min_margin)
     say(feedback["provenance"], indent=4)
     say(feedback["verdict"], indent=4)
