@@ -7,26 +7,95 @@
   triggerer; SQLite and the LocalExecutor), as separate processes in their own process groups so
   they stop by their own PIDs, with a REST client (scripts/airflow_rest.py) logged in as a
   SimpleAuthManager user. The lifecycle demo (scripts/lifecycle.py) and the live alert test use
-  it.
+  it. The distributed profile (scripts/distributed_stack.py) configures the same class for
+  PostgreSQL and the CeleryExecutor (:class:`CeleryBroker`) and starts more than one process of a
+  kind (:class:`Component`: two schedulers, two Celery workers with their own environments); a
+  component can be killed and restarted by its name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_rest import AirflowRest, ApiError
-from processes import free_port, stop_process_groups, wait_for
+from processes import alive, free_port, stop_process_groups, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One Airflow process: ``name`` keys its PID and names its log, ``args`` are its Airflow CLI
+    arguments, ``env`` what it gets on top of the Airflow's environment."""
+
+    name: str
+    args: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: str | Component) -> Component:
+        """A component given by its CLI command alone (``"scheduler"``) is named after it."""
+        return spec if isinstance(spec, Component) else cls(spec, (spec,))
+
+
+def celery_worker(
+    name: str, *, queue: str, concurrency: int = 2, env: Mapping[str, str] | None = None
+) -> Component:
+    """A Celery worker named ``name@<host>`` that takes tasks from ``queue`` only."""
+    return Component(
+        name,
+        ("celery", "worker", "--celery-hostname", f"{name}@%h", "--queues", queue,
+         "--concurrency", str(concurrency), "--without-mingle", "--without-gossip"),
+        dict(env or {}),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CeleryBroker:
+    """The CeleryExecutor's settings: a broker, a result backend, and the queue its tasks go to
+    by default; ``transport_options`` land in ``[celery_broker_transport_options]`` (for a Redis
+    broker shared by several Airflows, ``global_keyprefix`` keeps each one's keys apart)."""
+
+    broker_url: str
+    result_backend: str
+    queue: str = "default"
+    transport_options: Mapping[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": self.result_backend,
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
+            **{
+                f"AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__{key.upper()}": value
+                for key, value in self.transport_options.items()
+            },
+        }
+
+
+def database_env(database_url: str | None, home: Path) -> dict[str, str]:
+    """The metadata database: SQLite under ``home`` unless ``database_url`` names another.
+    Airflow derives an async URL from it (``postgresql+asyncpg``); without asyncpg installed that
+    engine is switched off (only the run-wait endpoint and multi-team look-ups use it)."""
+    if database_url is None:
+        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
+    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url}
+    if database_url.startswith("postgresql") and importlib.util.find_spec("asyncpg") is None:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = ""
+    return env
 
 
 def local_airflow_env(home: Path, mlflow_url: str) -> dict[str, str]:
@@ -55,6 +124,10 @@ class LiveAirflow:
     users: dict[str, str]  # SimpleAuthManager user -> password
     logs: Path
     pids: dict[str, int] = field(default_factory=dict)
+    #: How each started component was started (what :meth:`restart` starts again).
+    components: dict[str, Component] = field(default_factory=dict)
+    #: What runs ``airflow <args>``.
+    launcher: tuple[str, ...] = (sys.executable, "-m", "airflow")
 
     @property
     def base_url(self) -> str:
@@ -70,9 +143,14 @@ class LiveAirflow:
         users: Mapping[str, str],
         extra_env: Mapping[str, str] | None = None,
         base_env: Mapping[str, str] | None = None,
+        database_url: str | None = None,
+        executor: str | None = None,
+        celery: CeleryBroker | None = None,
     ) -> LiveAirflow:
-        """An Airflow home with a SQLite database, SimpleAuthManager users (``name -> role``)
-        with generated passwords, its own JWT secret and free ports for the log servers."""
+        """An Airflow home with a SQLite database (or ``database_url``), SimpleAuthManager users
+        (``name -> role``) with generated passwords, its own JWT secret and free ports for the
+        log servers. The executor is ``executor``, else the CeleryExecutor with ``celery``,
+        else the LocalExecutor."""
         home.mkdir(parents=True, exist_ok=True)
         logs = home / "process-logs"
         logs.mkdir(exist_ok=True)
@@ -84,11 +162,13 @@ class LiveAirflow:
         env.update(
             {
                 "AIRFLOW_HOME": str(home),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                **database_env(database_url, home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": executor
+                or ("CeleryExecutor" if celery else "LocalExecutor"),
+                **(celery.env() if celery else {}),
                 "AIRFLOW__CORE__PARALLELISM": "8",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
@@ -137,18 +217,40 @@ class LiveAirflow:
             raise RuntimeError(f"python -c failed ({done.returncode}):\n{done.stderr[-3000:]}")
         return done.stdout
 
-    def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
+    def start(self, components: Iterable[str | Component] = COMPONENTS) -> None:
         """Start each component in its own session (stopped with its workers by its PID)."""
-        for component in components:
-            with (self.logs / f"{component}.log").open("ab") as out:
+        for spec in components:
+            component = Component.of(spec)
+            if component.name in self.pids:
+                raise ValueError(f"{component.name} is running already")
+            with (self.logs / f"{component.name}.log").open("ab") as out:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "airflow", component],
-                    env=self.env,
+                    [*self.launcher, *component.args],
+                    env={**self.env, **component.env},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            self.pids[component] = process.pid
+            self.pids[component.name] = process.pid
+            self.components[component.name] = component
+
+    def kill(self, name: str, timeout: float = 10) -> None:
+        """SIGKILL component ``name`` with its whole process group (a crash: no clean-up), and
+        wait up to ``timeout`` for the group's last process to be gone."""
+        pid = self.pids.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        deadline = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def restart(self, name: str, timeout: float = 30) -> None:
+        """Stop component ``name`` if it runs (SIGTERM, then SIGKILL), and start it again."""
+        if name in self.pids:
+            stop_process_groups([self.pids.pop(name)], timeout)
+        self.start([self.components[name]])
 
     def stop(self, timeout: float = 30) -> None:
         stop_process_groups(list(self.pids.values()), timeout)

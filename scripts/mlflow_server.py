@@ -1,7 +1,8 @@
 """Start or stop the local MLflow tracking server (SQLite backend, local artifacts, loopback).
 
 Used by the main job (``make demo``) and by ``make mlflow``; the tests start their own server on a
-free port through the same :func:`start_server`.
+free port through the same :func:`start_server`. The distributed profile
+(scripts/distributed_stack.py) starts it on PostgreSQL with artifacts in an S3 bucket.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +58,20 @@ def webhook_encryption_key(home: Path) -> str:
     return path.read_text().strip()
 
 
-def start_server(home: Path, port: int, *, python: str | None = None) -> MlflowServer:
+def start_server(
+    home: Path,
+    port: int,
+    *,
+    python: str | None = None,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> MlflowServer:
     """Start ``mlflow server`` under ``home`` and wait until /health answers (run by ``python``,
-    else $MLFLOW_SERVER_PYTHON, else this interpreter)."""
+    else $MLFLOW_SERVER_PYTHON, else this interpreter). The store is SQLite and the artifacts a
+    directory under ``home`` unless ``backend_store_uri`` / ``artifacts_destination`` name
+    others (e.g. PostgreSQL, ``s3://bucket/prefix`` with the S3 endpoint and keys in
+    ``extra_env``, which the server process gets on top of this one's environment)."""
     python = python or os.environ.get(SERVER_PYTHON_ENV) or sys.executable
     home.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
@@ -75,14 +88,15 @@ def start_server(home: Path, port: int, *, python: str | None = None) -> MlflowS
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"
         )
         or webhook_encryption_key(home),
+        **dict(extra_env or {}),
     }
     command = [
         python, "-m", "mlflow", "server",
         "--host", "127.0.0.1",
         "--port", str(port),
         "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-        "--artifacts-destination", str(home / "artifacts"),
+        "--backend-store-uri", backend_store_uri or f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination", artifacts_destination or str(home / "artifacts"),
         "--serve-artifacts",
     ]  # fmt: skip
     with log_path.open("ab") as log:
