@@ -265,7 +265,6 @@ class DistributedStack:
                     **dict(extra_env or {}),
                 },
             )
-            airflow.launcher = celery_support.LAUNCHER
             cleanup.callback(airflow.stop)
             with ThreadPoolExecutor(1) as pool:  # MLflow's start-up overlaps Airflow's migration
                 starting = pool.submit(
@@ -343,6 +342,9 @@ def _worker(name: str, hostname: str, home: Path, queue: str) -> Component:
             "MLOPS_HOME": str(home / name),
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "celery_support.worker_hostname",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")) if p
+            ),
             celery_support.WORKER_HOSTNAME_ENV: hostname,
         },
     )

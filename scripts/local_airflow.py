@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import json
 import os
 import secrets
@@ -87,15 +86,10 @@ class CeleryBroker:
 
 
 def database_env(database_url: str | None, home: Path) -> dict[str, str]:
-    """The metadata database: SQLite under ``home`` unless ``database_url`` names another.
-    Airflow derives an async URL from it (``postgresql+asyncpg``); without asyncpg installed that
-    engine is switched off (only the run-wait endpoint and multi-team look-ups use it)."""
-    if database_url is None:
-        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}"}
-    env = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url}
-    if database_url.startswith("postgresql") and importlib.util.find_spec("asyncpg") is None:
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = ""
-    return env
+    """The metadata database: SQLite under ``home`` unless ``database_url`` names another
+    (Airflow derives its async engine's URL from it: asyncpg for PostgreSQL)."""
+    url = database_url or f"sqlite:///{home / 'airflow.db'}"
+    return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url}
 
 
 def local_airflow_env(home: Path, mlflow_url: str) -> dict[str, str]:
@@ -126,8 +120,6 @@ class LiveAirflow:
     pids: dict[str, int] = field(default_factory=dict)
     #: How each started component was started (what :meth:`restart` starts again).
     components: dict[str, Component] = field(default_factory=dict)
-    #: What runs ``airflow <args>``.
-    launcher: tuple[str, ...] = (sys.executable, "-m", "airflow")
 
     @property
     def base_url(self) -> str:
@@ -225,7 +217,7 @@ class LiveAirflow:
                 raise ValueError(f"{component.name} is running already")
             with (self.logs / f"{component.name}.log").open("ab") as out:
                 process = subprocess.Popen(
-                    [*self.launcher, *component.args],
+                    [sys.executable, "-m", "airflow", *component.args],
                     env={**self.env, **component.env},
                     stdout=out,
                     stderr=subprocess.STDOUT,
