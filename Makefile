@@ -43,12 +43,18 @@ MODEL ?= churn
 # The model named on the command line (or in the environment); empty for the two-model demo.
 DEMO_MODEL := $(if $(filter file,$(origin MODEL)),,$(MODEL))
 
+## PROFILE=distributed: the same story on PostgreSQL, Celery (Redis) with two schedulers and two
+## workers, MLflow on PostgreSQL + S3, and an S3 data plane (moto's server; PostgreSQL and Redis
+## must be running on 127.0.0.1).
+PROFILE ?= embedded
+
 demo: install
-	MLOPS_DEMO_MODEL=$(DEMO_MODEL) $(PY) scripts/lifecycle.py $(ARGS)
+	MLOPS_DEMO_MODEL=$(DEMO_MODEL) MLOPS_DEMO_PROFILE=$(PROFILE) $(PY) scripts/lifecycle.py $(ARGS)
 
 ## The same, left running to explore the UIs; `make down` stops it.
 up: install
-	MLOPS_DEMO_MODEL=$(DEMO_MODEL) $(PY) scripts/lifecycle.py --keep-running $(ARGS)
+	MLOPS_DEMO_MODEL=$(DEMO_MODEL) MLOPS_DEMO_PROFILE=$(PROFILE) $(PY) scripts/lifecycle.py \
+		--keep-running $(ARGS)
 
 down:
 	$(PY) scripts/lifecycle.py --stop

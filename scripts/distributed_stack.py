@@ -24,6 +24,8 @@ import os
 import re
 import secrets
 import socket
+import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,6 +74,25 @@ def require_services() -> None:
         )
     if down:
         raise ServiceDown("the distributed profile needs: " + "; ".join(down))
+
+
+def restart_postgres(timeout: float = 60) -> None:
+    """Restart the machine's PostgreSQL cluster on :data:`PG_PORT` (every session of every
+    database is cut, as a fail-over or a crash-restart does) and wait until it accepts
+    connections again. Debian's ``pg_ctlcluster``; only the fault test uses this."""
+    clusters = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True, check=True)
+    found = [line.split() for line in clusters.stdout.splitlines()]
+    cluster = next((c for c in found if len(c) > 2 and c[2] == str(PG_PORT)), None)
+    if cluster is None:
+        raise ServiceDown(f"no PostgreSQL cluster on port {PG_PORT} in `pg_lsclusters`")
+    version, name = cluster[0], cluster[1]
+    subprocess.run(["pg_ctlcluster", "-m", "fast", version, name, "restart"], check=True,
+                   capture_output=True, timeout=timeout)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while _reachable(PG_HOST, PG_PORT) is not None:
+        if time.monotonic() > deadline:
+            raise ServiceDown(f"PostgreSQL did not come back on {PG_PORT} within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 @dataclass
@@ -261,6 +282,11 @@ class DistributedStack:
                     "MLOPS_HOME": str(home / "mlops"),
                     "MLOPS_RUNNER": "local",
                     "MLFLOW_DISABLE_TELEMETRY": "true",
+                    # A task whose worker died is failed (and retried elsewhere) after a minute
+                    # without heartbeats, not Airflow's default five; a dead scheduler's tasks
+                    # are adopted by the other one within half a minute.
+                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
                     **data_plane_env(data_bucket, moto),
                     **dict(extra_env or {}),
                 },
@@ -320,6 +346,19 @@ class DistributedStack:
         """Stop every process by its own PID, then delete the Redis keys and drop the
         databases."""
         self._cleanup.close()
+
+    def leftovers(self) -> dict[str, Any]:
+        """What outlives the processes (for :func:`remove_leftovers` after a kept-running stack
+        was stopped by its PIDs)."""
+        return {"databases": list(self.databases.names), "redis_prefix": self.redis.prefix}
+
+
+def remove_leftovers(leftovers: dict[str, Any]) -> None:
+    """Drop a stopped stack's databases and delete its Redis keys."""
+    PostgresDatabases(names=[_own(n) for n in leftovers.get("databases", [])]).drop_all()
+    prefix = str(leftovers.get("redis_prefix") or "")
+    if re.fullmatch(r"mlops-[0-9a-f]{8}:", prefix):
+        RedisKeys(prefix).delete()
 
 
 def data_plane_env(bucket: str, moto: MotoServer) -> dict[str, str]:

@@ -34,6 +34,7 @@ lifecycle_report.py.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -80,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         default=100.0,
         help="the gate's per-row p95 latency limit on this shared machine",
     )
+    parser.add_argument(
+        "--profile",
+        choices=["embedded", "distributed"],
+        default=os.environ.get("MLOPS_DEMO_PROFILE") or "embedded",
+        help="embedded: SQLite, LocalExecutor, local data; distributed: PostgreSQL, Celery "
+        "(Redis), two schedulers and workers, MLflow on PostgreSQL + S3, an S3 data plane",
+    )
     parser.add_argument("--mlflow-port", type=int, default=5000)
     parser.add_argument("--airflow-port", type=int, default=8080)
     parser.add_argument("--service-port", type=int, default=8000)
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop:
         say("==> Nothing left running")
         return 0
-    for leftover in ("mlflow", "airflow", "mlops", "models", "datasets"):
+    for leftover in ("mlflow", "airflow", "mlops", "models", "datasets", "distributed"):
         shutil.rmtree(STATE / leftover, ignore_errors=True)
     started = time.monotonic()
     stage(f"1/{ACTS}  Start MLflow, Airflow and the model service (all on loopback)", started)

@@ -66,14 +66,18 @@ def reverse_proxy(upstream: str) -> Iterator[Proxy]:
                 connection.close()
             proxy.count("forwarded")
             self.send_response(response.status, response.reason)
+            head = self.command == "HEAD"  # no body: the upstream's Content-Length stands
+            dropped = _HOP_BY_HOP if head else _HOP_BY_HOP | {"content-length"}
             for key, value in response.getheaders():
-                if key.lower() not in _HOP_BY_HOP | {"content-length"}:
+                if key.lower() not in dropped:
                     self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
+            if not head:
+                self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if not head:
+                self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

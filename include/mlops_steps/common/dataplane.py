@@ -79,6 +79,11 @@ class ObjectStorePlane:
 
     def __post_init__(self) -> None:
         self.bucket, self.prefix = split_uri(self.uri)
+
+    @property
+    def store(self) -> Any:
+        """The S3 client, made on first use (a verb that reads and writes nothing never
+        connects)."""
         if self.client is None:
             import boto3  # only where the data root is an object store
             from botocore.config import Config
@@ -87,6 +92,7 @@ class ObjectStorePlane:
             # stays down fails within seconds, and Airflow's retry takes over.
             config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5)
             self.client = boto3.client("s3", config=config)
+        return self.client
 
     # -- names -------------------------------------------------------------------------------
 
@@ -127,7 +133,7 @@ class ObjectStorePlane:
         )
 
     def _list(self, prefix: str) -> list[dict[str, Any]]:
-        paginator = self.client.get_paginator("list_objects_v2")
+        paginator = self.store.get_paginator("list_objects_v2")
         pages = self._call(
             "listing",
             f"s3://{self.bucket}/{prefix}",
@@ -148,7 +154,7 @@ class ObjectStorePlane:
         self._call(
             "reading",
             f"s3://{self.bucket}/{key}",
-            self.client.download_file,
+            self.store.download_file,
             self.bucket,
             key,
             str(partial),
@@ -233,7 +239,7 @@ class ObjectStorePlane:
             self._call(
                 "publishing",
                 f"s3://{self.bucket}/{self.key(relative)}",
-                self.client.upload_file,
+                self.store.upload_file,
                 str(path),
                 self.bucket,
                 self.key(relative),
@@ -250,7 +256,7 @@ class ObjectStorePlane:
         self._call(
             "publishing",
             f"s3://{self.bucket}/{key}",
-            self.client.put_object,
+            self.store.put_object,
             Bucket=self.bucket,
             Key=key,
             Body=body,
@@ -266,7 +272,7 @@ class ObjectStorePlane:
             self._call(
                 "writing",
                 f"s3://{self.bucket}/{key}",
-                self.client.put_object,
+                self.store.put_object,
                 Bucket=self.bucket,
                 Key=key,
                 Body=payload,
@@ -289,7 +295,7 @@ class ObjectStorePlane:
                 body = self._call(
                     "reading",
                     f"s3://{self.bucket}/{item['Key']}",
-                    self.client.get_object,
+                    self.store.get_object,
                     Bucket=self.bucket,
                     Key=item["Key"],
                 )

@@ -117,7 +117,7 @@ def test_a_publish_cut_before_the_manifest_leaves_no_partition(
     real_upload = dataplane.ObjectStorePlane.publish
 
     def cut_before_manifest(self: dataplane.ObjectStorePlane) -> int:
-        upload, put = self.client.upload_file, self.client.put_object
+        upload, put = self.store.upload_file, self.store.put_object
 
         def refuse_manifest(key: str) -> None:
             if key.endswith(dataplane.COMMIT_MARKER):
@@ -131,7 +131,7 @@ def test_a_publish_cut_before_the_manifest_leaves_no_partition(
             refuse_manifest(request["Key"])
             return put(**request)
 
-        self.client.upload_file, self.client.put_object = upload_file, put_object
+        self.store.upload_file, self.store.put_object = upload_file, put_object
         return real_upload(self)
 
     monkeypatch.setattr(dataplane.ObjectStorePlane, "publish", cut_before_manifest)
