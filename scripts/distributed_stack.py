@@ -282,10 +282,11 @@ class DistributedStack:
                     "MLOPS_HOME": str(home / "mlops"),
                     "MLOPS_RUNNER": "local",
                     "MLFLOW_DISABLE_TELEMETRY": "true",
-                    # A task whose worker died is failed (and retried elsewhere) after a minute
-                    # without heartbeats, not Airflow's default five; a dead scheduler's tasks
-                    # are adopted by the other one within half a minute.
-                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+                    # A task whose worker died is failed (and retried elsewhere) after 40 s
+                    # without heartbeats (a live task beats every few seconds), not Airflow's
+                    # default five minutes; a dead scheduler's tasks are adopted by the other
+                    # one within half a minute.
+                    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "40",
                     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
                     **data_plane_env(data_bucket, moto),
                     **dict(extra_env or {}),

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -130,6 +131,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 stop_process_groups([service.pid])
             dist.stop()
     assert dist.databases.existing() == [], "the stack's databases outlived it"
+    assert dist.redis.find() == [], "the stack's Redis keys outlived it"
 
 
 def _start_service(dist: DistributedStack, port: int, admin_token: str) -> subprocess.Popen[bytes]:
@@ -168,7 +170,8 @@ def test_training_survives_a_store_outage_a_dead_worker_and_scheduler_and_a_post
     live: Live,
 ) -> None:
     base = f"pipeline/{MODEL}/partition={PARTITION}"
-    live.proxy.withhold = f"/{live.bucket}/{base}/manifest.json"  # the store goes away mid-commit
+    # The store goes away mid-commit: the manifest's put (its key as botocore quotes it).
+    live.proxy.withhold = quote(f"/{live.bucket}/{base}/manifest.json", safe="/~")
     run_id = "distributed_faults"
     live.rest.trigger_run(TRAINING, {"rows": 20000}, run_id=run_id, logical_date=LOGICAL_DATE)
 
@@ -216,11 +219,20 @@ def test_training_survives_a_store_outage_a_dead_worker_and_scheduler_and_a_post
     runs = live.client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`mlops.airflow_run_id` = '{run_id}'"
     )
-    assert [r.info.status for r in runs if r.info.status != "KILLED"] == ["FINISHED"], runs
+    finished = [r for r in runs if r.info.status != "KILLED"]
+    assert [r.info.status for r in finished] == ["FINISHED"], runs
+    # MLflow keeps its registry in PostgreSQL and the run's artifacts in the S3 bucket.
+    artifacts = live.dist.moto.list_keys(live.dist.artifact_bucket, "mlflow/")
+    assert any(f"/{finished[0].info.run_id}/artifacts/" in key for key in artifacts), artifacts
     (version,) = live.client.search_model_versions(f"name = '{MODEL}'")
     assert version.tags["mlops.data_sha256"] == manifest["data_sha256"]
     assert version.tags["mlops.partition"] == PARTITION
-    assert live.dist.alive_jobs("SchedulerJob") == 2
+    assert live.dist.alive_jobs("SchedulerJob") == 2  # both heartbeat again in PostgreSQL
+    assert live.rest.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy"
+    # The broker's keys are under the stack's own prefix (another stack on this Redis never
+    # takes its tasks), its queue's binding included.
+    binding = f"_kombu.binding.{live.dist.queue}"
+    assert f"{live.dist.redis.prefix}{binding}" in live.dist.redis.find()
 
 
 def test_the_version_is_released_and_its_traffic_monitored_through_the_store(live: Live) -> None:
