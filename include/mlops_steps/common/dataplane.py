@@ -232,7 +232,7 @@ class ObjectStorePlane:
             if path.suffix == ".json":  # results name reports by where they will be: the store
                 text = path.read_text(encoding="utf-8")
                 if (public := self.public(text)) != text:
-                    self._put_text(relative, public)
+                    self._put_json(relative, public.encode(), "publishing")
                     stat = path.stat()
                     self.fetched[relative] = (stat.st_size, stat.st_mtime_ns)
                     continue
@@ -250,35 +250,17 @@ class ObjectStorePlane:
             log.info("published %d file(s) to %s", len(files), self.uri)
         return len(files)
 
-    def _put_text(self, relative: str, text: str) -> None:
+    def _put_json(self, relative: str, body: bytes, doing: str, **conditions: str) -> None:
         key = self.key(relative)
-        body = text.encode()
-        self._call(
-            "publishing",
-            f"s3://{self.bucket}/{key}",
-            self.store.put_object,
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            ContentType="application/json",
-        )
+        self._call(doing, f"s3://{self.bucket}/{key}", self.store.put_object, Bucket=self.bucket,
+                   Key=key, Body=body, ContentType="application/json", **conditions)  # fmt: skip
 
     def put_once(self, relative: str, payload: bytes) -> bool:
         """Write an object only if none is there (a conditional put); whether this call wrote it."""
         from botocore.exceptions import ClientError
 
-        key = self.key(relative)
         try:
-            self._call(
-                "writing",
-                f"s3://{self.bucket}/{key}",
-                self.store.put_object,
-                Bucket=self.bucket,
-                Key=key,
-                Body=payload,
-                IfNoneMatch="*",
-                ContentType="application/json",
-            )
+            self._put_json(relative, payload, "writing", IfNoneMatch="*")
         except ClientError as exc:
             if _error_code(exc) == "PreconditionFailed":
                 return False
