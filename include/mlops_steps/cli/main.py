@@ -109,6 +109,9 @@ def _run(argv: list[str]) -> int:
     except ServiceUnavailable as exc:
         log.error("%s (exit %d: a retry may succeed)", public(exc.render()), EXIT_CRASH)
         return EXIT_CRASH
+    except StepError as exc:  # the store refused what the step fetched or published
+        log.error("%s", public(exc.render()))
+        return EXIT_REJECTED
     if result is not None:
         emit_result(json.loads(public(json.dumps(result, default=str))))
     return code

@@ -158,17 +158,6 @@ class Settings:
         """Where the partitions of the model's training data live."""
         return self.data_root / self.model_name
 
-    def public_location(self, path: Path | str) -> str:
-        """Where ``path`` (under ``data_root``) is for anyone outside this process: on an object
-        store, its URI there (the working copy is gone when the step ends)."""
-        if self.data_plane:
-            try:
-                relative = Path(path).absolute().relative_to(self.data_root.absolute())
-            except ValueError:
-                return str(path)
-            return f"{self.data_plane}/{relative.as_posix()}"
-        return str(path)
-
     @property
     def data_root_setting(self) -> str:
         """MLOPS_DATA_ROOT as a step process must be given it (the store, not a working copy)."""
