@@ -107,10 +107,17 @@ class ObjectStorePlane:
 
     def _call(self, doing: str, subject: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         """One store request; an unreachable store or a server error becomes a named error."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             return call(*args, **kwargs)
+        except NoCredentialsError:
+            raise StepError(
+                f"no S3 credentials while {doing}",
+                subject=subject,
+                fix="give the step AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (worker env, the "
+                "aws_default connection or the mlops-s3 Secret) or an instance role",
+            ) from None
         except ClientError as exc:
             if _is_missing(exc) or _error_code(exc) == "PreconditionFailed":
                 raise

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -182,3 +185,26 @@ def test_concurrent_release_attempts_write_each_ledger_entry_once(store: Any) ->
         assert not settings.ledger_path.exists()  # nothing of the ledger is a local file
     assert sorted(int(e["version"]) for e in entries) == list(range(DECISIONS))
     assert {e["decision"] for e in entries} == {PROMOTED}
+
+
+def test_no_credentials_is_a_named_refusal_not_a_retry(store: Any, tmp_path: Path) -> None:
+    """A step process with no S3 credentials at all (boto3's default session caches them, so
+    this one runs as its own process, as a worker runs it)."""
+    keys_and_profile = {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in keys_and_profile}
+    nowhere = str(tmp_path / "none")
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_CONFIG_FILE": nowhere,
+            "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops_steps", "ingest", "--partition", KEY, "--rows", "1000"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == EXIT_REJECTED, done.stderr  # exit 2: a retry would only repeat it
+    assert f"s3://{BUCKET}/{PARTITION}/: no S3 credentials while listing" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert keys(store) == {}
