@@ -317,6 +317,7 @@ class DistributedStack:
                     *(_worker(name, host, home, queue) for name, host in workers.items()),
                 ]
             )
+            airflow.supervise()  # a component that exits by itself starts again (see there)
             airflow.wait_until_up()
         except BaseException:
             cleanup.close()

@@ -23,6 +23,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -120,6 +121,9 @@ class LiveAirflow:
     pids: dict[str, int] = field(default_factory=dict)
     #: How each started component was started (what :meth:`restart` starts again).
     components: dict[str, Component] = field(default_factory=dict)
+    _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _supervising: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -211,25 +215,51 @@ class LiveAirflow:
 
     def start(self, components: Iterable[str | Component] = COMPONENTS) -> None:
         """Start each component in its own session (stopped with its workers by its PID)."""
-        for spec in components:
-            component = Component.of(spec)
-            if component.name in self.pids:
-                raise ValueError(f"{component.name} is running already")
-            with (self.logs / f"{component.name}.log").open("ab") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "airflow", *component.args],
-                    env={**self.env, **component.env},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            self.pids[component.name] = process.pid
-            self.components[component.name] = component
+        with self._lock:
+            for spec in components:
+                component = Component.of(spec)
+                if component.name in self.pids:
+                    raise ValueError(f"{component.name} is running already")
+                with (self.logs / f"{component.name}.log").open("ab") as out:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "airflow", *component.args],
+                        env={**self.env, **component.env},
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                self.pids[component.name] = process.pid
+                self.components[component.name] = component
+                self._processes[component.name] = process
+
+    def supervise(self, interval: float = 1.0) -> None:
+        """Start again any component that exits by itself, as Kubernetes, systemd or Compose's
+        ``restart:`` do in production (a triggerer exits when its database connection is cut,
+        e.g. by a PostgreSQL restart). A component stopped on purpose (:meth:`kill`,
+        :meth:`stop`) stays down."""
+        self._supervising.set()
+
+        def watch() -> None:
+            while self._supervising.is_set():
+                with self._lock:
+                    exited = [n for n, p in self._processes.items()
+                              if n in self.pids and p.poll() is not None]  # fmt: skip
+                    for name in exited:
+                        code = self._processes[name].returncode
+                        stop_process_groups([self.pids.pop(name)], 5)  # what it left behind
+                        with (self.logs / f"{name}.log").open("a") as out:
+                            out.write(f"\n[supervisor] {name} exited with {code}: restarting\n")
+                        self.start([self.components[name]])
+                time.sleep(interval)
+
+        threading.Thread(target=watch, name="airflow-supervisor", daemon=True).start()
 
     def kill(self, name: str, timeout: float = 10) -> None:
         """SIGKILL component ``name`` with its whole process group (a crash: no clean-up), and
-        wait up to ``timeout`` for the group's last process to be gone."""
-        pid = self.pids.pop(name)
+        wait up to ``timeout`` for the group's last process to be gone. It stays down (a lost
+        machine) until :meth:`restart`."""
+        with self._lock:
+            pid = self.pids.pop(name)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
@@ -240,13 +270,16 @@ class LiveAirflow:
 
     def restart(self, name: str, timeout: float = 30) -> None:
         """Stop component ``name`` if it runs (SIGTERM, then SIGKILL), and start it again."""
-        if name in self.pids:
-            stop_process_groups([self.pids.pop(name)], timeout)
-        self.start([self.components[name]])
+        with self._lock:
+            if name in self.pids:
+                stop_process_groups([self.pids.pop(name)], timeout)
+            self.start([self.components[name]])
 
     def stop(self, timeout: float = 30) -> None:
-        stop_process_groups(list(self.pids.values()), timeout)
-        self.pids.clear()
+        self._supervising.clear()
+        with self._lock:
+            stop_process_groups(list(self.pids.values()), timeout)
+            self.pids.clear()
 
     @functools.cached_property
     def rest(self) -> AirflowRest:
