@@ -288,6 +288,10 @@ class DistributedStack:
                     # one within half a minute.
                     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "40",
                     "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
+                    # A task queued whose message never reached a worker (its scheduler died
+                    # while sending it, e.g. when PostgreSQL restarted) is queued again after
+                    # two minutes, not Airflow's default ten.
+                    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
                     **data_plane_env(data_bucket, moto),
                     **dict(extra_env or {}),
                 },
