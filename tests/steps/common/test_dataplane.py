@@ -7,13 +7,11 @@ once under concurrent release attempts."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +21,7 @@ from mlops_steps.common import dataplane
 from mlops_steps.core.errors import EXIT_CRASH, EXIT_OK, EXIT_REJECTED
 from mlops_steps.core.settings import load_settings
 from mlops_steps.release.ledger import PROMOTED, read_ledger, record_decision
+from tests.steps.release.ledger_support import Registry, race
 
 BUCKET, KEY = "plane", "20260105T000000"
 PARTITION = f"pipeline/churn/partition={KEY}"
@@ -147,14 +146,6 @@ def test_a_publish_cut_before_the_manifest_leaves_no_partition(
     assert f"{PARTITION}/manifest.json" in keys(store, PARTITION)
 
 
-class _Registry:
-    def get_model_version(self, name: str, version: str) -> Any:
-        return SimpleNamespace(tags={"mlops.data_sha256": f"sha-{version}"})
-
-    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        pass
-
-
 ATTEMPTS, DECISIONS = 4, 6
 
 
@@ -163,19 +154,12 @@ def _attempt(attempt: int, start: Any) -> None:
     with dataplane.working_copy(settings):
         for version in range(DECISIONS):
             start.wait()
-            record_decision(settings, _Registry(), version=str(version), status=PROMOTED,
+            record_decision(settings, Registry(), version=str(version), status=PROMOTED,
                             reason="r", extra={"attempt": attempt})  # fmt: skip
 
 
 def test_concurrent_release_attempts_write_each_ledger_entry_once(store: Any) -> None:
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Barrier(ATTEMPTS)
-    attempts = [ctx.Process(target=_attempt, args=(a, start)) for a in range(ATTEMPTS)]
-    for process in attempts:
-        process.start()
-    for process in attempts:
-        process.join(timeout=120)
-        assert process.exitcode == 0
+    race(_attempt, ATTEMPTS, timeout=120)
 
     entries_in_store = keys(store, "pipeline/ledger/churn-deployments/")
     assert len(entries_in_store) == DECISIONS

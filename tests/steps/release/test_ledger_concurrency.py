@@ -5,29 +5,18 @@ and never a torn line."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from mlops_steps.core.settings import load_settings
 from mlops_steps.release.ledger import PROMOTED, read_ledger, record_decision
+from tests.steps.release.ledger_support import Registry, race
 
 ATTEMPTS, DECISIONS = 6, 25
 
 
-class _Registry:
-    """The two registry calls record_decision makes (the ledger is what is under test)."""
-
-    def get_model_version(self, name: str, version: str) -> Any:
-        return SimpleNamespace(tags={"mlops.data_sha256": f"sha-{version}"})
-
-    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        pass
-
-
 def _attempt(attempt: int, start: Any) -> None:
-    settings, registry = load_settings(), _Registry()
+    settings, registry = load_settings(), Registry()
     for version in range(DECISIONS):
         start.wait()
         record_decision(
@@ -41,14 +30,7 @@ def _attempt(attempt: int, start: Any) -> None:
 
 
 def test_overlapping_attempts_record_each_decision_once(mlops_env: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Barrier(ATTEMPTS)
-    attempts = [ctx.Process(target=_attempt, args=(a, start)) for a in range(ATTEMPTS)]
-    for process in attempts:
-        process.start()
-    for process in attempts:
-        process.join(timeout=300)
-        assert process.exitcode == 0
+    race(_attempt, ATTEMPTS)
 
     settings = load_settings()
     lines = settings.ledger_path.read_text().splitlines()
