@@ -104,8 +104,13 @@ $(PROMETHEUS_STAMP):
 	fi
 	mkdir -p $(VENV) && touch $@
 
+## Two workers (pytest-xdist), a test module at a time on each: most of the suite's wall time is
+## live stacks waiting on heartbeats, retry delays and polls, which overlap well on two cores.
+## PYTEST_WORKERS=0 runs in one process (what a single test under a debugger wants).
+PYTEST_WORKERS ?= 2
+
 pytest: $(PROMETHEUS_STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 mlflow: install
 	$(PY) scripts/mlflow_server.py start --home .mlops/mlflow
