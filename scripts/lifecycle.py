@@ -39,6 +39,7 @@ import shutil
 import sys
 import time
 
+from distributed_stack import ServiceDown
 from lifecycle_report import summary
 from lifecycle_second import second_model
 from lifecycle_stack import (
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     stage(f"1/{ACTS}  Start MLflow, Airflow and the model service (all on loopback)", started)
     try:
         stack = start_stack(args)
+    except ServiceDown as down:  # PostgreSQL or Redis of the distributed profile: say which
+        say(f"\n!!  {down}")
+        return 1
     except BaseException:
         stop_previous()  # whatever had started, by the PIDs recorded so far
         raise
