@@ -127,6 +127,21 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Live modules first: Airflow stacks (``e2e``), then service processes (``serving``), then
+    the rest, each module's tests in their own order. ``make test``'s two workers take whole
+    modules in this order (``--dist loadfile``), so they end on short modules together instead
+    of one starting a long live module while the other is nearly done (two runs of the same
+    suite in the order found took 23 and 27 min here; the slower ended on a live module)."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("e2e"):
+            return 0
+        return 1 if item.get_closest_marker("serving") else 2
+
+    items.sort(key=rank)  # stable: modules and their tests keep their relative order
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's Airflow home, MLflow store and data (servers are stopped by then)."""
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
