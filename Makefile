@@ -106,11 +106,12 @@ $(PROMETHEUS_STAMP):
 
 ## Two workers (pytest-xdist), a test module at a time on each: most of the suite's wall time is
 ## live stacks waiting on heartbeats, retry delays and polls, which overlap well on two cores.
-## PYTEST_WORKERS=0 runs in one process (what a single test under a debugger wants).
+## Modules are handed out in collection order (live ones first, tests/conftest.py), not xdist's
+## default of the most tests first. PYTEST_WORKERS=0 runs in one process (for a debugger).
 PYTEST_WORKERS ?= 2
 
 pytest: $(PROMETHEUS_STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 mlflow: install
 	$(PY) scripts/mlflow_server.py start --home .mlops/mlflow

@@ -130,7 +130,8 @@ def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Live modules first: Airflow stacks (``e2e``), then service processes (``serving``), then
     the rest, each module's tests in their own order. ``make test``'s two workers take whole
-    modules in this order (``--dist loadfile``), so they end on short modules together instead
+    modules in this order (``--dist loadfile --no-loadscope-reorder``; xdist's default hands out
+    the modules with the most tests first), so they end on short modules together instead
     of one starting a long live module while the other is nearly done (two runs of the same
     suite in the order found took 23 and 27 min here; the slower ended on a live module)."""
 
