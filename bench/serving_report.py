@@ -46,12 +46,12 @@ def render_markdown(report: dict[str, Any], servers: Sequence[str], batch_rows: 
     ]
     if flagged:
         lines += ["", "⚠ points with non-2xx responses or socket errors: " + ", ".join(flagged)]
-    log = report.get("prediction_log")
+    log = report.get("prediction_logs", {}).get("service")
     if log:
         lines += [
             "",
             f"Prediction log under that load: {log['rows_scored']:,} rows scored, "
-            f"{log['lines_written']:,} lines written, {log['log_rows_dropped']:,} dropped.",
+            f"{log['rows_logged']:,} rows logged, {log['log_rows_dropped']:,} dropped.",
         ]
     if report.get("same_scores") is False:
         lines += ["", "⚠ the servers returned different scores for the same rows"]
