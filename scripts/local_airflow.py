@@ -15,12 +15,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airflow_rest import AirflowRest, ApiError
-from processes import alive, free_port, stop_process_groups, wait_for
+from processes import free_port, kill_tree, stop_process_groups, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -255,18 +253,12 @@ class LiveAirflow:
         threading.Thread(target=watch, name="airflow-supervisor", daemon=True).start()
 
     def kill(self, name: str, timeout: float = 10) -> None:
-        """SIGKILL component ``name`` with its whole process group (a crash: no clean-up), and
-        wait up to ``timeout`` for the group's last process to be gone. It stays down (a lost
-        machine) until :meth:`restart`."""
+        """SIGKILL component ``name`` with every process under it, the task processes a
+        worker runs included (a lost machine: no clean-up), and wait up to ``timeout`` for
+        them to be gone. It stays down until :meth:`restart`."""
         with self._lock:
             pid = self.pids.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-        deadline = time.monotonic() + timeout
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        kill_tree(pid, timeout)
 
     def restart(self, name: str, timeout: float = 30) -> None:
         """Stop component ``name`` if it runs (SIGTERM, then SIGKILL), and start it again."""

@@ -56,6 +56,50 @@ def stop_process_groups(pids: Iterable[int], timeout: float = 30.0) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def kill_tree(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL process ``pid``, its group and every descendant in whatever group, as a lost
+    machine takes them all, and wait up to ``timeout`` until they are gone.
+
+    Killing the group is not enough: Airflow's task supervisor puts each task process in a
+    group of its own, which would outlive its worker and keep training. The tree is frozen
+    (SIGSTOP) before it is killed, so no process forks a child that escapes."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    frozen: dict[int, psutil.Process] = {}
+    while True:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        found = [process for process in tree if process.pid not in frozen]
+        if not found:
+            break
+        for process in found:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGSTOP)
+            frozen[process.pid] = process
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for process in frozen.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # reap our own child; the orphans are init's to reap
+    deadline = time.monotonic() + timeout
+    for process in frozen.values():
+        while time.monotonic() < deadline:
+            try:
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.05)
+
+
 def log_tails(logs: Path, chars: int = 3000) -> str:
     return "\n".join(
         f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}"
