@@ -108,10 +108,12 @@ $(PROMETHEUS_STAMP):
 ## live stacks waiting on heartbeats, retry delays and polls, which overlap well on two cores.
 ## Modules are handed out in collection order (live ones first, tests/conftest.py), not xdist's
 ## default of the most tests first. PYTEST_WORKERS=0 runs in one process (for a debugger).
+## The 20 slowest tests are listed at the end: where a slow run's minutes went.
 PYTEST_WORKERS ?= 2
 
 pytest: $(PROMETHEUS_STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 \
+		$(PYTEST_ARGS)
 
 mlflow: install
 	$(PY) scripts/mlflow_server.py start --home .mlops/mlflow
