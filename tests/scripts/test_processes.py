@@ -46,10 +46,7 @@ def test_kill_tree_takes_the_tasks_in_groups_of_their_own() -> None:
     worker_pid, task_pid, child_pid = map(int, worker.stdout.readline().split())
     assert os.getpgid(task_pid) == task_pid != os.getpgid(worker_pid)  # a group of its own
     try:
-        kill_tree(worker.pid, timeout=10)
-        deadline = time.monotonic() + 10
-        while any(map(_running, (task_pid, child_pid))) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the orphans are reaped by init, not by this process
+        kill_tree(worker.pid, timeout=10)  # returns once all three are dead (or zombies)
         assert not alive(worker.pid)
         assert not any(map(_running, (worker_pid, task_pid, child_pid)))
     finally:
