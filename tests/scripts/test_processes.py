@@ -38,17 +38,24 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_kill_tree_takes_the_tasks_in_groups_of_their_own() -> None:
+def _start_worker() -> tuple[subprocess.Popen[str], int, int]:
+    """The worker in a session of its own, with the pids of its task and the task's child."""
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     assert worker.stdout is not None
     worker_pid, task_pid, child_pid = map(int, worker.stdout.readline().split())
-    assert os.getpgid(task_pid) == task_pid != os.getpgid(worker_pid)  # a group of its own
+    assert worker_pid == worker.pid
+    return worker, task_pid, child_pid
+
+
+def test_kill_tree_takes_the_tasks_in_groups_of_their_own() -> None:
+    worker, task_pid, child_pid = _start_worker()
+    assert os.getpgid(task_pid) == task_pid != os.getpgid(worker.pid)  # a group of its own
     try:
         kill_tree(worker.pid, timeout=10)  # returns once all three are dead (or zombies)
         assert not alive(worker.pid)
-        assert not any(map(_running, (worker_pid, task_pid, child_pid)))
+        assert not any(map(_running, (worker.pid, task_pid, child_pid)))
     finally:
         for pid in (task_pid, child_pid):
             with contextlib.suppress(ProcessLookupError):
@@ -58,11 +65,7 @@ def test_kill_tree_takes_the_tasks_in_groups_of_their_own() -> None:
 
 def test_a_group_kill_alone_would_leave_the_task_running() -> None:
     """Why kill_tree exists: SIGKILL to the worker's group misses the task's group."""
-    worker = subprocess.Popen(
-        [sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
-    assert worker.stdout is not None
-    _, task_pid, child_pid = map(int, worker.stdout.readline().split())
+    worker, task_pid, child_pid = _start_worker()
     try:
         os.killpg(worker.pid, 9)
         worker.wait(timeout=10)
